@@ -1,0 +1,566 @@
+/* tapegrad.h — reverse-mode automatic differentiation on a dynamic tape, in C11.
+ *
+ * The one header a user includes. A tape records tensor and scalar ops while ordinary C code
+ * runs the forward pass; tg_backward replays them in reverse through the chain rule.
+ *
+ *     #include <tapegrad.h>
+ *
+ *     tg_ctx *ctx;  tg_tape *tp;  tg_param *w;
+ *     tg_ctx_new(&ctx, NULL);
+ *     tg_tape_new(ctx, &tp);
+ *     tg_param_new(ctx, "w", TG_F32, 1, (int64_t[]){3}, &w);
+ *     tg_param_fill(w, 0.5);
+ *
+ *     tg_tensor x = tg_tensor_from(tp, TG_F32, 1, (int64_t[]){3}, (float[]){1, 2, 3});
+ *     tg_tensor y = tg_sum_all(tg_tanh(tg_mul(x, tg_param_tensor(tp, w))));
+ *     if (tg_backward(y) != TG_OK)            // one status check per step
+ *         fprintf(stderr, "%s\n", tg_tape_error(tp));
+ *     const float *dw = tg_param_grad(w);     // dy/dw, accumulated into the parameter
+ *     tg_tape_reset(tp);                      // O(1); memory kept for the next step
+ *
+ *     tg_tape_free(tp);  tg_ctx_free(ctx);
+ *
+ * Conventions, true of every function below unless it says otherwise:
+ * - No global state: everything lives in a context (tg_ctx) and its tapes (tg_tape).
+ *   A tape is used by one thread at a time; different tapes may run in different threads.
+ * - Nothing aborts on bad input. Calls that act on a tape record the first error on the tape
+ *   (sticky status, message naming the op, shapes and node) and return an error handle, never
+ *   NULL; every later op on that tape returns an error handle at once. Check tg_tape_status()
+ *   once per step, or the status tg_backward returns. tg_tape_reset clears the error.
+ * - Calls without a tape (context, parameters, registration, files) return a tg_status.
+ * - Tensor and scalar handles are small values valid until their tape is reset or freed; a
+ *   handle from before a reset is detected as stale (TG_ERR_STALE), never silently read.
+ * - Pointers returned by the library say who owns them and how long they stay valid.
+ * - Every `_free(NULL)` is a no-op.
+ */
+#ifndef TAPEGRAD_H
+#define TAPEGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The library is built with hidden visibility; everything declared here is its API. */
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC visibility push(default)
+#endif
+
+#define TG_VERSION_MAJOR 0
+#define TG_VERSION_MINOR 1
+#define TG_VERSION_PATCH 0
+
+/* Most dimensions a tensor may have. */
+#define TG_MAX_DIMS 8
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes. One list generates the enum, the names and the default messages.
+ */
+#define TG_STATUS_LIST(X)                                                                          \
+    X(OK, "success")                                                                               \
+    X(INVALID, "invalid argument")                                                                 \
+    X(SHAPE, "shape mismatch")                                                                     \
+    X(DTYPE, "dtype mismatch")                                                                     \
+    X(RANGE, "value out of range")                                                                 \
+    X(NOMEM, "out of memory")                                                                      \
+    X(STALE, "stale or foreign handle")                                                            \
+    X(NO_BACKWARD, "op has no backward rule")                                                      \
+    X(FIRST_ORDER, "op has a first-order backward only")                                           \
+    X(RELEASED, "graph already released by an earlier backward")                                   \
+    X(NOT_SCALAR, "output is not a scalar and no seed was given")                                  \
+    X(MODIFIED, "parameter modified after it was used on the tape")                                \
+    X(EXISTS, "name already registered")                                                           \
+    X(NOT_FOUND, "not found")                                                                      \
+    X(IO, "input/output error")                                                                    \
+    X(FORMAT, "malformed data")
+
+typedef enum tg_status {
+#define TG__STATUS_ENUM(name, msg) TG_##name,
+    TG_STATUS_LIST(TG__STATUS_ENUM)
+#undef TG__STATUS_ENUM
+    TG_STATUS_COUNT
+} tg_status;
+
+/* "TG_SHAPE", ... ; a static string. Unknown codes give "TG_UNKNOWN". */
+const char *tg_status_name(tg_status s);
+/* A one-line default description of a status code; a static string. */
+const char *tg_status_string(tg_status s);
+
+/* ---------------------------------------------------------------------------------------------
+ * Types.
+ */
+typedef enum tg_dtype {
+    TG_F32 = 1, /* float */
+    TG_F64 = 2, /* double */
+    TG_I64 = 3  /* int64_t: data only (indices, labels); never differentiated */
+} tg_dtype;
+
+/* Size in bytes of one element; 0 for an unknown dtype. */
+size_t tg_dtype_size(tg_dtype dt);
+/* "f32", "f64", "i64"; "?" for an unknown dtype. */
+const char *tg_dtype_name(tg_dtype dt);
+
+typedef struct tg_ctx tg_ctx;     /* registry, allocator, parameters; opaque */
+typedef struct tg_tape tg_tape;   /* the record of one forward pass and its arena; opaque */
+typedef struct tg_param tg_param; /* a persistent tensor with a gradient, owned by a context */
+typedef struct tg_op tg_op;       /* a registered op, owned by a context */
+
+/* A tensor on a tape. An opaque value: copy it freely, never look inside. A zero-initialised
+ * tg_tensor means "none". Valid until its tape is reset or freed. */
+typedef struct tg_tensor {
+    tg_tape *tape_;
+    uint32_t id_;
+    uint32_t gen_;
+} tg_tensor;
+
+/* A scalar (one double) on a tape, recorded cheaply without tensor machinery. Same rules. */
+typedef struct tg_scalar {
+    tg_tape *tape_;
+    uint32_t id_;
+    uint32_t gen_;
+} tg_scalar;
+
+/* ---------------------------------------------------------------------------------------------
+ * Context.
+ */
+
+/* One allocator function, Lua-style: new_size == 0 frees `ptr` (returning NULL); otherwise it
+ * returns a block of new_size bytes holding the first min(old,new) bytes of `ptr` (which may be
+ * NULL), or NULL on failure, leaving `ptr` untouched. Blocks must be 16-byte aligned. */
+typedef void *(*tg_alloc_fn)(void *user, void *ptr, size_t old_size, size_t new_size);
+
+/* Options for tg_ctx_new. Zero means default: fill with designated initialisers. */
+typedef struct tg_ctx_options {
+    tg_alloc_fn alloc; /* default: realloc/free */
+    void *alloc_user;  /* passed to alloc */
+    int threads;       /* worker threads for large kernels; 0: one */
+} tg_ctx_options;
+
+/* Creates a context with every built-in op registered. `opts` may be NULL. On success *out owns
+ * the context (free with tg_ctx_free); on failure *out is NULL and nothing leaks. */
+tg_status tg_ctx_new(tg_ctx **out, const tg_ctx_options *opts);
+/* Frees the context, its registry and its parameters. Its tapes must be freed first. */
+void tg_ctx_free(tg_ctx *ctx);
+/* The message of the last context-level call that failed (registration, parameters, files);
+ * "" if none. Owned by the context, valid until its next failing call. */
+const char *tg_ctx_error(const tg_ctx *ctx);
+/* Worker threads kernels may use on this context's tapes (>= 1). */
+tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads);
+int tg_ctx_threads(const tg_ctx *ctx);
+/* Number of calls the context made to its allocator so far (allocations, frees, resizes). */
+uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tape.
+ */
+
+/* Creates an empty tape recording into `ctx`. Free with tg_tape_free (before the context). */
+tg_status tg_tape_new(tg_ctx *ctx, tg_tape **out);
+void tg_tape_free(tg_tape *tp);
+/* Forgets every tensor and scalar recorded since the last reset and clears the error state, in
+ * O(1). The memory is kept: a step of the same shape as the last one calls no allocator. Every
+ * older handle becomes stale. Parameters (and their gradients) are untouched. */
+void tg_tape_reset(tg_tape *tp);
+/* TG_OK, or the first error recorded on the tape since the last reset. NULL tape: TG_INVALID. */
+tg_status tg_tape_status(const tg_tape *tp);
+/* The first error's message, e.g. "matmul: shapes f32[3,4] and f32[5,2] do not match (node 17)";
+ * "" when the tape is fine. Owned by the tape, valid until the next reset. */
+const char *tg_tape_error(const tg_tape *tp);
+/* Records `status` with a message on the tape (first error wins), as the library does; lets
+ * user code join the tape's error model. Returns the tape's status afterwards. */
+tg_status tg_tape_fail(tg_tape *tp, tg_status status, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Turns gradient recording on or off (a no-grad scope) and returns the previous setting.
+ * With it off, ops still compute values but link nothing for backward. */
+bool tg_tape_set_grad(tg_tape *tp, bool enabled);
+bool tg_tape_grad_enabled(const tg_tape *tp);
+tg_ctx *tg_tape_ctx(const tg_tape *tp);
+/* Tensor nodes and scalar entries recorded since the last reset, and arena bytes in use. */
+size_t tg_tape_node_count(const tg_tape *tp);
+size_t tg_tape_scalar_count(const tg_tape *tp);
+size_t tg_tape_bytes(const tg_tape *tp);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors: creation and reading. Row-major, contiguous, up to TG_MAX_DIMS dims. ndim 0 is a
+ * scalar tensor with one element. Created tensors are leaves that do not require a gradient.
+ */
+tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape,
+                         const void *data); /* copies numel elements of dtype `dt` */
+tg_tensor tg_zeros(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape);
+tg_tensor tg_ones(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape);
+tg_tensor tg_full(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double value);
+/* 0-d tensor holding `value`. */
+tg_tensor tg_constant(tg_tape *tp, tg_dtype dt, double value);
+/* 0, 1, ..., n-1 as a 1-d tensor. */
+tg_tensor tg_arange(tg_tape *tp, tg_dtype dt, int64_t n);
+/* Seeded random tensors: the same (seed, shape) always gives the same values, on any machine.
+ * Uniform on [low, high); normal with the given mean and standard deviation. */
+tg_tensor tg_uniform(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double low,
+                     double high, uint64_t seed);
+tg_tensor tg_normal(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double mean,
+                    double std, uint64_t seed);
+/* Same values, same tape, cut from the graph: gradients do not flow through it. */
+tg_tensor tg_detach(tg_tensor t);
+/* Marks a leaf tensor as requiring a gradient (tg_backward then accumulates into it; read it with
+ * tg_tensor_grad) and returns it. Only leaves (created tensors) may be marked. */
+tg_tensor tg_requires_grad(tg_tensor t);
+
+/* True if `t` is a live tensor of its tape (not none, not an error handle, not stale). */
+bool tg_ok(tg_tensor t);
+/* The tape a handle belongs to (NULL for none). */
+tg_tape *tg_tensor_tape(tg_tensor t);
+/* Metadata. On an invalid handle: dtype 0, ndim -1, numel -1, dim -1, shape NULL. */
+tg_dtype tg_tensor_dtype(tg_tensor t);
+int tg_ndim(tg_tensor t);
+int64_t tg_numel(tg_tensor t);
+int64_t tg_dim(tg_tensor t, int axis); /* negative axes count from the end */
+/* The shape array (ndim entries), owned by the tape, valid until reset. */
+const int64_t *tg_shape(tg_tensor t);
+/* The values, row-major, owned by the tape, valid until reset; NULL on an invalid handle.
+ * Treat as read-only: other nodes may share the buffer. */
+const void *tg_data(tg_tensor t);
+/* Copies numel values into `dst` converted to `dt`; `count` is dst's capacity in elements. */
+tg_status tg_read(tg_tensor t, tg_dtype dt, void *dst, int64_t count);
+/* The value of a one-element tensor as a double; NaN on an invalid handle or numel != 1. */
+double tg_item(tg_tensor t);
+/* The gradient accumulated into a leaf by tg_backward (requires_grad leaves only), or none. */
+tg_tensor tg_tensor_grad(tg_tensor t);
+
+/* ---------------------------------------------------------------------------------------------
+ * Parameters: persistent tensors owned by the context, with a gradient of the same shape
+ * (zero-initialised). They survive tape resets. tg_backward adds into their gradients.
+ */
+/* Creates a zero-filled parameter. `name` is copied (may be NULL: unnamed). Owned by ctx until
+ * tg_param_free or tg_ctx_free. Not thread-safe with other calls on the same context. */
+tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim,
+                       const int64_t *shape, tg_param **out);
+/* Removes the parameter from its context and frees it. No tape may still use it. */
+void tg_param_free(tg_param *p);
+/* The parameter as a tensor on `tp` (no copy). Gradients reaching it are added into the
+ * parameter's gradient by tg_backward. Error handle if p is NULL or of another context. */
+tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p);
+/* Value and gradient buffers, row-major, owned by the parameter, valid until it is freed. Write
+ * values through tg_param_set/fill/assign so that tapes can detect the change. */
+const void *tg_param_data(const tg_param *p);
+void *tg_param_grad(tg_param *p);
+const char *tg_param_name(const tg_param *p); /* "" if unnamed */
+tg_dtype tg_param_dtype(const tg_param *p);
+int tg_param_ndim(const tg_param *p);
+const int64_t *tg_param_shape(const tg_param *p);
+int64_t tg_param_numel(const tg_param *p);
+/* Overwrites the value from `data` (numel elements of the parameter's dtype). */
+tg_status tg_param_set(tg_param *p, const void *data);
+tg_status tg_param_fill(tg_param *p, double value);
+tg_status tg_param_uniform(tg_param *p, double low, double high, uint64_t seed);
+tg_status tg_param_normal(tg_param *p, double mean, double std, uint64_t seed);
+/* Copies a tape tensor of the same dtype and shape into the value. */
+tg_status tg_param_assign(tg_param *p, tg_tensor value);
+/* Bumped by every write above; a tape that used an older version refuses to backpropagate. */
+uint64_t tg_param_version(const tg_param *p);
+void tg_param_zero_grad(tg_param *p);
+/* Zeroes the gradient of every parameter of the context. */
+void tg_zero_grad(tg_ctx *ctx);
+/* Parameters in creation order; tg_param_at returns NULL past the end. */
+size_t tg_param_count(const tg_ctx *ctx);
+tg_param *tg_param_at(const tg_ctx *ctx, size_t index);
+tg_param *tg_param_find(const tg_ctx *ctx, const char *name);
+
+/* ---------------------------------------------------------------------------------------------
+ * Backward.
+ */
+#define TG_RETAIN_GRAPH 1u /* keep the graph so it can be backpropagated again */
+#define TG_CREATE_GRAPH 2u /* record the backward itself: gradients become differentiable
+                              (implies TG_RETAIN_GRAPH) */
+
+/* Backpropagates from a one-element output with seed 1, adding into the gradients of every
+ * parameter and requires_grad leaf it depends on. Releases the graph (a second backward through
+ * it fails with TG_ERR_RELEASED). On failure nothing is added anywhere. */
+tg_status tg_backward(tg_tensor loss);
+/* Same with an explicit seed (same shape as `out`; none allowed only for one element) and
+ * flags (TG_RETAIN_GRAPH, TG_CREATE_GRAPH). */
+tg_status tg_backward_ex(tg_tensor out, tg_tensor seed, unsigned flags);
+/* Functional gradient: grads[i] = d(sum_j <seeds[j], outputs[j]>)/d inputs[i], as new tensors on
+ * the tape (zeros where an input does not affect the outputs). Touches no parameter or leaf
+ * gradient. `seeds` may be NULL (every output must then have one element). Any tensor may be an
+ * input, including intermediates. With TG_CREATE_GRAPH the gradients are differentiable. */
+tg_status tg_grad(int noutputs, const tg_tensor *outputs, const tg_tensor *seeds, int ninputs,
+                  const tg_tensor *inputs, tg_tensor *grads, unsigned flags);
+
+/* ---------------------------------------------------------------------------------------------
+ * Scalars: a compact record (value, adjoint, op, operands) on the same tape, for programs made of
+ * many scalar operations. No tensor allocation, shape inference or registry dispatch per op.
+ */
+tg_scalar tg_s_var(tg_tape *tp, double value);   /* a leaf that receives a gradient */
+tg_scalar tg_s_const(tg_tape *tp, double value); /* a leaf without gradient */
+tg_scalar tg_s_add(tg_scalar a, tg_scalar b);
+tg_scalar tg_s_sub(tg_scalar a, tg_scalar b);
+tg_scalar tg_s_mul(tg_scalar a, tg_scalar b);
+tg_scalar tg_s_div(tg_scalar a, tg_scalar b);
+tg_scalar tg_s_neg(tg_scalar a);
+tg_scalar tg_s_pow(tg_scalar a, double exponent);
+tg_scalar tg_s_exp(tg_scalar a);
+tg_scalar tg_s_log(tg_scalar a);
+tg_scalar tg_s_sqrt(tg_scalar a);
+tg_scalar tg_s_sin(tg_scalar a);
+tg_scalar tg_s_cos(tg_scalar a);
+tg_scalar tg_s_tanh(tg_scalar a);
+tg_scalar tg_s_sigmoid(tg_scalar a);
+tg_scalar tg_s_relu(tg_scalar a);
+tg_scalar tg_s_abs(tg_scalar a);
+/* a + c and a * c for a constant c (one entry, no constant entry needed). */
+tg_scalar tg_s_addc(tg_scalar a, double c);
+tg_scalar tg_s_mulc(tg_scalar a, double c);
+bool tg_s_ok(tg_scalar s);
+/* Value; NaN on an invalid handle. */
+double tg_s_value(tg_scalar s);
+/* d(output)/d(s) after the last tg_s_backward (accumulated across calls for tg_s_var leaves);
+ * NaN on an invalid handle. */
+double tg_s_grad(tg_scalar s);
+/* Backpropagates from `out` with seed 1. Flags as for tg_backward_ex. */
+tg_status tg_s_backward(tg_scalar out, unsigned flags);
+/* Conversions: a scalar as a 0-d f64 tensor, and a one-element tensor as a scalar. Gradients
+ * flow through both. */
+tg_tensor tg_s_tensor(tg_scalar s);
+tg_scalar tg_s_from(tg_tensor t);
+
+/* ---------------------------------------------------------------------------------------------
+ * Built-in ops. Each records one node (or returns an error handle) and is differentiable.
+ * Elementwise binary ops broadcast by NumPy rules; both operands must have the same dtype.
+ */
+tg_tensor tg_add(tg_tensor a, tg_tensor b);
+tg_tensor tg_sub(tg_tensor a, tg_tensor b);
+tg_tensor tg_mul(tg_tensor a, tg_tensor b);
+tg_tensor tg_div(tg_tensor a, tg_tensor b);
+tg_tensor tg_neg(tg_tensor a);
+tg_tensor tg_add_scalar(tg_tensor a, double c); /* a + c */
+tg_tensor tg_mul_scalar(tg_tensor a, double c); /* a * c */
+tg_tensor tg_pow(tg_tensor a, double exponent);
+tg_tensor tg_square(tg_tensor a);
+tg_tensor tg_exp(tg_tensor a);
+tg_tensor tg_log(tg_tensor a);
+tg_tensor tg_sqrt(tg_tensor a);
+tg_tensor tg_abs(tg_tensor a);
+tg_tensor tg_sin(tg_tensor a);
+tg_tensor tg_cos(tg_tensor a);
+tg_tensor tg_tanh(tg_tensor a);
+tg_tensor tg_sigmoid(tg_tensor a);
+tg_tensor tg_relu(tg_tensor a);
+tg_tensor tg_leaky_relu(tg_tensor a, double negative_slope);
+tg_tensor tg_gelu(tg_tensor a); /* tanh approximation */
+tg_tensor tg_softplus(tg_tensor a);
+tg_tensor tg_clamp(tg_tensor a, double low, double high);
+
+/* Comparisons give masks (1 where true, 0 elsewhere) of the operands' dtype that carry no
+ * gradient; tg_where picks a where mask != 0, else b (all three broadcast). */
+tg_tensor tg_gt(tg_tensor a, tg_tensor b);
+tg_tensor tg_lt(tg_tensor a, tg_tensor b);
+tg_tensor tg_eq(tg_tensor a, tg_tensor b);
+tg_tensor tg_where(tg_tensor mask, tg_tensor a, tg_tensor b);
+
+/* Reductions over `naxes` axes (negative axes count from the end; repeated axes are an error);
+ * keepdim keeps reduced axes with size 1. The _all forms reduce everything to a 0-d tensor.
+ * max/min send the gradient to the extreme elements, shared evenly between ties. */
+tg_tensor tg_sum(tg_tensor a, int naxes, const int *axes, bool keepdim);
+tg_tensor tg_mean(tg_tensor a, int naxes, const int *axes, bool keepdim);
+tg_tensor tg_max(tg_tensor a, int naxes, const int *axes, bool keepdim);
+tg_tensor tg_min(tg_tensor a, int naxes, const int *axes, bool keepdim);
+tg_tensor tg_sum_all(tg_tensor a);
+tg_tensor tg_mean_all(tg_tensor a);
+tg_tensor tg_max_all(tg_tensor a);
+tg_tensor tg_min_all(tg_tensor a);
+/* Sums a broadcast tensor back to `shape` (the reverse of tg_broadcast_to). */
+tg_tensor tg_sum_to(tg_tensor a, int ndim, const int64_t *shape);
+
+/* Matrix product of the last two dims; leading (batch) dims broadcast. Both inputs >= 2-d.
+ * tg_matmul_t multiplies by transposed operands without materialising them. */
+tg_tensor tg_matmul(tg_tensor a, tg_tensor b);
+tg_tensor tg_matmul_t(tg_tensor a, tg_tensor b, bool transpose_a, bool transpose_b);
+
+/* Shape ops. Results are new contiguous tensors; reshape and detach share the buffer. */
+tg_tensor tg_reshape(tg_tensor a, int ndim, const int64_t *shape); /* one dim may be -1 */
+tg_tensor tg_transpose(tg_tensor a, int axis0, int axis1);
+tg_tensor tg_permute(tg_tensor a, int ndim, const int *perm);
+tg_tensor tg_broadcast_to(tg_tensor a, int ndim, const int64_t *shape);
+/* Elements start, start+step, ... < stop along `axis` (Python rules for negative start/stop;
+ * step >= 1). */
+tg_tensor tg_slice(tg_tensor a, int axis, int64_t start, int64_t stop, int64_t step);
+tg_tensor tg_concat(int n, const tg_tensor *ts, int axis);
+tg_tensor tg_stack(int n, const tg_tensor *ts, int axis);
+/* Picks entries `index` (1-d i64) along `axis`. */
+tg_tensor tg_index_select(tg_tensor a, int axis, tg_tensor index);
+/* out[i][j][k] = a[index[i][j][k]][j][k] for axis 0 (and so on): index is i64, same ndim as a. */
+tg_tensor tg_gather(tg_tensor a, int axis, tg_tensor index);
+
+/* Along one axis, stable for inputs of any magnitude. */
+tg_tensor tg_softmax(tg_tensor a, int axis);
+tg_tensor tg_log_softmax(tg_tensor a, int axis);
+tg_tensor tg_logsumexp(tg_tensor a, int axis, bool keepdim);
+
+/* ---------------------------------------------------------------------------------------------
+ * Defining ops. Built-in ops are registered through exactly this API.
+ *
+ * An op is a descriptor: a shape/attribute check (the only step that may fail), a forward kernel
+ * (no failure, no allocation) and a backward rule, either
+ *   - composite: written with tapegrad ops, so the gradient is differentiable again; or
+ *   - kernel: a C function adding into the input gradients; first order only (differentiating
+ *     through it fails with TG_ERR_FIRST_ORDER, never a wrong number).
+ * An op with neither rule may be registered; a gradient through it fails with TG_ERR_NO_BACKWARD.
+ */
+
+/* A tensor as kernels see it: contiguous row-major data plus its metadata. Filled by the engine;
+ * read-only for ops except `data` of an output, which the forward kernel fills. */
+typedef struct tg_view {
+    void *data;
+    int64_t numel;
+    tg_dtype dtype;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+} tg_view;
+
+/* What a check callback sees. It validates inputs and attributes and sets out->dtype, out->ndim
+ * and out->shape (numel and data are the engine's). It may ask for scratch kept for backward
+ * (saved_bytes), or make the output share input `alias`'s buffer (for views such as reshape). */
+typedef struct tg_check {
+    int ninputs;
+    const tg_view *const *in;
+    const void *attr;
+    tg_view *out;
+    size_t saved_bytes; /* 0 by default */
+    int alias;          /* -1 by default */
+    char *message_;     /* engine-owned; write through tg_check_fail */
+    size_t message_size_;
+} tg_check;
+
+/* Records why a check failed and returns `status` (return it from the check). The engine adds
+ * the op name, the input shapes and the node number to the message. */
+tg_status tg_check_fail(tg_check *c, tg_status status, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Helper for elementwise ops: all inputs share one dtype (f32 or f64) and broadcast together;
+ * sets the output to that dtype and the broadcast shape. */
+tg_status tg_check_elementwise(tg_check *c);
+/* Helper: input i has a floating dtype (f32/f64). */
+tg_status tg_check_float(tg_check *c, int i);
+
+/* What a forward kernel (and a kernel backward) sees. */
+typedef struct tg_kernel {
+    int ninputs;
+    const tg_view *const *in;
+    const tg_view *out;
+    const void *attr;
+    void *saved; /* saved_bytes of scratch from the check, kept until reset */
+    int threads; /* threads the kernel may use */
+} tg_kernel;
+
+/* Broadcasting loop helper, NumPy ufunc style: walks the output of a kernel whose inputs
+ * broadcast to it, calling `fn` once per contiguous run of n output elements. ptrs[i] is input
+ * i's first element of the run (ptrs[ninputs] the output's); steps[i] is the byte step between
+ * consecutive elements (0 for a broadcast input). */
+typedef void (*tg_loop_fn)(int64_t n, char *const *ptrs, const int64_t *steps, void *user);
+void tg_kernel_loop(const tg_kernel *k, tg_loop_fn fn, void *user);
+
+/* What a composite backward rule sees. It sets grad_inputs[i] (preset to none) for each input i
+ * with needs_grad[i], using tapegrad ops on the same tape; a gradient may have the output's
+ * broadcast shape: the engine sums it back to the input's shape. */
+typedef struct tg_backward_io {
+    int ninputs;
+    const tg_tensor *inputs;
+    tg_tensor output;
+    tg_tensor grad_output;
+    const void *attr;
+    const void *saved;
+    const bool *needs_grad;
+    tg_tensor *grad_inputs;
+} tg_backward_io;
+
+/* A kernel backward adds d(loss)/d(input i) into grad_inputs[i]->data (NULL when input i needs
+ * no gradient). grad_inputs[i] has input i's shape, or the output's shape for TG_OP_BROADCAST
+ * ops whose input was broadcast. */
+typedef void (*tg_backward_kernel_fn)(const tg_kernel *k, const tg_view *grad_output,
+                                      tg_view *const *grad_inputs);
+
+/* Op flags. */
+#define TG_OP_BROADCAST 1u /* inputs broadcast to the output (kernel backward gets out-shaped
+                              gradient buffers for broadcast inputs) */
+#define TG_OP_NONDIFF 2u   /* the output never carries a gradient (comparisons, masks) */
+
+#define TG_VARIADIC (-1) /* ninputs of an op taking one or more inputs */
+
+typedef struct tg_op_def {
+    const char *name;   /* unique within a context; shown in error messages */
+    int ninputs;        /* fixed count >= 1, or TG_VARIADIC */
+    size_t attr_size;   /* bytes of plain-data attributes copied onto the tape per call */
+    unsigned flags;     /* TG_OP_* */
+    tg_status (*check)(tg_check *c);
+    void (*forward)(const tg_kernel *k);     /* NULL only for alias (view) ops */
+    void (*backward)(const tg_backward_io *io); /* composite rule, or NULL */
+    tg_backward_kernel_fn backward_kernel;      /* used when backward is NULL */
+    /* Gradient-check cases: fills inputs (f64 tensors on tp; i64 for index inputs) and *attr
+     * for case `index` and returns the number of inputs, or 0 past the last case. The
+     * registry-wide gradcheck requires it of every differentiable op. */
+    int (*example)(tg_tape *tp, int index, tg_tensor *inputs, void *attr);
+} tg_op_def;
+
+/* Registers a copy of `def` (the name is copied too). *out, if not NULL, receives the op, owned
+ * by ctx until tg_ctx_free. Fails with TG_ERR_EXISTS on a duplicate name. */
+tg_status tg_op_register(tg_ctx *ctx, const tg_op_def *def, const tg_op **out);
+/* Applies a registered op to n inputs on their (common) tape; `attr` points at def->attr_size
+ * bytes (may be NULL when attr_size is 0). */
+tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const void *attr);
+/* Registry lookup and iteration (built-ins first, in registration order). */
+const tg_op *tg_op_find(const tg_ctx *ctx, const char *name);
+size_t tg_op_count(const tg_ctx *ctx);
+const tg_op *tg_op_at(const tg_ctx *ctx, size_t index);
+const tg_op_def *tg_op_def_of(const tg_op *op);
+/* The op that produced t (NULL for leaves, parameters and conversions). */
+const tg_op *tg_tensor_op(tg_tensor t);
+
+/* ---------------------------------------------------------------------------------------------
+ * Gradient check: analytic gradients against central finite differences in f64.
+ */
+
+/* Builds a graph from `inputs` (fresh f64 leaves on a scratch tape) and returns its output. */
+typedef tg_tensor (*tg_graph_fn)(void *user, int n, const tg_tensor *inputs);
+
+typedef struct tg_gradcheck_options {
+    double eps;  /* finite-difference step; 0: 1e-6 */
+    double atol; /* 0: 1e-5 */
+    double rtol; /* 0: 1e-4 */
+    uint64_t seed; /* for the random output projection */
+} tg_gradcheck_options;
+
+typedef struct tg_gradcheck_result {
+    bool passed;
+    int input;          /* which input holds the worst element (-1 if none checked) */
+    int64_t index;      /* its flat index */
+    double analytic;    /* both values there */
+    double numeric;
+    double error;       /* |analytic - numeric| / (atol + rtol * |numeric|): <= 1 passes */
+    int64_t checked;    /* elements compared */
+} tg_gradcheck_result;
+
+/* Checks d<r, f(x)>/dx for a fixed random projection r: for every element of every f64 input,
+ * the analytic gradient against the central difference. `inputs` (on any tape of ctx) give the
+ * point; i64 inputs are passed through unchecked. Returns TG_OK when the comparison ran (see
+ * result->passed), or the error that stopped it (the scratch tape's message goes to
+ * tg_ctx_error). */
+tg_status tg_gradcheck(tg_ctx *ctx, tg_graph_fn fn, void *user, int n, const tg_tensor *inputs,
+                       const tg_gradcheck_options *opts, tg_gradcheck_result *result);
+
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC visibility pop
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_H */

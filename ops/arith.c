@@ -1,0 +1,195 @@
+/* arith.c — arithmetic: add sub mul div neg, scalar add/mul, pow, square. */
+#include "kernels.h"
+#include "ops.h"
+
+typedef struct scalar_attr {
+    double c;
+} scalar_attr;
+
+static tg_status check_unary(tg_check *c)
+{
+    tg_status st = tg_check_float(c, 0);
+    if (st)
+        return st;
+    *c->out = *c->in[0];
+    return TG_OK;
+}
+
+static int example_any(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    (void)attr;
+    return tg__example_binary(tp, index, in, -2, 2, -2, 2);
+}
+
+/* y = a + b;  da += g,  db += g */
+TG__LOOPS2(add_loop, a + b)
+static void add_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, add_loop); }
+static void add_backward(const tg_backward_io *io)
+{
+    io->grad_inputs[0] = io->grad_output;
+    io->grad_inputs[1] = io->grad_output;
+}
+const tg_op_def tg__op_add = {
+    .name = "add", .ninputs = 2, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
+    .forward = add_forward, .backward = add_backward, .example = example_any};
+tg_tensor tg_add(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_add, a, b, NULL); }
+
+/* y = a - b;  da += g,  db -= g */
+TG__LOOPS2(sub_loop, a - b)
+static void sub_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, sub_loop); }
+static void sub_backward(const tg_backward_io *io)
+{
+    io->grad_inputs[0] = io->grad_output;
+    if (io->needs_grad[1])
+        io->grad_inputs[1] = tg_neg(io->grad_output);
+}
+const tg_op_def tg__op_sub = {
+    .name = "sub", .ninputs = 2, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
+    .forward = sub_forward, .backward = sub_backward, .example = example_any};
+tg_tensor tg_sub(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_sub, a, b, NULL); }
+
+/* y = a * b;  da += g * b,  db += g * a */
+TG__LOOPS2(mul_loop, a * b)
+static void mul_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, mul_loop); }
+static void mul_backward(const tg_backward_io *io)
+{
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = tg_mul(io->grad_output, io->inputs[1]);
+    if (io->needs_grad[1])
+        io->grad_inputs[1] = tg_mul(io->grad_output, io->inputs[0]);
+}
+const tg_op_def tg__op_mul = {
+    .name = "mul", .ninputs = 2, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
+    .forward = mul_forward, .backward = mul_backward, .example = example_any};
+tg_tensor tg_mul(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_mul, a, b, NULL); }
+
+/* y = a / b;  da += g / b,  db -= g * y / b */
+TG__LOOPS2(div_loop, a / b)
+static void div_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, div_loop); }
+static void div_backward(const tg_backward_io *io)
+{
+    tg_tensor g = io->grad_output, b = io->inputs[1];
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = tg_div(g, b);
+    if (io->needs_grad[1])
+        io->grad_inputs[1] = tg_neg(tg_div(tg_mul(g, io->output), b));
+}
+static int example_div(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    (void)attr;
+    return tg__example_binary(tp, index, in, -2, 2, 0.5, 2);
+}
+const tg_op_def tg__op_div = {
+    .name = "div", .ninputs = 2, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
+    .forward = div_forward, .backward = div_backward, .example = example_div};
+tg_tensor tg_div(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_div, a, b, NULL); }
+
+/* y = -a;  da -= g */
+static void neg_forward(const tg_kernel *k) { TG__MAP1(k, -x); }
+static void neg_backward(const tg_backward_io *io)
+{
+    io->grad_inputs[0] = tg_neg(io->grad_output);
+}
+static int example_unary(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    (void)attr;
+    return tg__example_unary(tp, index, in, -2, 2, 0);
+}
+const tg_op_def tg__op_neg = {
+    .name = "neg", .ninputs = 1, .check = check_unary, .forward = neg_forward,
+    .backward = neg_backward, .example = example_unary};
+tg_tensor tg_neg(tg_tensor a) { return tg__apply1(TG__OP_neg, a, NULL); }
+
+/* y = a + c;  da += g */
+static void add_scalar_forward(const tg_kernel *k)
+{
+    double c = ((const scalar_attr *)k->attr)->c;
+    TG__MAP1(k, x + c);
+}
+static void add_scalar_backward(const tg_backward_io *io)
+{
+    io->grad_inputs[0] = io->grad_output;
+}
+static int example_scalar(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    ((scalar_attr *)attr)->c = -1.5;
+    return tg__example_unary(tp, index, in, -2, 2, 0);
+}
+const tg_op_def tg__op_add_scalar = {
+    .name = "add_scalar", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = check_unary,
+    .forward = add_scalar_forward, .backward = add_scalar_backward, .example = example_scalar};
+tg_tensor tg_add_scalar(tg_tensor a, double c)
+{
+    scalar_attr at = {c};
+    return tg__apply1(TG__OP_add_scalar, a, &at);
+}
+
+/* y = a * c;  da += g * c */
+static void mul_scalar_forward(const tg_kernel *k)
+{
+    double c = ((const scalar_attr *)k->attr)->c;
+    TG__MAP1(k, x * c);
+}
+static void mul_scalar_backward(const tg_backward_io *io)
+{
+    io->grad_inputs[0] = tg_mul_scalar(io->grad_output, ((const scalar_attr *)io->attr)->c);
+}
+const tg_op_def tg__op_mul_scalar = {
+    .name = "mul_scalar", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = check_unary,
+    .forward = mul_scalar_forward, .backward = mul_scalar_backward, .example = example_scalar};
+tg_tensor tg_mul_scalar(tg_tensor a, double c)
+{
+    scalar_attr at = {c};
+    return tg__apply1(TG__OP_mul_scalar, a, &at);
+}
+
+/* y = a^p;  da += g * p * a^(p-1)   (p == 0: no gradient; p == 1: da += g) */
+static void pow_forward(const tg_kernel *k)
+{
+    double p = ((const scalar_attr *)k->attr)->c;
+    if (p == 2)
+        TG__MAP1(k, x * x);
+    else if (p == 1)
+        TG__MAP1(k, x);
+    else
+        TG__MAP1(k, pow(x, p));
+}
+static void pow_backward(const tg_backward_io *io)
+{
+    double p = ((const scalar_attr *)io->attr)->c;
+    tg_tensor g = io->grad_output, x = io->inputs[0];
+    if (p == 0)
+        io->grad_inputs[0] = tg_mul_scalar(g, 0.0);
+    else if (p == 1)
+        io->grad_inputs[0] = g;
+    else
+        io->grad_inputs[0] = tg_mul(g, tg_mul_scalar(tg_pow(x, p - 1), p));
+}
+static int example_pow(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    static const double exps[] = {3.0, 2.0, 0.5, -1.5, 1.0, 0.0};
+    if (index >= 6)
+        return 0;
+    ((scalar_attr *)attr)->c = exps[index];
+    /* Positive bases: fractional powers are real there. */
+    return tg__example_unary(tp, index % 3, in, 0.5, 2, 0);
+}
+const tg_op_def tg__op_pow = {
+    .name = "pow", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = check_unary,
+    .forward = pow_forward, .backward = pow_backward, .example = example_pow};
+tg_tensor tg_pow(tg_tensor a, double exponent)
+{
+    scalar_attr at = {exponent};
+    return tg__apply1(TG__OP_pow, a, &at);
+}
+
+/* y = a^2;  da += 2 g a */
+static void square_forward(const tg_kernel *k) { TG__MAP1(k, x * x); }
+static void square_backward(const tg_backward_io *io)
+{
+    io->grad_inputs[0] = tg_mul(io->grad_output, tg_mul_scalar(io->inputs[0], 2.0));
+}
+const tg_op_def tg__op_square = {
+    .name = "square", .ninputs = 1, .check = check_unary, .forward = square_forward,
+    .backward = square_backward, .example = example_unary};
+tg_tensor tg_square(tg_tensor a) { return tg__apply1(TG__OP_square, a, NULL); }

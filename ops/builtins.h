@@ -1,0 +1,26 @@
+/* builtins.h — the one table of built-in ops: each entry names a tg_op_def `tg__op_<name>`
+ * defined in one file of ops/. The context registers them in this order through the public
+ * tg_op_register, and op wrappers reach their registered op by this id. */
+#ifndef TG_BUILTINS_H
+#define TG_BUILTINS_H
+
+#define TG__BUILTIN_OPS(X)                                                                         \
+    /* ops/arith.c */                                                                              \
+    X(add) X(sub) X(mul) X(div) X(neg) X(add_scalar) X(mul_scalar) X(pow) X(square)               \
+    /* ops/compare.c */                                                                            \
+    X(gt) X(lt) X(eq) X(where)                                                                     \
+    /* ops/reduce.c */                                                                             \
+    X(sum) X(mean) X(max) X(min) X(sum_to)                                                         \
+    /* ops/shape.c */                                                                              \
+    X(reshape) X(permute) X(broadcast_to)                                                          \
+    /* ops/matmul.c */                                                                             \
+    X(matmul)
+
+enum {
+#define TG__BUILTIN_ENUM(name) TG__OP_##name,
+    TG__BUILTIN_OPS(TG__BUILTIN_ENUM)
+#undef TG__BUILTIN_ENUM
+    TG__OP_COUNT
+};
+
+#endif

@@ -1,0 +1,204 @@
+/* kernels.h — helpers shared by the built-in ops: typed elementwise loops for tg_kernel_loop
+ * and random example inputs for the registry gradcheck. Private to ops/. */
+#ifndef TG_KERNELS_H
+#define TG_KERNELS_H
+
+#include "tapegrad.h"
+
+#include <math.h>
+#include <string.h>
+
+/* A tg_loop_fn computing y = EXPR(a, b) for one element type T. The output step is always the
+ * element size; an input step is the element size or 0 (broadcast). The common cases get their
+ * own loops so the compiler can vectorise them. */
+#define TG__LOOP2(fname, T, EXPR)                                                                  \
+    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                    \
+    {                                                                                              \
+        (void)user;                                                                                \
+        const T *A = (const T *)p[0], *B = (const T *)p[1];                                        \
+        T *Y = (T *)p[2];                                                                          \
+        if (s[0] && s[1]) {                                                                        \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T a = A[i], b = B[i];                                                              \
+                Y[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        } else if (s[0]) {                                                                         \
+            const T b = B[0];                                                                      \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T a = A[i];                                                                        \
+                Y[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        } else if (s[1]) {                                                                         \
+            const T a = A[0];                                                                      \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T b = B[i];                                                                        \
+                Y[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        } else {                                                                                   \
+            const T a = A[0], b = B[0];                                                            \
+            const T y = (EXPR);                                                                    \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                Y[i] = y;                                                                          \
+        }                                                                                          \
+    }
+
+/* Both element types at once: defines fname_f32 and fname_f64. */
+#define TG__LOOPS2(fname, EXPR)                                                                    \
+    TG__LOOP2(fname##_f32, float, EXPR)                                                            \
+    TG__LOOP2(fname##_f64, double, EXPR)
+
+/* y = EXPR(a) for one operand that may broadcast (step 0). */
+#define TG__LOOP1(fname, T, EXPR)                                                                  \
+    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                    \
+    {                                                                                              \
+        (void)user;                                                                                \
+        const T *A = (const T *)p[0];                                                              \
+        T *Y = (T *)p[1];                                                                          \
+        if (s[0]) {                                                                                \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T a = A[i];                                                                        \
+                Y[i] = (EXPR);                                                                     \
+            }                                                                                      \
+        } else {                                                                                   \
+            const T a = A[0];                                                                      \
+            const T y = (EXPR);                                                                    \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                Y[i] = y;                                                                          \
+        }                                                                                          \
+    }
+#define TG__LOOPS1(fname, EXPR)                                                                    \
+    TG__LOOP1(fname##_f32, float, EXPR)                                                            \
+    TG__LOOP1(fname##_f64, double, EXPR)
+
+/* y = EXPR(a, b, c) for three operands (any may broadcast). */
+#define TG__LOOP3(fname, T, EXPR)                                                                  \
+    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                    \
+    {                                                                                              \
+        (void)user;                                                                                \
+        T *Y = (T *)p[3];                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T a = *(const T *)(p[0] + i * s[0]), b = *(const T *)(p[1] + i * s[1]),                \
+              c = *(const T *)(p[2] + i * s[2]);                                                   \
+            Y[i] = (EXPR);                                                                         \
+        }                                                                                          \
+    }
+#define TG__LOOPS3(fname, EXPR)                                                                    \
+    TG__LOOP3(fname##_f32, float, EXPR)                                                            \
+    TG__LOOP3(fname##_f64, double, EXPR)
+
+/* Runs the f32 or f64 loop of an elementwise op over its broadcast operands. */
+#define TG__RUN_LOOPS(k, fname)                                                                    \
+    tg_kernel_loop((k), (k)->out->dtype == TG_F32 ? fname##_f32 : fname##_f64, NULL)
+
+/* y = EXPR(x) over a contiguous array, for unary ops (x and y have the same shape). */
+#define TG__MAP1(k, EXPR)                                                                          \
+    do {                                                                                           \
+        int64_t n_ = (k)->out->numel;                                                              \
+        if ((k)->out->dtype == TG_F32) {                                                           \
+            const float *X_ = (const float *)(k)->in[0]->data;                                     \
+            float *Y_ = (float *)(k)->out->data;                                                   \
+            for (int64_t i_ = 0; i_ < n_; i_++) {                                                  \
+                float x = X_[i_];                                                                  \
+                Y_[i_] = (float)(EXPR);                                                            \
+            }                                                                                      \
+        } else {                                                                                   \
+            const double *X_ = (const double *)(k)->in[0]->data;                                   \
+            double *Y_ = (double *)(k)->out->data;                                                 \
+            for (int64_t i_ = 0; i_ < n_; i_++) {                                                  \
+                double x = X_[i_];                                                                 \
+                Y_[i_] = (double)(EXPR);                                                           \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* A tensor's metadata (no data) as a view, through the public accessors. */
+static inline tg_view tg__meta(tg_tensor t)
+{
+    tg_view v;
+    memset(&v, 0, sizeof v);
+    v.dtype = tg_tensor_dtype(t);
+    v.ndim = tg_ndim(t) < 0 ? 0 : tg_ndim(t);
+    v.numel = tg_numel(t);
+    if (tg_shape(t))
+        memcpy(v.shape, tg_shape(t), (size_t)v.ndim * sizeof(int64_t));
+    return v;
+}
+
+/* True if `shape` is a valid shape of ndim dims; *numel receives its element count. */
+static inline bool tg__shape_ok(int ndim, const int64_t *shape, int64_t *numel)
+{
+    int64_t n = 1;
+    if (ndim < 0 || ndim > TG_MAX_DIMS)
+        return false;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0 || (shape[d] > 0 && n > INT64_MAX / 16 / shape[d]))
+            return false;
+        n *= shape[d];
+    }
+    *numel = n;
+    return true;
+}
+
+/* Example inputs: f64 uniform on [low, high) with magnitude at least `gap` (keeps inputs away
+ * from kinks such as relu's at 0 when gap > 0). */
+static inline tg_tensor tg__example(tg_tape *tp, int ndim, const int64_t *shape, double low,
+                                    double high, double gap, uint64_t seed)
+{
+    tg_tensor t = tg_uniform(tp, TG_F64, ndim, shape, low, high, seed);
+    if (gap > 0 && tg_ok(t)) {
+        /* Shift values within `gap` of zero outward; the data is the leaf's own buffer. */
+        double *d = (double *)tg_data(t);
+        for (int64_t i = 0; i < tg_numel(t); i++)
+            if (fabs(d[i]) < gap)
+                d[i] = d[i] < 0 ? d[i] - gap : d[i] + gap;
+    }
+    return t;
+}
+
+/* The standard unary cases: [3,4], a 0-d tensor and a 3-d [2,3,2]; values in [low, high). */
+static inline int tg__example_unary(tg_tape *tp, int index, tg_tensor *in, double low,
+                                    double high, double gap)
+{
+    static const int64_t s0[] = {3, 4}, s2[] = {2, 3, 2};
+    switch (index) {
+    case 0:
+        in[0] = tg__example(tp, 2, s0, low, high, gap, 11);
+        return 1;
+    case 1:
+        in[0] = tg__example(tp, 0, NULL, low, high, gap, 12);
+        return 1;
+    case 2:
+        in[0] = tg__example(tp, 3, s2, low, high, gap, 13);
+        return 1;
+    }
+    return 0;
+}
+
+/* The standard binary cases: equal shapes, a row broadcast, two-sided broadcasting, and a 0-d
+ * operand. Values of `a` in [alow, ahigh), of `b` in [blow, bhigh). */
+static inline int tg__example_binary(tg_tape *tp, int index, tg_tensor *in, double alow,
+                                     double ahigh, double blow, double bhigh)
+{
+    static const int64_t s34[] = {3, 4}, s4[] = {4}, s213[] = {2, 1, 3}, s41[] = {4, 1};
+    switch (index) {
+    case 0:
+        in[0] = tg__example(tp, 2, s34, alow, ahigh, 0, 21);
+        in[1] = tg__example(tp, 2, s34, blow, bhigh, 0, 22);
+        return 2;
+    case 1:
+        in[0] = tg__example(tp, 2, s34, alow, ahigh, 0, 23);
+        in[1] = tg__example(tp, 1, s4, blow, bhigh, 0, 24);
+        return 2;
+    case 2:
+        in[0] = tg__example(tp, 3, s213, alow, ahigh, 0, 25);
+        in[1] = tg__example(tp, 2, s41, blow, bhigh, 0, 26);
+        return 2;
+    case 3:
+        in[0] = tg__example(tp, 0, NULL, alow, ahigh, 0, 27);
+        in[1] = tg__example(tp, 2, s34, blow, bhigh, 0, 28);
+        return 2;
+    }
+    return 0;
+}
+
+#endif

@@ -1,0 +1,306 @@
+/* apply.c — applying a registered op: validate, check, allocate, run the kernel, record. */
+#include "internal.h"
+
+#include "../ops/ops.h"
+
+#include <stdio.h>
+
+#define SMALL_INPUTS 8
+#define LOOP_MAX_OPERANDS 16
+
+static bool quick_valid(const tg_tape *tp, tg_tensor t)
+{
+    return t.tape_ == tp && t.gen_ == tp->gen && t.id_ != 0 && t.id_ < tp->nnodes;
+}
+
+static void fail_check(tg_tape *tp, const tg_op *op, tg_status st, const char *msg, int n,
+                       const tg_view *const *views)
+{
+    char shapes[256];
+    size_t len = 0;
+    shapes[0] = '\0';
+    for (int i = 0; i < n && len < sizeof shapes - 1; i++) {
+        if (i)
+            len += (size_t)snprintf(shapes + len, sizeof shapes - len, ", ");
+        if (len < sizeof shapes - 1)
+            len += (size_t)tg__format_view(shapes + len, sizeof shapes - len, views[i]);
+    }
+    tg__fail(tp, st, "%s: %s (inputs %s; node %u)", op->name,
+             msg[0] ? msg : tg_status_string(st), shapes, tp->nnodes);
+}
+
+tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const void *attr)
+{
+    tg_tape *tp = NULL;
+    for (int i = 0; inputs && i < n && !tp; i++)
+        tp = inputs[i].tape_;
+    if (!tp || tp->status)
+        return tg__error_handle(tp);
+    if (!op) {
+        tg__fail(tp, TG_INVALID, "tg_op_apply: op is NULL");
+        return tg__error_handle(tp);
+    }
+    const tg_op_def *d = &op->def;
+    if (op->ctx != tp->ctx) {
+        tg__fail(tp, TG_INVALID, "%s: op is registered with another context", op->name);
+        return tg__error_handle(tp);
+    }
+    if (d->ninputs != TG_VARIADIC ? n != d->ninputs : n < 1) {
+        tg__fail(tp, TG_INVALID, "%s: takes %d inputs, got %d", op->name, d->ninputs, n);
+        return tg__error_handle(tp);
+    }
+    if (d->attr_size && !attr) {
+        tg__fail(tp, TG_INVALID, "%s: attributes are NULL", op->name);
+        return tg__error_handle(tp);
+    }
+
+    const tg_view *small[SMALL_INPUTS];
+    const tg_view **views = small;
+    if (n > SMALL_INPUTS) {
+        views = tg__arena_alloc(tp->ctx, &tp->arena, (size_t)n * sizeof *views);
+        if (!views) {
+            tg__fail(tp, TG_NOMEM, "%s: out of memory", op->name);
+            return tg__error_handle(tp);
+        }
+    }
+    bool any_grad = false;
+    for (int i = 0; i < n; i++) {
+        if (TG__UNLIKELY(!quick_valid(tp, inputs[i]))) {
+            char what[96];
+            snprintf(what, sizeof what, "%s: input %d", op->name, i);
+            tg__resolve(tp, inputs[i], what);
+            return tg__error_handle(tp);
+        }
+        const tg__node *in = tg__node_at(tp, inputs[i].id_);
+        views[i] = &in->v;
+        any_grad |= in->requires_grad;
+    }
+
+    tg__node *node = tg__node_reserve(tp);
+    if (!node)
+        return tg__error_handle(tp);
+    char msg[256];
+    msg[0] = '\0';
+    tg_check c = {n, views, attr, &node->v, 0, -1, msg, sizeof msg};
+    tg_status st = d->check(&c);
+    if (st != TG_OK) {
+        fail_check(tp, op, (unsigned)st < TG_STATUS_COUNT ? st : TG_INVALID, msg, n, views);
+        return tg__error_handle(tp);
+    }
+    int64_t numel;
+    if (tg_dtype_size(node->v.dtype) == 0 || !tg__shape_valid(node->v.ndim, node->v.shape, &numel)
+        || c.alias < -1 || c.alias >= n
+        || (c.alias >= 0
+            && (views[c.alias]->numel != numel || views[c.alias]->dtype != node->v.dtype))
+        || (c.alias < 0 && !d->forward)) {
+        fail_check(tp, op, TG_INVALID, "the op's check produced an invalid output", n, views);
+        return tg__error_handle(tp);
+    }
+    node->v.numel = numel;
+
+    /* Inputs, attributes and saved scratch share one arena block; data gets its own. */
+    bool link = tp->grad_enabled && !(d->flags & TG_OP_NONDIFF);
+    size_t ids_bytes = link ? (size_t)n * sizeof(uint32_t) : 0;
+    size_t attr_off = (ids_bytes + 15) & ~(size_t)15;
+    size_t saved_off = (attr_off + d->attr_size + 63) & ~(size_t)63;
+    size_t meta_bytes = saved_off + c.saved_bytes;
+    unsigned char *meta = NULL;
+    if (meta_bytes) {
+        meta = tg__arena_alloc(tp->ctx, &tp->arena, meta_bytes);
+        if (!meta) {
+            tg__fail(tp, TG_NOMEM, "%s: out of memory", op->name);
+            return tg__error_handle(tp);
+        }
+    }
+    if (c.alias >= 0) {
+        node->v.data = views[c.alias]->data;
+    } else {
+        node->v.data = tg__tape_buffer(tp, node->v.dtype, numel);
+        if (!node->v.data)
+            return tg__error_handle(tp);
+    }
+    if (d->attr_size) {
+        node->attr = meta + attr_off;
+        memcpy(node->attr, attr, d->attr_size);
+    }
+    if (c.saved_bytes)
+        node->saved = meta + saved_off;
+    if (c.alias < 0) {
+        tg_kernel k = {n, views, &node->v, node->attr, node->saved, tp->ctx->threads};
+        d->forward(&k);
+    }
+    node->kind = TG__OPNODE;
+    node->op = op;
+    if (link) {
+        node->inputs = (uint32_t *)meta;
+        node->ninputs = (uint32_t)n;
+        for (int i = 0; i < n; i++)
+            node->inputs[i] = inputs[i].id_;
+        node->requires_grad = any_grad;
+    }
+    return tg__handle(tp, tp->nnodes++);
+}
+
+tg_tensor tg__apply(int builtin, int n, const tg_tensor *inputs, const void *attr)
+{
+    tg_tape *tp = NULL;
+    for (int i = 0; i < n && !tp; i++)
+        tp = inputs[i].tape_;
+    if (!tp || tp->status)
+        return tg__error_handle(tp);
+    return tg_op_apply(tp->ctx->builtin[builtin], n, inputs, attr);
+}
+
+/* ---- check helpers ------------------------------------------------------------------------ */
+
+tg_status tg_check_fail(tg_check *c, tg_status status, const char *fmt, ...)
+{
+    if (c && c->message_ && c->message_size_ && fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->message_, c->message_size_, fmt, ap);
+        va_end(ap);
+    }
+    return status == TG_OK ? TG_INVALID : status;
+}
+
+bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *shape)
+{
+    int nd = 0;
+    for (int i = 0; i < n; i++)
+        nd = in[i]->ndim > nd ? in[i]->ndim : nd;
+    for (int d = 0; d < nd; d++)
+        shape[d] = 1;
+    for (int i = 0; i < n; i++) {
+        int off = nd - in[i]->ndim;
+        for (int d = 0; d < in[i]->ndim; d++) {
+            int64_t s = in[i]->shape[d], *o = &shape[off + d];
+            if (s == *o || s == 1)
+                continue;
+            if (*o != 1)
+                return false;
+            *o = s;
+        }
+    }
+    /* A zero-size dim wins over 1 (NumPy rules), handled above since 0 != 1. */
+    *ndim = nd;
+    return true;
+}
+
+tg_status tg_check_float(tg_check *c, int i)
+{
+    if (i < 0 || i >= c->ninputs)
+        return tg_check_fail(c, TG_INVALID, "no input %d", i);
+    tg_dtype dt = c->in[i]->dtype;
+    if (dt != TG_F32 && dt != TG_F64)
+        return tg_check_fail(c, TG_DTYPE, "input %d must be f32 or f64, not %s", i,
+                             tg_dtype_name(dt));
+    return TG_OK;
+}
+
+tg_status tg_check_elementwise(tg_check *c)
+{
+    for (int i = 0; i < c->ninputs; i++) {
+        tg_status st = tg_check_float(c, i);
+        if (st)
+            return st;
+        if (c->in[i]->dtype != c->in[0]->dtype)
+            return tg_check_fail(c, TG_DTYPE, "operands have different dtypes");
+    }
+    if (!tg__broadcast_shape(c->ninputs, c->in, &c->out->ndim, c->out->shape))
+        return tg_check_fail(c, TG_SHAPE, "shapes do not broadcast");
+    c->out->dtype = c->in[0]->dtype;
+    return TG_OK;
+}
+
+/* ---- the broadcasting loop ---------------------------------------------------------------- */
+
+void tg_kernel_loop(const tg_kernel *k, tg_loop_fn fn, void *user)
+{
+    const tg_view *out = k->out;
+    int nops = k->ninputs + 1;
+    if (out->numel == 0 || nops > LOOP_MAX_OPERANDS)
+        return;
+    char *ptrs[LOOP_MAX_OPERANDS];
+    int64_t steps[LOOP_MAX_OPERANDS];
+    bool flat = true;
+    for (int j = 0; j < k->ninputs; j++)
+        flat &= k->in[j]->numel == out->numel;
+    if (flat) { /* every operand has the output's shape: one contiguous run */
+        for (int j = 0; j < k->ninputs; j++) {
+            ptrs[j] = k->in[j]->data;
+            steps[j] = (int64_t)tg_dtype_size(k->in[j]->dtype);
+        }
+        ptrs[k->ninputs] = out->data;
+        steps[k->ninputs] = (int64_t)tg_dtype_size(out->dtype);
+        fn(out->numel, ptrs, steps, user);
+        return;
+    }
+
+    /* Byte strides of every operand along the output's dims (0 where broadcast). */
+    int nd = out->ndim;
+    int64_t shape[TG_MAX_DIMS], stride[LOOP_MAX_OPERANDS][TG_MAX_DIMS];
+    for (int j = 0; j < nops; j++) {
+        const tg_view *v = j < k->ninputs ? k->in[j] : out;
+        int64_t run = (int64_t)tg_dtype_size(v->dtype);
+        int off = nd - v->ndim;
+        for (int d = nd - 1; d >= 0; d--) {
+            int vd = d - off;
+            if (vd >= 0 && v->shape[vd] != 1) {
+                stride[j][d] = run;
+                run *= v->shape[vd];
+            } else {
+                stride[j][d] = 0;
+            }
+        }
+    }
+    /* Drop size-1 dims and merge dims that are contiguous for every operand. */
+    int m = 0;
+    int64_t cs[TG_MAX_DIMS], cstride[LOOP_MAX_OPERANDS][TG_MAX_DIMS];
+    for (int d = 0; d < nd; d++) {
+        if (out->shape[d] == 1)
+            continue;
+        bool merge = m > 0;
+        for (int j = 0; merge && j < nops; j++)
+            merge = cstride[j][m - 1] == stride[j][d] * out->shape[d];
+        if (merge) {
+            cs[m - 1] *= out->shape[d];
+            for (int j = 0; j < nops; j++)
+                cstride[j][m - 1] = stride[j][d];
+        } else {
+            cs[m] = out->shape[d];
+            for (int j = 0; j < nops; j++)
+                cstride[j][m] = stride[j][d];
+            m++;
+        }
+    }
+    (void)shape;
+    if (m == 0) {
+        for (int j = 0; j < nops; j++) {
+            ptrs[j] = j < k->ninputs ? k->in[j]->data : out->data;
+            steps[j] = 0;
+        }
+        fn(1, ptrs, steps, user);
+        return;
+    }
+    int64_t inner = cs[m - 1];
+    for (int j = 0; j < nops; j++)
+        steps[j] = cstride[j][m - 1];
+    int64_t idx[TG_MAX_DIMS] = {0};
+    int64_t outer = out->numel / inner;
+    for (int64_t o = 0; o < outer; o++) {
+        for (int j = 0; j < nops; j++) {
+            char *base = j < k->ninputs ? k->in[j]->data : out->data;
+            int64_t off = 0;
+            for (int d = 0; d < m - 1; d++)
+                off += idx[d] * cstride[j][d];
+            ptrs[j] = base + off;
+        }
+        fn(inner, ptrs, steps, user);
+        for (int d = m - 2; d >= 0; d--) {
+            if (++idx[d] < cs[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+}

@@ -1,0 +1,161 @@
+/* ctx.c — the context: allocator hook, op registry, settings. */
+#include "internal.h"
+
+#include <stdlib.h>
+
+#include "../ops/ops.h"
+
+static void *default_alloc(void *user, void *ptr, size_t old_size, size_t new_size)
+{
+    (void)user;
+    (void)old_size;
+    if (new_size == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, new_size);
+}
+
+tg_status tg_ctx_new(tg_ctx **out, const tg_ctx_options *opts)
+{
+    if (!out)
+        return TG_INVALID;
+    *out = NULL;
+    tg_ctx_options o = {0};
+    if (opts)
+        o = *opts;
+    if (o.threads < 0)
+        return TG_INVALID;
+    tg_alloc_fn alloc = o.alloc ? o.alloc : default_alloc;
+    tg_ctx *ctx = alloc(o.alloc_user, NULL, 0, sizeof *ctx);
+    if (!ctx)
+        return TG_NOMEM;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->alloc = alloc;
+    ctx->alloc_user = o.alloc_user;
+    ctx->alloc_calls = 1;
+    ctx->threads = o.threads > 0 ? o.threads : 1;
+    for (int i = 0; i < TG__OP_COUNT; i++) {
+        tg_status st = tg_op_register(ctx, tg__builtin_defs[i], &ctx->builtin[i]);
+        if (st != TG_OK) {
+            tg_ctx_free(ctx);
+            return st;
+        }
+    }
+    *out = ctx;
+    return TG_OK;
+}
+
+void tg_ctx_free(tg_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    while (ctx->nparams)
+        tg_param_free(ctx->params[ctx->nparams - 1]);
+    tg__free(ctx, ctx->params, ctx->params_cap * sizeof *ctx->params);
+    for (size_t i = 0; i < ctx->nops; i++) {
+        tg__free(ctx, ctx->ops[i]->name, ctx->ops[i]->name_size);
+        tg__free(ctx, ctx->ops[i], sizeof(tg_op));
+    }
+    tg__free(ctx, ctx->ops, ctx->ops_cap * sizeof *ctx->ops);
+    ctx->alloc(ctx->alloc_user, ctx, sizeof *ctx, 0);
+}
+
+const char *tg_ctx_error(const tg_ctx *ctx)
+{
+    return ctx ? ctx->error : "NULL context";
+}
+
+tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads)
+{
+    if (!ctx)
+        return TG_INVALID;
+    if (threads < 1)
+        return tg__ctx_fail(ctx, TG_INVALID, "tg_ctx_set_threads: %d threads (need >= 1)",
+                            threads);
+    ctx->threads = threads;
+    return TG_OK;
+}
+
+int tg_ctx_threads(const tg_ctx *ctx)
+{
+    return ctx ? ctx->threads : 0;
+}
+
+uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx)
+{
+    return ctx ? ctx->alloc_calls : 0;
+}
+
+/* ---- registry ------------------------------------------------------------------------------ */
+
+tg_status tg_op_register(tg_ctx *ctx, const tg_op_def *def, const tg_op **out)
+{
+    if (out)
+        *out = NULL;
+    if (!ctx)
+        return TG_INVALID;
+    if (!def || !def->name || !def->name[0])
+        return tg__ctx_fail(ctx, TG_INVALID, "tg_op_register: missing descriptor or name");
+    if (!def->check)
+        return tg__ctx_fail(ctx, TG_INVALID, "tg_op_register: op '%s' has no check callback",
+                            def->name);
+    if (def->ninputs != TG_VARIADIC && (def->ninputs < 1 || def->ninputs > 64))
+        return tg__ctx_fail(ctx, TG_INVALID, "tg_op_register: op '%s' takes %d inputs (1..64)",
+                            def->name, def->ninputs);
+    if (def->flags & ~(unsigned)(TG_OP_BROADCAST | TG_OP_NONDIFF))
+        return tg__ctx_fail(ctx, TG_INVALID, "tg_op_register: op '%s' has unknown flags 0x%x",
+                            def->name, def->flags);
+    if (tg_op_find(ctx, def->name))
+        return tg__ctx_fail(ctx, TG_EXISTS, "tg_op_register: an op named '%s' exists",
+                            def->name);
+    if (ctx->nops == ctx->ops_cap) {
+        size_t cap = ctx->ops_cap ? ctx->ops_cap * 2 : 64;
+        tg_op **ops = tg__realloc(ctx, ctx->ops, ctx->ops_cap * sizeof *ops, cap * sizeof *ops);
+        if (!ops)
+            return tg__ctx_fail(ctx, TG_NOMEM, "tg_op_register: out of memory");
+        ctx->ops = ops;
+        ctx->ops_cap = cap;
+    }
+    tg_op *op = tg__alloc(ctx, sizeof *op);
+    if (!op)
+        return tg__ctx_fail(ctx, TG_NOMEM, "tg_op_register: out of memory");
+    op->name = tg__strdup(ctx, def->name, &op->name_size);
+    if (!op->name) {
+        tg__free(ctx, op, sizeof *op);
+        return tg__ctx_fail(ctx, TG_NOMEM, "tg_op_register: out of memory");
+    }
+    op->def = *def;
+    op->def.name = op->name;
+    op->ctx = ctx;
+    op->index = ctx->nops;
+    ctx->ops[ctx->nops++] = op;
+    if (out)
+        *out = op;
+    return TG_OK;
+}
+
+const tg_op *tg_op_find(const tg_ctx *ctx, const char *name)
+{
+    if (!ctx || !name)
+        return NULL;
+    for (size_t i = 0; i < ctx->nops; i++)
+        if (strcmp(ctx->ops[i]->name, name) == 0)
+            return ctx->ops[i];
+    return NULL;
+}
+
+size_t tg_op_count(const tg_ctx *ctx)
+{
+    return ctx ? ctx->nops : 0;
+}
+
+const tg_op *tg_op_at(const tg_ctx *ctx, size_t index)
+{
+    return ctx && index < ctx->nops ? ctx->ops[index] : NULL;
+}
+
+const tg_op_def *tg_op_def_of(const tg_op *op)
+{
+    return op ? &op->def : NULL;
+}

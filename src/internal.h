@@ -1,0 +1,196 @@
+/* internal.h — engine-private types and helpers shared by src/ and ops/ (never installed). */
+#ifndef TG_INTERNAL_H
+#define TG_INTERNAL_H
+
+#include "tapegrad.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* Internal invariants only; user input never reaches one of these. */
+#define tg__assert(cond) assert(cond)
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TG__LIKELY(x) __builtin_expect(!!(x), 1)
+#define TG__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TG__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TG__LIKELY(x) (x)
+#define TG__UNLIKELY(x) (x)
+#define TG__PRINTF(f, a)
+#endif
+
+#define TG__ALIGN 64               /* alignment of every tensor buffer */
+#define TG__CHUNK_BITS 10          /* nodes are stored in chunks of 1024: stable addresses */
+#define TG__CHUNK (1u << TG__CHUNK_BITS)
+#define TG__MAX_NODES 0x7fffffffu  /* node ids fit in 31 bits (the top bit tags owned grads) */
+#define TG__MESSAGE 512
+
+/* ---- allocation through the context's hook ------------------------------------------------ */
+void *tg__alloc(tg_ctx *ctx, size_t size);
+void *tg__realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size);
+void tg__free(tg_ctx *ctx, void *ptr, size_t size);
+char *tg__strdup(tg_ctx *ctx, const char *s, size_t *size_out);
+
+/* ---- arena: chained blocks, bump allocation, O(1) rewind, blocks kept ---------------------- */
+typedef struct tg__block {
+    struct tg__block *next;
+    size_t size; /* usable bytes after the header */
+    size_t used;
+} tg__block;
+
+typedef struct tg__arena {
+    tg__block *first;
+    tg__block *cur;
+    size_t bytes;      /* bytes handed out since the last rewind */
+    size_t next_size;  /* size of the next fresh block */
+} tg__arena;
+
+void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t size);
+void tg__arena_rewind(tg__arena *a);
+void tg__arena_release(tg_ctx *ctx, tg__arena *a);
+
+/* ---- context -------------------------------------------------------------------------------- */
+struct tg_op {
+    tg_op_def def; /* copy of the user's descriptor; def.name points at `name` */
+    char *name;
+    size_t name_size;
+    size_t index;
+    tg_ctx *ctx;
+};
+
+struct tg_param {
+    tg_ctx *ctx;
+    char *name;
+    size_t name_size;
+    tg_view value; /* data owned here */
+    void *grad;
+    size_t bytes;
+    uint64_t version;
+};
+
+#include "../ops/builtins.h"
+
+struct tg_ctx {
+    tg_alloc_fn alloc;
+    void *alloc_user;
+    uint64_t alloc_calls;
+    int threads;
+    tg_op **ops;
+    size_t nops, ops_cap;
+    const tg_op *builtin[TG__OP_COUNT];
+    tg_param **params;
+    size_t nparams, params_cap;
+    char error[TG__MESSAGE];
+};
+
+tg_status tg__ctx_fail(tg_ctx *ctx, tg_status st, const char *fmt, ...) TG__PRINTF(3, 4);
+
+/* ---- tape ----------------------------------------------------------------------------------- */
+enum tg__kind {
+    TG__LEAF,        /* created tensor (or gradient buffer) */
+    TG__PARAM,       /* a parameter's value, by reference */
+    TG__OPNODE,      /* result of a registered op */
+    TG__FROM_SCALAR, /* a scalar entry as a 0-d tensor */
+    TG__BARRIER      /* a gradient made by a kernel backward under TG_CREATE_GRAPH */
+};
+
+typedef struct tg__node {
+    tg_view v;
+    const tg_op *op;    /* OPNODE; BARRIER: the op whose kernel backward produced it */
+    uint32_t *inputs;   /* linked inputs, NULL when recorded without grad */
+    uint32_t ninputs;
+    uint32_t scalar_mark; /* number of scalar entries when the node was created */
+    uint8_t kind;
+    uint8_t requires_grad;
+    uint8_t released;
+    uint8_t leaf_marked; /* requires_grad leaf: tg_backward accumulates into leaf_grad */
+    uint32_t leaf_grad;
+    uint32_t scalar_src; /* FROM_SCALAR: the scalar entry */
+    void *attr;
+    void *saved;
+    tg_param *param;
+    uint64_t param_version;
+} tg__node;
+
+/* A scalar entry: 32 bytes. `b` is an operand for binary ops; `c` a constant for the rest. */
+typedef struct tg__sentry {
+    double v;
+    double adj;
+    union {
+        double c;
+        uint32_t b;
+    } u;
+    uint32_t a;
+    uint16_t op;
+    uint16_t flags;
+} tg__sentry;
+
+#define TG__S_RELEASED 1u
+
+struct tg_tape {
+    tg_ctx *ctx;
+    uint32_t gen;
+    tg_status status;
+    bool grad_enabled;
+    bool scalars_dirty;  /* adjoints hold a previous backward's values */
+    bool in_backward;
+    tg__arena arena;
+    tg__node **chunks;
+    uint32_t nchunks, chunks_cap;
+    uint32_t nnodes;     /* node 0 is a placeholder: id 0 means none/error */
+    tg__sentry *s;
+    uint32_t ns, scap;   /* entry 0 is a placeholder too */
+    char error[TG__MESSAGE];
+};
+
+static inline tg__node *tg__node_at(const tg_tape *tp, uint32_t id)
+{
+    return &tp->chunks[id >> TG__CHUNK_BITS][id & (TG__CHUNK - 1)];
+}
+
+static inline tg_tensor tg__handle(tg_tape *tp, uint32_t id)
+{
+    tg_tensor t = {tp, id, tp ? tp->gen : 0};
+    return t;
+}
+
+static inline tg_tensor tg__error_handle(tg_tape *tp) { return tg__handle(tp, 0); }
+
+/* Records the first error on the tape; returns the tape's status. The one place errors pass. */
+tg_status tg__fail(tg_tape *tp, tg_status st, const char *fmt, ...) TG__PRINTF(3, 4);
+tg_status tg__vfail(tg_tape *tp, tg_status st, const char *fmt, va_list ap);
+
+/* Resolves a handle that must belong to `tp` (or to its own tape when tp is NULL); records
+ * TG_ERR_STALE / TG_ERR_INVALID with `what` in the message and returns NULL on failure. */
+tg__node *tg__resolve(tg_tape *tp, tg_tensor t, const char *what);
+
+/* Reserves a node slot (not yet counted); NULL (and TG_NOMEM recorded) on failure. */
+tg__node *tg__node_reserve(tg_tape *tp);
+/* Allocates `numel` elements of `dt`, aligned; records TG_NOMEM on failure. */
+void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel);
+/* Creates a leaf tensor with uninitialised data (error handle on failure). */
+tg_tensor tg__leaf(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, tg__node **out);
+
+/* Shape helpers. */
+bool tg__shape_valid(int ndim, const int64_t *shape, int64_t *numel);
+bool tg__same_shape(const tg_view *a, const tg_view *b);
+int tg__format_view(char *buf, size_t size, const tg_view *v); /* "f32[3,4]" */
+bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *shape);
+
+/* Scalar sweep used by the backward driver: entries [lo, hi) in reverse. */
+struct tg__bw;
+tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain,
+                           struct tg__bw *bw);
+void tg__scalar_prepare(tg_tape *tp, uint32_t hi, bool reset_leaves);
+/* Adds `value` into the gradient slot of tensor node `id` during a backward (from scalars). */
+tg_status tg__bw_deposit(struct tg__bw *bw, uint32_t id, double value);
+
+/* Random numbers: counter-based, stateless. */
+uint64_t tg__mix64(uint64_t x);
+void tg__fill_uniform(tg_dtype dt, void *data, int64_t n, double low, double high, uint64_t seed);
+void tg__fill_normal(tg_dtype dt, void *data, int64_t n, double mean, double std, uint64_t seed);
+void tg__fill_value(tg_dtype dt, void *data, int64_t n, double value);
+
+#endif

@@ -1,0 +1,198 @@
+/* param.c — parameters: persistent tensors with gradients, owned by the context. */
+#include "internal.h"
+
+#include <math.h>
+
+tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim,
+                       const int64_t *shape, tg_param **out)
+{
+    if (out)
+        *out = NULL;
+    if (!ctx)
+        return TG_INVALID;
+    if (!out)
+        return tg__ctx_fail(ctx, TG_INVALID, "tg_param_new: out is NULL");
+    if (dt != TG_F32 && dt != TG_F64)
+        return tg__ctx_fail(ctx, TG_DTYPE, "tg_param_new(%s): dtype must be f32 or f64",
+                            name ? name : "");
+    int64_t numel;
+    if (ndim < 0 || ndim > TG_MAX_DIMS || (ndim > 0 && !shape)
+        || !tg__shape_valid(ndim, shape, &numel))
+        return tg__ctx_fail(ctx, TG_SHAPE, "tg_param_new(%s): invalid shape", name ? name : "");
+    if (ctx->nparams == ctx->params_cap) {
+        size_t cap = ctx->params_cap ? ctx->params_cap * 2 : 16;
+        tg_param **ps = tg__realloc(ctx, ctx->params, ctx->params_cap * sizeof *ps,
+                                    cap * sizeof *ps);
+        if (!ps)
+            return tg__ctx_fail(ctx, TG_NOMEM, "tg_param_new: out of memory");
+        ctx->params = ps;
+        ctx->params_cap = cap;
+    }
+    tg_param *p = tg__alloc(ctx, sizeof *p);
+    if (!p)
+        return tg__ctx_fail(ctx, TG_NOMEM, "tg_param_new: out of memory");
+    memset(p, 0, sizeof *p);
+    p->ctx = ctx;
+    p->bytes = (size_t)numel * tg_dtype_size(dt);
+    p->name = tg__strdup(ctx, name ? name : "", &p->name_size);
+    p->value.data = tg__alloc(ctx, p->bytes ? p->bytes : 1);
+    p->grad = tg__alloc(ctx, p->bytes ? p->bytes : 1);
+    if (!p->name || !p->value.data || !p->grad) {
+        tg__free(ctx, p->name, p->name_size);
+        tg__free(ctx, p->value.data, p->bytes ? p->bytes : 1);
+        tg__free(ctx, p->grad, p->bytes ? p->bytes : 1);
+        tg__free(ctx, p, sizeof *p);
+        return tg__ctx_fail(ctx, TG_NOMEM, "tg_param_new: out of memory");
+    }
+    memset(p->value.data, 0, p->bytes);
+    memset(p->grad, 0, p->bytes);
+    p->value.dtype = dt;
+    p->value.ndim = ndim;
+    p->value.numel = numel;
+    for (int i = 0; i < ndim; i++)
+        p->value.shape[i] = shape[i];
+    ctx->params[ctx->nparams++] = p;
+    *out = p;
+    return TG_OK;
+}
+
+void tg_param_free(tg_param *p)
+{
+    if (!p)
+        return;
+    tg_ctx *ctx = p->ctx;
+    for (size_t i = 0; i < ctx->nparams; i++) {
+        if (ctx->params[i] == p) {
+            memmove(&ctx->params[i], &ctx->params[i + 1],
+                    (ctx->nparams - i - 1) * sizeof *ctx->params);
+            ctx->nparams--;
+            break;
+        }
+    }
+    size_t bytes = p->bytes ? p->bytes : 1;
+    tg__free(ctx, p->name, p->name_size);
+    tg__free(ctx, p->value.data, bytes);
+    tg__free(ctx, p->grad, bytes);
+    tg__free(ctx, p, sizeof *p);
+}
+
+tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p)
+{
+    if (!tp || tp->status)
+        return tg__error_handle(tp);
+    if (!p || p->ctx != tp->ctx) {
+        tg__fail(tp, TG_INVALID, "tg_param_tensor: %s", p ? "parameter of another context"
+                                                          : "parameter is NULL");
+        return tg__error_handle(tp);
+    }
+    tg__node *n = tg__node_reserve(tp);
+    if (!n)
+        return tg__error_handle(tp);
+    n->kind = TG__PARAM;
+    n->v = p->value;
+    n->param = p;
+    n->param_version = p->version;
+    n->requires_grad = 1;
+    return tg__handle(tp, tp->nnodes++);
+}
+
+const void *tg_param_data(const tg_param *p) { return p ? p->value.data : NULL; }
+void *tg_param_grad(tg_param *p) { return p ? p->grad : NULL; }
+const char *tg_param_name(const tg_param *p) { return p ? p->name : ""; }
+tg_dtype tg_param_dtype(const tg_param *p) { return p ? p->value.dtype : (tg_dtype)0; }
+int tg_param_ndim(const tg_param *p) { return p ? p->value.ndim : -1; }
+const int64_t *tg_param_shape(const tg_param *p) { return p ? p->value.shape : NULL; }
+int64_t tg_param_numel(const tg_param *p) { return p ? p->value.numel : -1; }
+uint64_t tg_param_version(const tg_param *p) { return p ? p->version : 0; }
+
+tg_status tg_param_set(tg_param *p, const void *data)
+{
+    if (!p)
+        return TG_INVALID;
+    if (!data)
+        return tg__ctx_fail(p->ctx, TG_INVALID, "tg_param_set(%s): data is NULL", p->name);
+    memmove(p->value.data, data, p->bytes);
+    p->version++;
+    return TG_OK;
+}
+
+tg_status tg_param_fill(tg_param *p, double value)
+{
+    if (!p)
+        return TG_INVALID;
+    tg__fill_value(p->value.dtype, p->value.data, p->value.numel, value);
+    p->version++;
+    return TG_OK;
+}
+
+tg_status tg_param_uniform(tg_param *p, double low, double high, uint64_t seed)
+{
+    if (!p)
+        return TG_INVALID;
+    if (!(low <= high) || !isfinite(high - low))
+        return tg__ctx_fail(p->ctx, TG_RANGE, "tg_param_uniform(%s): need finite low <= high",
+                            p->name);
+    tg__fill_uniform(p->value.dtype, p->value.data, p->value.numel, low, high, seed);
+    p->version++;
+    return TG_OK;
+}
+
+tg_status tg_param_normal(tg_param *p, double mean, double std, uint64_t seed)
+{
+    if (!p)
+        return TG_INVALID;
+    if (!(std >= 0) || !isfinite(mean) || !isfinite(std))
+        return tg__ctx_fail(p->ctx, TG_RANGE, "tg_param_normal(%s): need finite mean, std >= 0",
+                            p->name);
+    tg__fill_normal(p->value.dtype, p->value.data, p->value.numel, mean, std, seed);
+    p->version++;
+    return TG_OK;
+}
+
+tg_status tg_param_assign(tg_param *p, tg_tensor value)
+{
+    if (!p)
+        return TG_INVALID;
+    const tg_view *v = tg_ok(value) ? &tg__node_at(value.tape_, value.id_)->v : NULL;
+    if (!v)
+        return tg__ctx_fail(p->ctx, TG_STALE, "tg_param_assign(%s): invalid tensor handle",
+                            p->name);
+    if (v->dtype != p->value.dtype || !tg__same_shape(v, &p->value)) {
+        char a[96], b[96];
+        tg__format_view(a, sizeof a, v);
+        tg__format_view(b, sizeof b, &p->value);
+        return tg__ctx_fail(p->ctx, v->dtype != p->value.dtype ? TG_DTYPE : TG_SHAPE,
+                            "tg_param_assign(%s): value %s does not match parameter %s", p->name,
+                            a, b);
+    }
+    memmove(p->value.data, v->data, p->bytes);
+    p->version++;
+    return TG_OK;
+}
+
+void tg_param_zero_grad(tg_param *p)
+{
+    if (p)
+        memset(p->grad, 0, p->bytes);
+}
+
+void tg_zero_grad(tg_ctx *ctx)
+{
+    for (size_t i = 0; ctx && i < ctx->nparams; i++)
+        tg_param_zero_grad(ctx->params[i]);
+}
+
+size_t tg_param_count(const tg_ctx *ctx) { return ctx ? ctx->nparams : 0; }
+
+tg_param *tg_param_at(const tg_ctx *ctx, size_t index)
+{
+    return ctx && index < ctx->nparams ? ctx->params[index] : NULL;
+}
+
+tg_param *tg_param_find(const tg_ctx *ctx, const char *name)
+{
+    for (size_t i = 0; ctx && name && i < ctx->nparams; i++)
+        if (strcmp(ctx->params[i]->name, name) == 0)
+            return ctx->params[i];
+    return NULL;
+}

@@ -1,0 +1,281 @@
+/* scalar.c — scalars on the tape: 32-byte entries recorded inline and swept by one tight loop,
+ * both generated from the instruction table in ops/scalar_ops.h. */
+#include "internal.h"
+
+#include <math.h>
+
+#include "../ops/scalar_ops.h"
+
+enum {
+    S_NONE,
+    S_VAR,         /* leaf with gradient */
+    S_CONST,       /* leaf without gradient (also anything recorded in a no-grad scope) */
+    S_FROM_TENSOR, /* a = tensor node id */
+#define ENUM_B(NAME, VALUE, DA, DB) S_##NAME,
+#define ENUM_U(NAME, VALUE, DA) S_##NAME,
+    TG__SCALAR_BINARY(ENUM_B) TG__SCALAR_UNARY(ENUM_U)
+#undef ENUM_B
+#undef ENUM_U
+};
+
+static tg_scalar none(tg_tape *tp)
+{
+    tg_scalar s = {tp, 0, tp ? tp->gen : 0};
+    return s;
+}
+
+static bool grow(tg_tape *tp)
+{
+    uint32_t cap = tp->scap ? tp->scap : 512;
+    if (cap > UINT32_MAX / 4) {
+        tg__fail(tp, TG_NOMEM, "scalar entries: tape full (%u entries)", tp->ns);
+        return false;
+    }
+    cap *= 2;
+    tg__sentry *s = tg__realloc(tp->ctx, tp->s, tp->scap * sizeof *s, cap * sizeof *s);
+    if (!s) {
+        tg__fail(tp, TG_NOMEM, "scalar entries: out of memory growing to %u entries", cap);
+        return false;
+    }
+    if (!tp->s)
+        memset(&s[0], 0, sizeof s[0]);
+    tp->s = s;
+    tp->scap = cap;
+    return true;
+}
+
+static bool live(const tg_tape *tp, tg_scalar x)
+{
+    return x.tape_ == tp && x.gen_ == tp->gen && x.id_ - 1u < tp->ns - 1u;
+}
+
+/* The slow path of every record: reports the error, or grows storage; true to retry. */
+static bool slow(tg_tape *tp, const char *fn, int n, tg_scalar a, tg_scalar b)
+{
+    if (!tp || tp->status)
+        return false;
+    tg_scalar in[2] = {a, b};
+    for (int i = 0; i < n; i++) {
+        if (live(tp, in[i]))
+            continue;
+        if (in[i].tape_ != tp)
+            tg__fail(tp, in[i].tape_ ? TG_STALE : TG_INVALID, "%s: operand %d %s", fn, i,
+                     in[i].tape_ ? "belongs to another tape" : "is none");
+        else if (in[i].gen_ != tp->gen || in[i].id_ >= tp->ns)
+            tg__fail(tp, TG_STALE, "%s: operand %d is stale (from before a tape reset)", fn, i);
+        else
+            tg__fail(tp, TG_INVALID, "%s: operand %d is an error handle", fn, i);
+        return false;
+    }
+    return tp->ns < tp->scap || grow(tp);
+}
+
+static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
+{
+    tg__sentry *e = &tp->s[tp->ns];
+    e->v = v;
+    e->adj = 0;
+    e->a = a;
+    e->op = tp->grad_enabled ? op : S_CONST;
+    e->flags = 0;
+    tg_scalar r = {tp, tp->ns++, tp->gen};
+    return r;
+}
+
+#define LIVE2(tp, x, y)                                                                            \
+    (TG__LIKELY((tp) && (y).tape_ == (tp) && (x).gen_ == (tp)->gen && (y).gen_ == (tp)->gen      \
+                && (x).id_ - 1u < (tp)->ns - 1u && (y).id_ - 1u < (tp)->ns - 1u                  \
+                && !(tp)->status && (tp)->ns < (tp)->scap))
+
+#define RECORD_BINARY(NAME, VALUE, DA, DB)                                                         \
+    static tg_scalar record_##NAME(tg_scalar x, tg_scalar z)                                       \
+    {                                                                                              \
+        tg_tape *tp = x.tape_;                                                                     \
+        while (!LIVE2(tp, x, z))                                                                   \
+            if (!slow(tp ? tp : z.tape_, "tg_s_" #NAME, 2, x, z))                                  \
+                return none(tp ? tp : z.tape_);                                                    \
+        const tg__sentry *s = tp->s;                                                               \
+        double a = s[x.id_].v, b = s[z.id_].v;                                                     \
+        tg_scalar r = push(tp, S_##NAME, VALUE, x.id_);                                            \
+        tp->s[r.id_].u.b = z.id_;                                                                  \
+        return r;                                                                                  \
+    }
+#define RECORD_UNARY(NAME, VALUE, DA)                                                              \
+    static tg_scalar record_##NAME(tg_scalar x, double c)                                          \
+    {                                                                                              \
+        tg_tape *tp = x.tape_;                                                                     \
+        while (!LIVE2(tp, x, x))                                                                   \
+            if (!slow(tp, "tg_s_" #NAME, 1, x, x))                                                 \
+                return none(tp);                                                                   \
+        double a = tp->s[x.id_].v;                                                                 \
+        (void)c;                                                                                   \
+        tg_scalar r = push(tp, S_##NAME, VALUE, x.id_);                                            \
+        tp->s[r.id_].u.c = c;                                                                      \
+        return r;                                                                                  \
+    }
+TG__SCALAR_BINARY(RECORD_BINARY)
+TG__SCALAR_UNARY(RECORD_UNARY)
+#undef RECORD_BINARY
+#undef RECORD_UNARY
+
+tg_scalar tg_s_add(tg_scalar a, tg_scalar b) { return record_ADD(a, b); }
+tg_scalar tg_s_sub(tg_scalar a, tg_scalar b) { return record_SUB(a, b); }
+tg_scalar tg_s_mul(tg_scalar a, tg_scalar b) { return record_MUL(a, b); }
+tg_scalar tg_s_div(tg_scalar a, tg_scalar b) { return record_DIV(a, b); }
+tg_scalar tg_s_neg(tg_scalar a) { return record_NEG(a, 0); }
+tg_scalar tg_s_addc(tg_scalar a, double c) { return record_ADDC(a, c); }
+tg_scalar tg_s_mulc(tg_scalar a, double c) { return record_MULC(a, c); }
+tg_scalar tg_s_pow(tg_scalar a, double exponent) { return record_POW(a, exponent); }
+tg_scalar tg_s_exp(tg_scalar a) { return record_EXP(a, 0); }
+tg_scalar tg_s_log(tg_scalar a) { return record_LOG(a, 0); }
+tg_scalar tg_s_sqrt(tg_scalar a) { return record_SQRT(a, 0); }
+tg_scalar tg_s_sin(tg_scalar a) { return record_SIN(a, 0); }
+tg_scalar tg_s_cos(tg_scalar a) { return record_COS(a, 0); }
+tg_scalar tg_s_tanh(tg_scalar a) { return record_TANH(a, 0); }
+tg_scalar tg_s_sigmoid(tg_scalar a) { return record_SIGMOID(a, 0); }
+tg_scalar tg_s_relu(tg_scalar a) { return record_RELU(a, 0); }
+tg_scalar tg_s_abs(tg_scalar a) { return record_ABS(a, 0); }
+
+static tg_scalar leaf(tg_tape *tp, uint16_t op, double value)
+{
+    if (!tp || tp->status || (tp->ns >= tp->scap && !grow(tp)))
+        return none(tp);
+    tg_scalar r = push(tp, op, value, 0);
+    tp->s[r.id_].u.c = 0;
+    return r;
+}
+
+tg_scalar tg_s_var(tg_tape *tp, double value) { return leaf(tp, S_VAR, value); }
+tg_scalar tg_s_const(tg_tape *tp, double value) { return leaf(tp, S_CONST, value); }
+
+bool tg_s_ok(tg_scalar s)
+{
+    return s.tape_ && live(s.tape_, s);
+}
+
+double tg_s_value(tg_scalar s)
+{
+    return tg_s_ok(s) ? s.tape_->s[s.id_].v : NAN;
+}
+
+double tg_s_grad(tg_scalar s)
+{
+    return tg_s_ok(s) ? s.tape_->s[s.id_].adj : NAN;
+}
+
+/* ---- conversions -------------------------------------------------------------------------- */
+
+tg_tensor tg_s_tensor(tg_scalar s)
+{
+    tg_tape *tp = s.tape_;
+    if (!tp || tp->status)
+        return tg__error_handle(tp);
+    if (!live(tp, s)) {
+        slow(tp, "tg_s_tensor", 1, s, s);
+        return tg__error_handle(tp);
+    }
+    tg__node *n = tg__node_reserve(tp);
+    if (!n)
+        return tg__error_handle(tp);
+    double *data = tg__tape_buffer(tp, TG_F64, 1);
+    if (!data)
+        return tg__error_handle(tp);
+    *data = tp->s[s.id_].v;
+    n->kind = TG__FROM_SCALAR;
+    n->v.data = data;
+    n->v.numel = 1;
+    n->v.dtype = TG_F64;
+    n->v.ndim = 0;
+    n->scalar_src = s.id_;
+    n->requires_grad = tp->grad_enabled && tp->s[s.id_].op != S_CONST;
+    if (!tp->grad_enabled)
+        n->kind = TG__LEAF;
+    return tg__handle(tp, tp->nnodes++);
+}
+
+tg_scalar tg_s_from(tg_tensor t)
+{
+    tg_tape *tp = t.tape_;
+    if (!tp || tp->status)
+        return none(tp);
+    tg__node *n = tg__resolve(tp, t, "tg_s_from");
+    if (!n)
+        return none(tp);
+    if (n->v.numel != 1 || n->v.dtype == TG_I64) {
+        char buf[64];
+        tg__format_view(buf, sizeof buf, &n->v);
+        tg__fail(tp, n->v.numel != 1 ? TG_SHAPE : TG_DTYPE,
+                 "tg_s_from: needs a one-element float tensor, got %s (node %u)", buf, t.id_);
+        return none(tp);
+    }
+    double v = tg_item(t);
+    if (tp->ns >= tp->scap && !grow(tp))
+        return none(tp);
+    return push(tp, S_FROM_TENSOR, v, t.id_);
+}
+
+/* ---- the reverse sweep -------------------------------------------------------------------- */
+
+void tg__scalar_prepare(tg_tape *tp, uint32_t hi, bool reset_leaves)
+{
+    if (!tp->scalars_dirty && !reset_leaves)
+        return;
+    tg__sentry *s = tp->s;
+    for (uint32_t i = 1; i < tp->ns; i++)
+        if (reset_leaves || s[i].op != S_VAR)
+            s[i].adj = 0;
+    (void)hi;
+    tp->scalars_dirty = false;
+}
+
+tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain, struct tg__bw *bw)
+{
+    tg__sentry *s = tp->s;
+    if (hi > lo)
+        tp->scalars_dirty = true;
+    for (uint32_t i = hi; i-- > lo;) {
+        tg__sentry *e = &s[i];
+        double g = e->adj;
+        if (g == 0)
+            continue;
+        if (TG__UNLIKELY(e->flags & TG__S_RELEASED))
+            return tg__fail(tp, TG_RELEASED,
+                            "scalar entry %u: backward through a graph already released by an "
+                            "earlier backward (pass TG_RETAIN_GRAPH to the first)",
+                            i);
+        switch (e->op) {
+        case S_NONE:
+        case S_VAR:
+        case S_CONST:
+            continue;
+        case S_FROM_TENSOR: {
+            tg_status st = tg__bw_deposit(bw, e->a, g);
+            if (st)
+                return st;
+            break;
+        }
+#define SWEEP_B(NAME, VALUE, DA, DB)                                                               \
+    case S_##NAME: {                                                                               \
+        double a = s[e->a].v, b = s[e->u.b].v, y = e->v;                                           \
+        (void)a, (void)b, (void)y;                                                                 \
+        s[e->a].adj += g * (DA);                                                                   \
+        s[e->u.b].adj += g * (DB);                                                                 \
+        break;                                                                                     \
+    }
+#define SWEEP_U(NAME, VALUE, DA)                                                                   \
+    case S_##NAME: {                                                                               \
+        double a = s[e->a].v, c = e->u.c, y = e->v;                                                \
+        (void)a, (void)c, (void)y;                                                                 \
+        s[e->a].adj += g * (DA);                                                                   \
+        break;                                                                                     \
+    }
+            TG__SCALAR_BINARY(SWEEP_B)
+            TG__SCALAR_UNARY(SWEEP_U)
+#undef SWEEP_B
+#undef SWEEP_U
+        }
+        if (!retain)
+            e->flags |= TG__S_RELEASED;
+    }
+    return TG_OK;
+}

@@ -1,0 +1,162 @@
+/* tape.c — the tape: lifecycle, chunked node storage, handle resolution, O(1) reset. */
+#include "internal.h"
+
+tg_status tg_tape_new(tg_ctx *ctx, tg_tape **out)
+{
+    if (!out)
+        return TG_INVALID;
+    *out = NULL;
+    if (!ctx)
+        return TG_INVALID;
+    tg_tape *tp = tg__alloc(ctx, sizeof *tp);
+    if (!tp)
+        return tg__ctx_fail(ctx, TG_NOMEM, "tg_tape_new: out of memory");
+    memset(tp, 0, sizeof *tp);
+    tp->ctx = ctx;
+    tp->gen = 1;
+    tp->grad_enabled = true;
+    tp->nnodes = 1; /* id 0: none */
+    tp->ns = 1;
+    *out = tp;
+    return TG_OK;
+}
+
+void tg_tape_free(tg_tape *tp)
+{
+    if (!tp)
+        return;
+    tg_ctx *ctx = tp->ctx;
+    for (uint32_t i = 0; i < tp->nchunks; i++)
+        tg__free(ctx, tp->chunks[i], TG__CHUNK * sizeof(tg__node));
+    tg__free(ctx, tp->chunks, tp->chunks_cap * sizeof *tp->chunks);
+    tg__free(ctx, tp->s, tp->scap * sizeof *tp->s);
+    tg__arena_release(ctx, &tp->arena);
+    tg__free(ctx, tp, sizeof *tp);
+}
+
+void tg_tape_reset(tg_tape *tp)
+{
+    if (!tp)
+        return;
+    tp->gen = tp->gen + 1 ? tp->gen + 1 : 1;
+    tp->status = TG_OK;
+    tp->error[0] = '\0';
+    tp->grad_enabled = true;
+    tp->scalars_dirty = false;
+    tp->nnodes = 1;
+    tp->ns = 1;
+    tg__arena_rewind(&tp->arena);
+}
+
+tg_status tg_tape_status(const tg_tape *tp)
+{
+    return tp ? tp->status : TG_INVALID;
+}
+
+const char *tg_tape_error(const tg_tape *tp)
+{
+    return tp ? tp->error : "NULL tape";
+}
+
+bool tg_tape_set_grad(tg_tape *tp, bool enabled)
+{
+    if (!tp)
+        return false;
+    bool old = tp->grad_enabled;
+    tp->grad_enabled = enabled;
+    return old;
+}
+
+bool tg_tape_grad_enabled(const tg_tape *tp)
+{
+    return tp ? tp->grad_enabled : false;
+}
+
+tg_ctx *tg_tape_ctx(const tg_tape *tp)
+{
+    return tp ? tp->ctx : NULL;
+}
+
+size_t tg_tape_node_count(const tg_tape *tp)
+{
+    return tp ? tp->nnodes - 1 : 0;
+}
+
+size_t tg_tape_scalar_count(const tg_tape *tp)
+{
+    return tp ? tp->ns - 1 : 0;
+}
+
+size_t tg_tape_bytes(const tg_tape *tp)
+{
+    return tp ? tp->arena.bytes : 0;
+}
+
+tg__node *tg__node_reserve(tg_tape *tp)
+{
+    uint32_t id = tp->nnodes;
+    if (TG__UNLIKELY(id >= TG__MAX_NODES)) {
+        tg__fail(tp, TG_NOMEM, "tape full: %u nodes", id);
+        return NULL;
+    }
+    uint32_t chunk = id >> TG__CHUNK_BITS;
+    if (TG__UNLIKELY(chunk >= tp->nchunks)) {
+        if (chunk >= tp->chunks_cap) {
+            uint32_t cap = tp->chunks_cap ? tp->chunks_cap * 2 : 16;
+            tg__node **c = tg__realloc(tp->ctx, tp->chunks, tp->chunks_cap * sizeof *c,
+                                       cap * sizeof *c);
+            if (!c) {
+                tg__fail(tp, TG_NOMEM, "out of memory growing the node table (%u nodes)", id);
+                return NULL;
+            }
+            tp->chunks = c;
+            tp->chunks_cap = cap;
+        }
+        tg__node *nodes = tg__alloc(tp->ctx, TG__CHUNK * sizeof *nodes);
+        if (!nodes) {
+            tg__fail(tp, TG_NOMEM, "out of memory growing the node table (%u nodes)", id);
+            return NULL;
+        }
+        tp->chunks[tp->nchunks++] = nodes;
+    }
+    tg__node *n = tg__node_at(tp, id);
+    memset(n, 0, sizeof *n);
+    n->scalar_mark = tp->ns;
+    return n;
+}
+
+void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel)
+{
+    size_t es = tg_dtype_size(dt);
+    if (numel < 0 || (uint64_t)numel > SIZE_MAX / 2 / (es ? es : 1)) {
+        tg__fail(tp, TG_NOMEM, "tensor of %lld elements is too large", (long long)numel);
+        return NULL;
+    }
+    void *p = tg__arena_alloc(tp->ctx, &tp->arena, (size_t)numel * es);
+    if (!p)
+        tg__fail(tp, TG_NOMEM, "out of memory allocating %lld x %s", (long long)numel,
+                 tg_dtype_name(dt));
+    return p;
+}
+
+tg__node *tg__resolve(tg_tape *tp, tg_tensor t, const char *what)
+{
+    if (!tp)
+        tp = t.tape_;
+    if (!tp)
+        return NULL;
+    if (TG__UNLIKELY(t.tape_ != tp)) {
+        tg__fail(tp, t.tape_ ? TG_STALE : TG_INVALID, "%s: %s", what,
+                 t.tape_ ? "tensor belongs to another tape" : "tensor is none");
+        return NULL;
+    }
+    if (TG__UNLIKELY(t.gen_ != tp->gen || t.id_ >= tp->nnodes)) {
+        tg__fail(tp, TG_STALE, "%s: stale tensor handle (from before a tape reset)", what);
+        return NULL;
+    }
+    if (TG__UNLIKELY(t.id_ == 0)) {
+        tg__fail(tp, TG_INVALID, "%s: tensor is an error handle", what);
+        return NULL;
+    }
+    return tg__node_at(tp, t.id_);
+}
