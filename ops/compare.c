@@ -2,25 +2,38 @@
 #include "kernels.h"
 #include "ops.h"
 
+/* Examples check the f32 kernels against f64; half of eq's pairs are equal. */
+static int example_compare(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    (void)attr;
+    int n = tg__example_binary(tp, index, in, -2, 2, -2, 2);
+    if (n && index == 0)
+        in[1] = tg_where(tg_gt(in[1], tg_constant(tp, TG_F64, 0.0)), in[0], in[1]);
+    return n;
+}
+
 /* mask = a > b (no gradient) */
 TG__LOOPS2(gt_loop, a > b ? 1 : 0)
 static void gt_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, gt_loop); }
 const tg_op_def tg__op_gt = {.name = "gt", .ninputs = 2, .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
-                             .check = tg_check_elementwise, .forward = gt_forward};
+                             .check = tg_check_elementwise, .forward = gt_forward,
+                             .example = example_compare};
 tg_tensor tg_gt(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_gt, a, b, NULL); }
 
 /* mask = a < b (no gradient) */
 TG__LOOPS2(lt_loop, a < b ? 1 : 0)
 static void lt_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, lt_loop); }
 const tg_op_def tg__op_lt = {.name = "lt", .ninputs = 2, .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
-                             .check = tg_check_elementwise, .forward = lt_forward};
+                             .check = tg_check_elementwise, .forward = lt_forward,
+                             .example = example_compare};
 tg_tensor tg_lt(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_lt, a, b, NULL); }
 
 /* mask = a == b (no gradient) */
 TG__LOOPS2(eq_loop, a == b ? 1 : 0)
 static void eq_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, eq_loop); }
 const tg_op_def tg__op_eq = {.name = "eq", .ninputs = 2, .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
-                             .check = tg_check_elementwise, .forward = eq_forward};
+                             .check = tg_check_elementwise, .forward = eq_forward,
+                             .example = example_compare};
 tg_tensor tg_eq(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_eq, a, b, NULL); }
 
 /* y = mask != 0 ? a : b;  da += where(mask, g, 0),  db += where(mask, 0, g) */

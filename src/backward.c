@@ -379,8 +379,8 @@ static tg_status run(tg_tape *tp, const char *fn, int nout, const tg_tensor *out
         if (!bw.need)
             return tg__fail(tp, TG_NOMEM, "%s: out of memory", fn);
         memset(bw.need, 0, count);
-        for (int k = 0; k < nin; k++)
-            if (ins[k].id_ <= hi)
+        for (int k = 0; k < nin; k++) /* integer tensors (indices) never carry gradients */
+            if (ins[k].id_ <= hi && tg__node_at(tp, ins[k].id_)->v.dtype != TG_I64)
                 bw.need[ins[k].id_ - lo] = 1;
         for (uint32_t i = lo; i <= hi; i++) {
             tg__node *n = tg__node_at(tp, i);
