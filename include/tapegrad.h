@@ -245,6 +245,9 @@ void tg_param_free(tg_param *p);
 /* The parameter as a tensor on `tp` (no copy). Gradients reaching it are added into the
  * parameter's gradient by tg_backward. Error handle if p is NULL or of another context. */
 tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p);
+/* The parameter's current gradient as a tensor on `tp` (a copy, taken now; no gradient flows
+ * through it). With tg_param_tensor, lets an update be written in tapegrad ops. */
+tg_tensor tg_param_grad_tensor(tg_tape *tp, tg_param *p);
 /* Value and gradient buffers, row-major, owned by the parameter, valid until it is freed. Write
  * values through tg_param_set/fill/assign so that tapes can detect the change. */
 const void *tg_param_data(const tg_param *p);
@@ -346,6 +349,7 @@ tg_tensor tg_exp(tg_tensor a);
 tg_tensor tg_log(tg_tensor a);
 tg_tensor tg_sqrt(tg_tensor a);
 tg_tensor tg_abs(tg_tensor a);
+tg_tensor tg_sign(tg_tensor a); /* -1, 0 or +1 (0 at 0 and at NaN); carries no gradient */
 tg_tensor tg_sin(tg_tensor a);
 tg_tensor tg_cos(tg_tensor a);
 tg_tensor tg_tanh(tg_tensor a);

@@ -53,10 +53,8 @@ void tg_ctx_free(tg_ctx *ctx)
     while (ctx->nparams)
         tg_param_free(ctx->params[ctx->nparams - 1]);
     tg__free(ctx, ctx->params, ctx->params_cap * sizeof *ctx->params);
-    for (size_t i = 0; i < ctx->nops; i++) {
-        tg__free(ctx, ctx->ops[i]->name, ctx->ops[i]->name_size);
-        tg__free(ctx, ctx->ops[i], sizeof(tg_op));
-    }
+    for (size_t i = 0; i < ctx->nops; i++)
+        tg__free(ctx, ctx->ops[i], sizeof(tg_op) + ctx->ops[i]->name_size);
     tg__free(ctx, ctx->ops, ctx->ops_cap * sizeof *ctx->ops);
     ctx->alloc(ctx->alloc_user, ctx, sizeof *ctx, 0);
 }
@@ -117,14 +115,13 @@ tg_status tg_op_register(tg_ctx *ctx, const tg_op_def *def, const tg_op **out)
         ctx->ops = ops;
         ctx->ops_cap = cap;
     }
-    tg_op *op = tg__alloc(ctx, sizeof *op);
+    size_t name_size = strlen(def->name) + 1;
+    tg_op *op = tg__alloc(ctx, sizeof *op + name_size); /* the name is stored after the op */
     if (!op)
         return tg__ctx_fail(ctx, TG_NOMEM, "tg_op_register: out of memory");
-    op->name = tg__strdup(ctx, def->name, &op->name_size);
-    if (!op->name) {
-        tg__free(ctx, op, sizeof *op);
-        return tg__ctx_fail(ctx, TG_NOMEM, "tg_op_register: out of memory");
-    }
+    op->name = (char *)(op + 1);
+    memcpy(op->name, def->name, name_size);
+    op->name_size = name_size;
     op->def = *def;
     op->def.name = op->name;
     op->ctx = ctx;

@@ -96,6 +96,18 @@ tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p)
     return tg__handle(tp, tp->nnodes++);
 }
 
+tg_tensor tg_param_grad_tensor(tg_tape *tp, tg_param *p)
+{
+    if (!tp || tp->status)
+        return tg__error_handle(tp);
+    if (!p || p->ctx != tp->ctx) {
+        tg__fail(tp, TG_INVALID, "tg_param_grad_tensor: %s",
+                 p ? "parameter of another context" : "parameter is NULL");
+        return tg__error_handle(tp);
+    }
+    return tg_tensor_from(tp, p->value.dtype, p->value.ndim, p->value.shape, p->grad);
+}
+
 const void *tg_param_data(const tg_param *p) { return p ? p->value.data : NULL; }
 void *tg_param_grad(tg_param *p) { return p ? p->grad : NULL; }
 const char *tg_param_name(const tg_param *p) { return p ? p->name : ""; }

@@ -88,11 +88,11 @@ static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
                 && !(tp)->status && (tp)->ns < (tp)->scap))
 
 #define RECORD_BINARY(NAME, VALUE, DA, DB)                                                         \
-    static tg_scalar record_##NAME(tg_scalar x, tg_scalar z)                                       \
+    static tg_scalar record_##NAME(const char *fn, tg_scalar x, tg_scalar z)                                       \
     {                                                                                              \
         tg_tape *tp = x.tape_;                                                                     \
         while (!LIVE2(tp, x, z))                                                                   \
-            if (!slow(tp ? tp : z.tape_, "tg_s_" #NAME, 2, x, z))                                  \
+            if (!slow(tp ? tp : z.tape_, fn, 2, x, z))                                  \
                 return none(tp ? tp : z.tape_);                                                    \
         const tg__sentry *s = tp->s;                                                               \
         double a = s[x.id_].v, b = s[z.id_].v;                                                     \
@@ -101,11 +101,11 @@ static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
         return r;                                                                                  \
     }
 #define RECORD_UNARY(NAME, VALUE, DA)                                                              \
-    static tg_scalar record_##NAME(tg_scalar x, double c)                                          \
+    static tg_scalar record_##NAME(const char *fn, tg_scalar x, double c)                                          \
     {                                                                                              \
         tg_tape *tp = x.tape_;                                                                     \
         while (!LIVE2(tp, x, x))                                                                   \
-            if (!slow(tp, "tg_s_" #NAME, 1, x, x))                                                 \
+            if (!slow(tp, fn, 1, x, x))                                                 \
                 return none(tp);                                                                   \
         double a = tp->s[x.id_].v;                                                                 \
         (void)c;                                                                                   \
@@ -118,23 +118,23 @@ TG__SCALAR_UNARY(RECORD_UNARY)
 #undef RECORD_BINARY
 #undef RECORD_UNARY
 
-tg_scalar tg_s_add(tg_scalar a, tg_scalar b) { return record_ADD(a, b); }
-tg_scalar tg_s_sub(tg_scalar a, tg_scalar b) { return record_SUB(a, b); }
-tg_scalar tg_s_mul(tg_scalar a, tg_scalar b) { return record_MUL(a, b); }
-tg_scalar tg_s_div(tg_scalar a, tg_scalar b) { return record_DIV(a, b); }
-tg_scalar tg_s_neg(tg_scalar a) { return record_NEG(a, 0); }
-tg_scalar tg_s_addc(tg_scalar a, double c) { return record_ADDC(a, c); }
-tg_scalar tg_s_mulc(tg_scalar a, double c) { return record_MULC(a, c); }
-tg_scalar tg_s_pow(tg_scalar a, double exponent) { return record_POW(a, exponent); }
-tg_scalar tg_s_exp(tg_scalar a) { return record_EXP(a, 0); }
-tg_scalar tg_s_log(tg_scalar a) { return record_LOG(a, 0); }
-tg_scalar tg_s_sqrt(tg_scalar a) { return record_SQRT(a, 0); }
-tg_scalar tg_s_sin(tg_scalar a) { return record_SIN(a, 0); }
-tg_scalar tg_s_cos(tg_scalar a) { return record_COS(a, 0); }
-tg_scalar tg_s_tanh(tg_scalar a) { return record_TANH(a, 0); }
-tg_scalar tg_s_sigmoid(tg_scalar a) { return record_SIGMOID(a, 0); }
-tg_scalar tg_s_relu(tg_scalar a) { return record_RELU(a, 0); }
-tg_scalar tg_s_abs(tg_scalar a) { return record_ABS(a, 0); }
+tg_scalar tg_s_add(tg_scalar a, tg_scalar b) { return record_ADD("tg_s_add", a, b); }
+tg_scalar tg_s_sub(tg_scalar a, tg_scalar b) { return record_SUB("tg_s_sub", a, b); }
+tg_scalar tg_s_mul(tg_scalar a, tg_scalar b) { return record_MUL("tg_s_mul", a, b); }
+tg_scalar tg_s_div(tg_scalar a, tg_scalar b) { return record_DIV("tg_s_div", a, b); }
+tg_scalar tg_s_neg(tg_scalar a) { return record_NEG("tg_s_neg", a, 0); }
+tg_scalar tg_s_addc(tg_scalar a, double c) { return record_ADDC("tg_s_addc", a, c); }
+tg_scalar tg_s_mulc(tg_scalar a, double c) { return record_MULC("tg_s_mulc", a, c); }
+tg_scalar tg_s_pow(tg_scalar a, double exponent) { return record_POW("tg_s_pow", a, exponent); }
+tg_scalar tg_s_exp(tg_scalar a) { return record_EXP("tg_s_exp", a, 0); }
+tg_scalar tg_s_log(tg_scalar a) { return record_LOG("tg_s_log", a, 0); }
+tg_scalar tg_s_sqrt(tg_scalar a) { return record_SQRT("tg_s_sqrt", a, 0); }
+tg_scalar tg_s_sin(tg_scalar a) { return record_SIN("tg_s_sin", a, 0); }
+tg_scalar tg_s_cos(tg_scalar a) { return record_COS("tg_s_cos", a, 0); }
+tg_scalar tg_s_tanh(tg_scalar a) { return record_TANH("tg_s_tanh", a, 0); }
+tg_scalar tg_s_sigmoid(tg_scalar a) { return record_SIGMOID("tg_s_sigmoid", a, 0); }
+tg_scalar tg_s_relu(tg_scalar a) { return record_RELU("tg_s_relu", a, 0); }
+tg_scalar tg_s_abs(tg_scalar a) { return record_ABS("tg_s_abs", a, 0); }
 
 static tg_scalar leaf(tg_tape *tp, uint16_t op, double value)
 {

@@ -1,0 +1,468 @@
+/* index.c — integer indexing: index_select and gather, and their backward ops index_add and
+ * scatter_add. Index tensors are i64 and never carry gradients. */
+#include "kernels.h"
+#include "ops.h"
+
+#include <stdio.h>
+
+/* index_select / index_add: the axis, and (index_add only) the size of the dim scattered into. */
+typedef struct select_attr {
+    int axis;
+    int64_t size;
+} select_attr;
+
+/* gather / scatter_add: the axis, and (scatter_add only) the full shape scattered into. */
+typedef struct gather_attr {
+    int axis;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+} gather_attr;
+
+static int norm_axis(int axis, int ndim)
+{
+    int ax = axis < 0 ? axis + ndim : axis;
+    return ax >= 0 && ax < ndim ? ax : -1;
+}
+
+/* Elements before and after `axis` in a contiguous tensor. */
+static void outer_inner(const tg_view *v, int axis, int64_t *outer, int64_t *inner)
+{
+    *outer = 1;
+    *inner = 1;
+    for (int d = 0; d < axis; d++)
+        *outer *= v->shape[d];
+    for (int d = axis + 1; d < v->ndim; d++)
+        *inner *= v->shape[d];
+}
+
+/* Input i is an i64 index tensor. */
+static tg_status check_index_dtype(tg_check *c, int i)
+{
+    if (c->in[i]->dtype != TG_I64)
+        return tg_check_fail(c, TG_DTYPE, "index (input %d) must be i64, not %s", i,
+                             tg_dtype_name(c->in[i]->dtype));
+    return TG_OK;
+}
+
+/* Every entry of the index view lies in [0, size); the first that does not is named with its
+ * position (as a multi-index of the index tensor). */
+static tg_status check_index_values(tg_check *c, const tg_view *idx, int64_t size, int axis)
+{
+    const int64_t *v = idx->data;
+    for (int64_t i = 0; i < idx->numel; i++) {
+        if (v[i] >= 0 && v[i] < size)
+            continue;
+        char pos[160];
+        int len = snprintf(pos, sizeof pos, "[");
+        int64_t rest = i, coord[TG_MAX_DIMS];
+        for (int d = idx->ndim - 1; d >= 0; d--) {
+            coord[d] = idx->shape[d] ? rest % idx->shape[d] : 0;
+            rest = idx->shape[d] ? rest / idx->shape[d] : 0;
+        }
+        for (int d = 0; d < idx->ndim && len >= 0 && (size_t)len < sizeof pos; d++)
+            len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ",%lld" : "%lld",
+                            (long long)coord[d]);
+        if (len >= 0 && (size_t)len < sizeof pos)
+            snprintf(pos + len, sizeof pos - (size_t)len, "]");
+        return tg_check_fail(c, TG_RANGE, "index %lld at position %s is out of range for axis %d "
+                             "of size %lld", (long long)v[i], pos, axis, (long long)size);
+    }
+    return TG_OK;
+}
+
+/* Runs MACRO(T) with the element type of dtype dt (the checks admit only these three). */
+#define TG__SWITCH_DTYPE(dt, MACRO)                                                                \
+    do {                                                                                           \
+        switch (dt) {                                                                              \
+        case TG_F32:                                                                               \
+            MACRO(float);                                                                          \
+            break;                                                                                 \
+        case TG_F64:                                                                               \
+            MACRO(double);                                                                         \
+            break;                                                                                 \
+        default:                                                                                   \
+            MACRO(int64_t);                                                                        \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* ---- index_select / index_add ------------------------------------------------------------ */
+
+/* y = a[..., index, ...] along axis;  da += index_add(g, index; axis, a.shape[axis]) */
+static tg_status index_select_check(tg_check *c)
+{
+    const select_attr *at = c->attr;
+    const tg_view *a = c->in[0], *idx = c->in[1];
+    tg_status st = check_index_dtype(c, 1);
+    if (st)
+        return st;
+    if (tg_dtype_size(a->dtype) == 0)
+        return tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)a->dtype);
+    if (idx->ndim != 1)
+        return tg_check_fail(c, TG_SHAPE, "index must be 1-d, not %d-d", idx->ndim);
+    int ax = norm_axis(at->axis, a->ndim);
+    if (ax < 0)
+        return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, a->ndim);
+    st = check_index_values(c, idx, a->shape[ax], ax);
+    if (st)
+        return st;
+    *c->out = *a;
+    c->out->shape[ax] = idx->numel;
+    return TG_OK;
+}
+/* Rows of `inner` elements: y[o, j, :] = x[o, index[j], :]. Element type T. */
+#define SELECT_LOOP(T)                                                                             \
+    for (int64_t o = 0; o < outer; o++) {                                                          \
+        const T *xo = (const T *)x->data + o * src_dim * inner;                                    \
+        T *yo = (T *)y->data + o * n * inner;                                                      \
+        for (int64_t j = 0; j < n; j++) {                                                          \
+            const T *xr = xo + ix[j] * inner;                                                      \
+            T *yr = yo + j * inner;                                                                \
+            for (int64_t e = 0; e < inner; e++)                                                    \
+                yr[e] = xr[e];                                                                     \
+        }                                                                                          \
+    }
+static void index_select_forward(const tg_kernel *k)
+{
+    const select_attr *at = k->attr;
+    const tg_view *x = k->in[0], *y = k->out;
+    if (y->numel == 0)
+        return;
+    const int64_t *ix = k->in[1]->data;
+    int ax = norm_axis(at->axis, x->ndim);
+    int64_t outer, inner, n = k->in[1]->numel, src_dim = x->shape[ax];
+    outer_inner(x, ax, &outer, &inner);
+    TG__SWITCH_DTYPE(x->dtype, SELECT_LOOP);
+}
+static void index_select_backward(const tg_backward_io *io)
+{
+    const select_attr *at = io->attr;
+    tg_tensor a = io->inputs[0];
+    select_attr bt = {at->axis, tg_dim(a, at->axis)};
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = tg__apply2(TG__OP_index_add, io->grad_output, io->inputs[1], &bt);
+}
+/* Shared by index_select and index_add: the data input's shape, the index and the axis. */
+static int select_case(tg_tape *tp, int index, tg_tensor *in, select_attr *at, bool add)
+{
+    static const int64_t idx0[] = {2, 0, 2, 3}, idx1[] = {3, 3, 1}, idx2[] = {4}, idx3[] = {1, 0};
+    static const struct {
+        int axis, nd, nidx;
+        int64_t shape[3];
+        const int64_t *idx;
+    } cases[] = {
+        {0, 2, 4, {4, 3}, idx0},    /* repeated rows */
+        {-1, 3, 3, {2, 3, 4}, idx1}, /* last axis of 3-d, repeated */
+        {1, 3, 1, {2, 5, 3}, idx2},  /* middle axis, one entry */
+        {-2, 2, 2, {2, 3}, idx3},    /* negative axis on 2-d, a permutation */
+        {1, 2, 0, {2, 3}, idx0},     /* empty index: empty result */
+    };
+    /* The empty case is index_select's only: index_add's source would have no element for the
+     * gradient check to perturb. */
+    if (index >= (int)(sizeof cases / sizeof cases[0]) - (add ? 1 : 0))
+        return 0;
+    at->axis = cases[index].axis;
+    int nd = cases[index].nd, ax = norm_axis(at->axis, nd);
+    int64_t shape[3];
+    memcpy(shape, cases[index].shape, sizeof shape);
+    at->size = add ? shape[ax] : 0;
+    if (add) /* index_add takes the gradient: the selected shape */
+        shape[ax] = cases[index].nidx;
+    in[0] = tg__example(tp, nd, shape, -1, 1, 0, 101 + (uint64_t)index);
+    in[1] = tg_tensor_from(tp, TG_I64, 1, (int64_t[]){cases[index].nidx}, cases[index].idx);
+    return 2;
+}
+static int example_index_select(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    return select_case(tp, index, in, attr, false);
+}
+const tg_op_def tg__op_index_select = {
+    .name = "index_select", .ninputs = 2, .attr_size = sizeof(select_attr),
+    .check = index_select_check, .forward = index_select_forward,
+    .backward = index_select_backward, .example = example_index_select};
+
+tg_tensor tg_index_select(tg_tensor a, int axis, tg_tensor index)
+{
+    select_attr at = {axis, 0};
+    return tg__apply2(TG__OP_index_select, a, index, &at);
+}
+
+/* y = zeros with dim axis of `size`, y[..., index[j], ...] += g[..., j, ...];
+ * dg += index_select(gg, index) */
+static tg_status index_add_check(tg_check *c)
+{
+    const select_attr *at = c->attr;
+    const tg_view *g = c->in[0], *idx = c->in[1];
+    tg_status st = tg_check_float(c, 0);
+    if (!st)
+        st = check_index_dtype(c, 1);
+    if (st)
+        return st;
+    if (idx->ndim != 1)
+        return tg_check_fail(c, TG_SHAPE, "index must be 1-d, not %d-d", idx->ndim);
+    int ax = norm_axis(at->axis, g->ndim);
+    if (ax < 0)
+        return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, g->ndim);
+    if (g->shape[ax] != idx->numel)
+        return tg_check_fail(c, TG_SHAPE, "index has %lld entries, the source has %lld along "
+                             "axis %d", (long long)idx->numel, (long long)g->shape[ax], ax);
+    if (at->size < 0)
+        return tg_check_fail(c, TG_SHAPE, "target dim size %lld is negative", (long long)at->size);
+    st = check_index_values(c, idx, at->size, ax);
+    if (st)
+        return st;
+    *c->out = *g;
+    c->out->shape[ax] = at->size;
+    return TG_OK;
+}
+/* y[o, index[j], :] += g[o, j, :]; repeated indices accumulate. */
+#define ADD_LOOP(T)                                                                                \
+    for (int64_t o = 0; o < outer; o++) {                                                          \
+        const T *go = (const T *)g->data + o * n * inner;                                          \
+        T *yo = (T *)y->data + o * dst_dim * inner;                                                \
+        for (int64_t j = 0; j < n; j++) {                                                          \
+            const T *gr = go + j * inner;                                                          \
+            T *yr = yo + ix[j] * inner;                                                            \
+            for (int64_t e = 0; e < inner; e++)                                                    \
+                yr[e] += gr[e];                                                                    \
+        }                                                                                          \
+    }
+static void index_add_forward(const tg_kernel *k)
+{
+    const select_attr *at = k->attr;
+    const tg_view *g = k->in[0], *y = k->out;
+    if (y->numel == 0)
+        return;
+    memset(y->data, 0, (size_t)y->numel * tg_dtype_size(y->dtype));
+    const int64_t *ix = k->in[1]->data;
+    int ax = norm_axis(at->axis, g->ndim);
+    int64_t outer, inner, n = k->in[1]->numel, dst_dim = at->size;
+    outer_inner(g, ax, &outer, &inner);
+    TG__SWITCH_DTYPE(g->dtype, ADD_LOOP);
+}
+static void index_add_backward(const tg_backward_io *io)
+{
+    const select_attr *at = io->attr;
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = tg_index_select(io->grad_output, at->axis, io->inputs[1]);
+}
+static int example_index_add(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    return select_case(tp, index, in, attr, true);
+}
+const tg_op_def tg__op_index_add = {
+    .name = "index_add", .ninputs = 2, .attr_size = sizeof(select_attr),
+    .check = index_add_check, .forward = index_add_forward, .backward = index_add_backward,
+    .example = example_index_add};
+
+/* ---- gather / scatter_add ----------------------------------------------------------------- */
+
+/* The index has the data's ndim and fits inside `shape` on every dim but the axis. */
+static tg_status check_gather_shapes(tg_check *c, const tg_view *idx, int ndim,
+                                     const int64_t *shape, int axis, int *ax)
+{
+    if (idx->ndim != ndim)
+        return tg_check_fail(c, TG_SHAPE, "index has %d dims, the data has %d", idx->ndim, ndim);
+    *ax = norm_axis(axis, ndim);
+    if (*ax < 0)
+        return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", axis, ndim);
+    for (int d = 0; d < ndim; d++)
+        if (d != *ax && idx->shape[d] > shape[d])
+            return tg_check_fail(c, TG_SHAPE, "index has %lld along dim %d, more than the data's "
+                                 "%lld", (long long)idx->shape[d], d, (long long)shape[d]);
+    return check_index_values(c, idx, shape[*ax], *ax);
+}
+
+/* Row-major strides (in elements) of a shape. */
+static void strides_of(int ndim, const int64_t *shape, int64_t *stride)
+{
+    int64_t run = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        stride[d] = run;
+        run *= shape[d];
+    }
+}
+
+/* Walks the index tensor row by row (its last dim innermost). For index element (i0, .., in-1)
+ * the data offset is sum_d i_d * stride[d], with the axis coordinate replaced by the index
+ * value. BODY sees `e` (flat position in the index / gathered tensor) and `off` (in the data). */
+#define GATHER_WALK(idx, ax, dstride, BODY)                                                        \
+    do {                                                                                           \
+        int nd_ = (idx)->ndim;                                                                     \
+        const int64_t *iv_ = (idx)->data;                                                          \
+        int64_t inner_ = (idx)->shape[nd_ - 1], c_[TG_MAX_DIMS] = {0};                             \
+        /* the last dim's own step into the data: 0 when it is the axis (the value steps) */       \
+        int64_t step_ = (ax) == nd_ - 1 ? 0 : (dstride)[nd_ - 1];                                  \
+        for (int64_t row_ = 0; row_ < (idx)->numel / inner_; row_++) {                             \
+            int64_t base_ = 0;                                                                     \
+            for (int d_ = 0; d_ < nd_ - 1; d_++)                                                   \
+                if (d_ != (ax))                                                                    \
+                    base_ += c_[d_] * (dstride)[d_];                                               \
+            for (int64_t j_ = 0; j_ < inner_; j_++) {                                              \
+                int64_t e = row_ * inner_ + j_;                                                    \
+                int64_t off = base_ + j_ * step_ + iv_[e] * (dstride)[ax];                         \
+                BODY;                                                                              \
+            }                                                                                      \
+            for (int d_ = nd_ - 2; d_ >= 0; d_--) {                                                \
+                if (++c_[d_] < (idx)->shape[d_])                                                   \
+                    break;                                                                         \
+                c_[d_] = 0;                                                                        \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* y = a gathered along axis: y[i][j][k] = a[index[i][j][k]][j][k] (axis 0);
+ * da += scatter_add(g, index; axis, a.shape) */
+static tg_status gather_check(tg_check *c)
+{
+    const gather_attr *at = c->attr;
+    const tg_view *a = c->in[0], *idx = c->in[1];
+    tg_status st = check_index_dtype(c, 1);
+    if (st)
+        return st;
+    if (tg_dtype_size(a->dtype) == 0)
+        return tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)a->dtype);
+    int ax;
+    st = check_gather_shapes(c, idx, a->ndim, a->shape, at->axis, &ax);
+    if (st)
+        return st;
+    *c->out = *idx;
+    c->out->dtype = a->dtype;
+    return TG_OK;
+}
+#define GATHER_LOOP(T)                                                                             \
+    do {                                                                                           \
+        const T *X = x->data;                                                                      \
+        T *Y = y->data;                                                                            \
+        GATHER_WALK(k->in[1], ax, stride, Y[e] = X[off]);                                          \
+    } while (0)
+static void gather_forward(const tg_kernel *k)
+{
+    const gather_attr *at = k->attr;
+    const tg_view *x = k->in[0], *y = k->out;
+    if (y->numel == 0)
+        return;
+    int ax = norm_axis(at->axis, x->ndim);
+    int64_t stride[TG_MAX_DIMS];
+    strides_of(x->ndim, x->shape, stride);
+    TG__SWITCH_DTYPE(x->dtype, GATHER_LOOP);
+}
+static void gather_backward(const tg_backward_io *io)
+{
+    const gather_attr *at = io->attr;
+    tg_tensor a = io->inputs[0];
+    gather_attr bt;
+    memset(&bt, 0, sizeof bt);
+    bt.axis = at->axis;
+    bt.ndim = tg_ndim(a);
+    memcpy(bt.shape, tg_shape(a), (size_t)bt.ndim * sizeof(int64_t));
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = tg__apply2(TG__OP_scatter_add, io->grad_output, io->inputs[1], &bt);
+}
+/* Shared by gather and scatter_add: the data shape, the axis and an index of its own shape. */
+static int gather_case(tg_tape *tp, int index, tg_tensor *in, gather_attr *at, bool scatter)
+{
+    static const int64_t v0[] = {1, 3, 3, 0, 2, 2}, v1[] = {2, 0, 1, 2, 2, 2, 0, 1},
+                         v2[] = {3, 0, 0, 1, 2, 3, 3, 3, 1, 0, 2, 2},
+                         v3[] = {0, 2, 1, 1, 2, 2};
+    static const struct {
+        int axis, nd;
+        int64_t shape[3], ishape[3];
+        const int64_t *idx;
+    } cases[] = {
+        {1, 2, {3, 4}, {3, 2}, v0},          /* along columns, repeats within rows */
+        {0, 2, {3, 4}, {2, 4}, v1},          /* along rows, repeats within columns */
+        {-1, 3, {2, 3, 4}, {2, 2, 3}, v2},   /* 3-d, negative axis, index smaller elsewhere */
+        {1, 3, {2, 3, 4}, {1, 3, 2}, v3},    /* 3-d middle axis */
+    };
+    if (index >= (int)(sizeof cases / sizeof cases[0]))
+        return 0;
+    int nd = cases[index].nd;
+    memset(at, 0, sizeof *at);
+    at->axis = cases[index].axis;
+    if (scatter) { /* scatter_add takes the gathered gradient and a's shape */
+        at->ndim = nd;
+        memcpy(at->shape, cases[index].shape, (size_t)nd * sizeof(int64_t));
+    }
+    const int64_t *data_shape = scatter ? cases[index].ishape : cases[index].shape;
+    in[0] = tg__example(tp, nd, data_shape, -1, 1, 0, 111 + (uint64_t)index);
+    in[1] = tg_tensor_from(tp, TG_I64, nd, cases[index].ishape, cases[index].idx);
+    return 2;
+}
+static int example_gather(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    return gather_case(tp, index, in, attr, false);
+}
+const tg_op_def tg__op_gather = {
+    .name = "gather", .ninputs = 2, .attr_size = sizeof(gather_attr), .check = gather_check,
+    .forward = gather_forward, .backward = gather_backward, .example = example_gather};
+
+tg_tensor tg_gather(tg_tensor a, int axis, tg_tensor index)
+{
+    gather_attr at;
+    memset(&at, 0, sizeof at);
+    at.axis = axis;
+    return tg__apply2(TG__OP_gather, a, index, &at);
+}
+
+/* y = zeros(shape), y[index[i][j][k]][j][k] += g[i][j][k] (axis 0);  dg += gather(gg, index) */
+static tg_status scatter_add_check(tg_check *c)
+{
+    const gather_attr *at = c->attr;
+    const tg_view *g = c->in[0], *idx = c->in[1];
+    tg_status st = tg_check_float(c, 0);
+    if (!st)
+        st = check_index_dtype(c, 1);
+    if (st)
+        return st;
+    int64_t numel;
+    if (at->ndim < 0 || !tg__shape_ok(at->ndim, at->shape, &numel))
+        return tg_check_fail(c, TG_SHAPE, "invalid target shape");
+    bool same = g->ndim == idx->ndim;
+    for (int d = 0; same && d < g->ndim; d++)
+        same = g->shape[d] == idx->shape[d];
+    if (!same)
+        return tg_check_fail(c, TG_SHAPE, "the source and the index must have the same shape");
+    int ax;
+    st = check_gather_shapes(c, idx, at->ndim, at->shape, at->axis, &ax);
+    if (st)
+        return st;
+    c->out->dtype = g->dtype;
+    c->out->ndim = at->ndim;
+    memcpy(c->out->shape, at->shape, sizeof at->shape);
+    return TG_OK;
+}
+#define SCATTER_LOOP(T)                                                                            \
+    do {                                                                                           \
+        const T *G = g->data;                                                                      \
+        T *Y = y->data;                                                                            \
+        GATHER_WALK(k->in[1], ax, stride, Y[off] += G[e]);                                         \
+    } while (0)
+static void scatter_add_forward(const tg_kernel *k)
+{
+    const gather_attr *at = k->attr;
+    const tg_view *g = k->in[0], *y = k->out;
+    if (y->numel == 0)
+        return;
+    memset(y->data, 0, (size_t)y->numel * tg_dtype_size(y->dtype));
+    if (g->numel == 0)
+        return;
+    int ax = norm_axis(at->axis, y->ndim);
+    int64_t stride[TG_MAX_DIMS];
+    strides_of(y->ndim, y->shape, stride);
+    TG__SWITCH_DTYPE(g->dtype, SCATTER_LOOP);
+}
+static void scatter_add_backward(const tg_backward_io *io)
+{
+    const gather_attr *at = io->attr;
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = tg_gather(io->grad_output, at->axis, io->inputs[1]);
+}
+static int example_scatter_add(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    return gather_case(tp, index, in, attr, true);
+}
+const tg_op_def tg__op_scatter_add = {
+    .name = "scatter_add", .ninputs = 2, .attr_size = sizeof(gather_attr),
+    .check = scatter_add_check, .forward = scatter_add_forward,
+    .backward = scatter_add_backward, .example = example_scatter_add};

@@ -1,0 +1,324 @@
+/* test_errors.c — the error model: clear messages naming op, shapes and node; the first error
+ * wins; error handles (never NULL) keep nested expressions safe; every public function behaves
+ * on an errored tape; parameters are untouched by a failed step; reset recovers. */
+#include "common.h"
+
+static tg_status check_any(tg_check *c)
+{
+    *c->out = *c->in[0];
+    return TG_OK;
+}
+static void copy_forward(const tg_kernel *k)
+{
+    memcpy(k->out->data, k->in[0]->data, (size_t)k->out->numel * tg_dtype_size(k->out->dtype));
+}
+/* An op registered without any backward rule. */
+static const tg_op_def no_backward_def = {
+    .name = "opaque", .ninputs = 1, .check = check_any, .forward = copy_forward};
+
+static void shape_error_names_op_shapes_and_node(void **state)
+{
+    fixture *f = *state;
+    tg_tensor a = tg_zeros(f->tp, TG_F32, 2, (int64_t[]){3, 4});
+    tg_tensor b = tg_zeros(f->tp, TG_F32, 2, (int64_t[]){5, 2});
+    tg_tensor c = tg_matmul(a, b);
+    assert_false(tg_ok(c));
+    assert_status(tg_tape_status(f->tp), TG_SHAPE);
+    const char *msg = tg_tape_error(f->tp);
+    assert_contains(msg, "matmul");
+    assert_contains(msg, "f32[3,4]");
+    assert_contains(msg, "f32[5,2]");
+    assert_contains(msg, "node 3");
+    /* Error handles flow through nested expressions; the first error stays. */
+    tg_tensor d = tg_tanh(tg_add(c, tg_sum_all(c)));
+    assert_false(tg_ok(d));
+    assert_ptr_equal(tg_tensor_tape(d), f->tp);
+    assert_contains(tg_tape_error(f->tp), "matmul");
+    assert_status(tg_backward(d), TG_SHAPE);
+    /* Reset recovers. */
+    tg_tape_reset(f->tp);
+    assert_status(tg_tape_status(f->tp), TG_OK);
+    assert_string_equal(tg_tape_error(f->tp), "");
+    assert_true(tg_ok(tg_add(VEC64(f->tp, 1), VEC64(f->tp, 2))));
+}
+
+static void dtype_and_broadcast_errors(void **state)
+{
+    fixture *f = *state;
+    tg_tensor a = tg_ones(f->tp, TG_F32, 1, (int64_t[]){3});
+    tg_tensor b = tg_ones(f->tp, TG_F64, 1, (int64_t[]){3});
+    assert_false(tg_ok(tg_add(a, b)));
+    assert_status(tg_tape_status(f->tp), TG_DTYPE);
+    assert_contains(tg_tape_error(f->tp), "add: operands have different dtypes");
+    tg_tape_reset(f->tp);
+    a = tg_ones(f->tp, TG_F32, 2, (int64_t[]){2, 3});
+    b = tg_ones(f->tp, TG_F32, 1, (int64_t[]){2});
+    assert_false(tg_ok(tg_mul(a, b)));
+    assert_status(tg_tape_status(f->tp), TG_SHAPE);
+    assert_contains(tg_tape_error(f->tp), "do not broadcast");
+    tg_tape_reset(f->tp);
+    tg_tensor idx = tg_tensor_from(f->tp, TG_I64, 1, (int64_t[]){2}, (int64_t[]){0, 1});
+    assert_false(tg_ok(tg_exp(idx)));
+    assert_status(tg_tape_status(f->tp), TG_DTYPE);
+}
+
+static void null_and_none_arguments(void **state)
+{
+    fixture *f = *state;
+    tg_tensor none = {0};
+    assert_false(tg_ok(tg_add(none, none))); /* no tape to record on: just an error handle */
+    assert_status(tg_tape_status(f->tp), TG_OK);
+    assert_false(tg_ok(tg_add(VEC64(f->tp, 1), none)));
+    assert_status(tg_tape_status(f->tp), TG_INVALID);
+    assert_contains(tg_tape_error(f->tp), "input 1");
+    tg_tape_reset(f->tp);
+    assert_false(tg_ok(tg_tensor_from(f->tp, TG_F32, 1, (int64_t[]){2}, NULL)));
+    assert_status(tg_tape_status(f->tp), TG_INVALID);
+    tg_tape_reset(f->tp);
+    assert_false(tg_ok(tg_zeros(f->tp, TG_F32, 2, NULL)));
+    assert_status(tg_tape_status(f->tp), TG_INVALID);
+    tg_tape_reset(f->tp);
+    assert_false(tg_ok(tg_zeros(f->tp, (tg_dtype)42, 0, NULL)));
+    assert_status(tg_tape_status(f->tp), TG_DTYPE);
+    assert_false(tg_ok(tg_zeros(NULL, TG_F32, 0, NULL)));
+    assert_status(tg_tape_new(NULL, NULL), TG_INVALID);
+    assert_status(tg_ctx_new(NULL, NULL), TG_INVALID);
+    assert_status(tg_tape_status(NULL), TG_INVALID);
+    assert_status(tg_backward(none), TG_INVALID);
+    tg_tensor g;
+    assert_status(tg_grad(0, NULL, NULL, 0, NULL, &g, 0), TG_INVALID);
+    tg_tape_free(NULL);
+    tg_ctx_free(NULL);
+    tg_param_free(NULL);
+    assert_status(tg_param_new(f->ctx, "p", TG_F32, 1, NULL, &(tg_param *){NULL}), TG_SHAPE);
+    assert_contains(tg_ctx_error(f->ctx), "invalid shape");
+    assert_status(tg_param_new(f->ctx, "p", TG_I64, 0, NULL, &(tg_param *){NULL}), TG_DTYPE);
+    assert_null(tg_param_data(NULL));
+    assert_status(tg_op_register(f->ctx, NULL, NULL), TG_INVALID);
+    assert_status(tg_op_register(f->ctx, &(tg_op_def){.name = "add", .ninputs = 2,
+                                                      .check = check_any}, NULL), TG_EXISTS);
+}
+
+static void no_backward_rule(void **state)
+{
+    fixture *f = *state;
+    const tg_op *op;
+    assert_status(tg_op_register(f->ctx, &no_backward_def, &op), TG_OK);
+    tg_tensor x = tg_requires_grad(VEC64(f->tp, 1, 2));
+    tg_tensor y = tg_op_apply(op, 1, &x, NULL);
+    assert_true(tg_ok(y)); /* forward works */
+    assert_status(tg_backward(tg_sum_all(y)), TG_NO_BACKWARD);
+    assert_contains(tg_tape_error(f->tp), "opaque: op has no backward rule");
+}
+
+/* A failing backward adds nothing to any parameter gradient, even for branches it finished. */
+static void failed_step_changes_no_parameter(void **state)
+{
+    fixture *f = *state;
+    const tg_op *op;
+    tg_param *w;
+    assert_status(tg_op_register(f->ctx, &no_backward_def, &op), TG_OK);
+    assert_status(tg_param_new(f->ctx, "w", TG_F64, 1, (int64_t[]){2}, &w), TG_OK);
+    tg_param_set(w, (double[]){1.5, -2});
+    double value[2], grad[2];
+    memcpy(value, tg_param_data(w), sizeof value);
+    ((double *)tg_param_grad(w))[0] = 7;
+    memcpy(grad, tg_param_grad(w), sizeof grad);
+
+    /* Branch 1 (processed first, later on the tape) is fine; branch 2 hits the opaque op. */
+    tg_tensor wt = tg_param_tensor(f->tp, w);
+    tg_tensor opaque = tg_op_apply(op, 1, &wt, NULL);
+    tg_tensor loss = tg_add(tg_sum_all(opaque), tg_sum_all(tg_mul(wt, wt)));
+    assert_status(tg_backward(loss), TG_NO_BACKWARD);
+    assert_memory_equal(tg_param_data(w), value, sizeof value);
+    assert_memory_equal(tg_param_grad(w), grad, sizeof grad);
+
+    /* A forward error before backward: same. */
+    tg_tape_reset(f->tp);
+    wt = tg_param_tensor(f->tp, w);
+    loss = tg_sum_all(tg_mul(wt, tg_ones(f->tp, TG_F64, 1, (int64_t[]){3})));
+    assert_status(tg_backward(loss), TG_SHAPE);
+    assert_memory_equal(tg_param_grad(w), grad, sizeof grad);
+    /* tg_param_assign of a bad value changes nothing either. */
+    assert_status(tg_param_assign(w, VEC64(f->tp, 1, 2, 3)), TG_STALE);
+    tg_tape_reset(f->tp);
+    assert_status(tg_param_assign(w, VEC64(f->tp, 1, 2, 3)), TG_SHAPE);
+    assert_memory_equal(tg_param_data(w), value, sizeof value);
+}
+
+/* ---- every public function on an errored tape --------------------------------------------- */
+
+static tg_tensor graph_fn(void *u, int n, const tg_tensor *in)
+{
+    (void)u, (void)n;
+    return tg_sum_all(in[0]);
+}
+
+static void every_function_on_errored_tape(void **state)
+{
+    fixture *f = *state;
+    tg_tape *tp = f->tp;
+    int64_t s2[] = {2, 2};
+    tg_tensor good = VEC64(tp, 1, 2, 3, 4);
+    tg_tensor m = tg_reshape(good, 2, s2);
+    tg_tensor idx = tg_tensor_from(tp, TG_I64, 1, (int64_t[]){1}, (int64_t[]){0});
+    tg_scalar sv = tg_s_var(tp, 1.0);
+    tg_param *p;
+    tg_param_new(f->ctx, "p", TG_F64, 1, (int64_t[]){4}, &p);
+    const tg_op *add = tg_op_find(f->ctx, "add");
+    assert_tape_ok(tp);
+
+    /* The first error. */
+    tg_tape_fail(tp, TG_SHAPE, "first error %d", 1);
+    assert_status(tg_tape_fail(tp, TG_DTYPE, "second error"), TG_SHAPE);
+
+    int axes[] = {0};
+    int perm[] = {1, 0};
+    tg_tensor pair[2] = {m, m}, grads[1];
+    tg_tensor results[] = {
+        tg_tensor_from(tp, TG_F64, 1, (int64_t[]){1}, (double[]){1}),
+        tg_zeros(tp, TG_F64, 1, s2), tg_ones(tp, TG_F64, 1, s2), tg_full(tp, TG_F64, 1, s2, 2),
+        tg_constant(tp, TG_F64, 1), tg_arange(tp, TG_F64, 3),
+        tg_uniform(tp, TG_F64, 1, s2, 0, 1, 1), tg_normal(tp, TG_F64, 1, s2, 0, 1, 1),
+        tg_detach(good), tg_requires_grad(good), tg_param_tensor(tp, p),
+        tg_param_grad_tensor(tp, p), tg_s_tensor(sv),
+        tg_add(good, good), tg_sub(good, good), tg_mul(good, good), tg_div(good, good),
+        tg_neg(good), tg_add_scalar(good, 1), tg_mul_scalar(good, 2), tg_pow(good, 2),
+        tg_square(good), tg_exp(good), tg_log(good), tg_sqrt(good), tg_abs(good), tg_sign(good),
+        tg_sin(good), tg_cos(good), tg_tanh(good), tg_sigmoid(good), tg_relu(good),
+        tg_leaky_relu(good, 0.1), tg_gelu(good), tg_softplus(good), tg_clamp(good, 0, 1),
+        tg_gt(good, good), tg_lt(good, good), tg_eq(good, good), tg_where(good, good, good),
+        tg_sum(m, 1, axes, true), tg_mean(m, 1, axes, false), tg_max(m, 1, axes, false),
+        tg_min(m, 1, axes, false), tg_sum_all(good), tg_mean_all(good), tg_max_all(good),
+        tg_min_all(good), tg_sum_to(m, 1, (int64_t[]){2}), tg_matmul(m, m),
+        tg_matmul_t(m, m, true, false), tg_reshape(good, 2, s2), tg_transpose(m, 0, 1),
+        tg_permute(m, 2, perm), tg_broadcast_to(good, 2, (int64_t[]){3, 4}),
+        tg_slice(good, 0, 0, 2, 1), tg_concat(2, pair, 0), tg_stack(2, pair, 0),
+        tg_index_select(good, 0, idx), tg_gather(good, 0, idx), tg_softmax(m, 1),
+        tg_log_softmax(m, 1), tg_logsumexp(m, 1, false), tg_op_apply(add, 2, pair, NULL),
+        tg_tensor_grad(good),
+    };
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
+        if (tg_ok(results[i]))
+            fail_msg("call %zu returned a live tensor on an errored tape", i);
+    tg_scalar sresults[] = {
+        tg_s_var(tp, 1), tg_s_const(tp, 1), tg_s_add(sv, sv), tg_s_sub(sv, sv),
+        tg_s_mul(sv, sv), tg_s_div(sv, sv), tg_s_neg(sv), tg_s_pow(sv, 2), tg_s_exp(sv),
+        tg_s_log(sv), tg_s_sqrt(sv), tg_s_sin(sv), tg_s_cos(sv), tg_s_tanh(sv),
+        tg_s_sigmoid(sv), tg_s_relu(sv), tg_s_abs(sv), tg_s_addc(sv, 1), tg_s_mulc(sv, 2),
+        tg_s_from(good),
+    };
+    for (size_t i = 0; i < sizeof sresults / sizeof sresults[0]; i++)
+        if (tg_s_ok(sresults[i]))
+            fail_msg("scalar call %zu returned a live scalar on an errored tape", i);
+    assert_status(tg_backward(good), TG_SHAPE);
+    assert_status(tg_backward_ex(good, good, 0), TG_SHAPE);
+    assert_status(tg_grad(1, &good, NULL, 1, &good, grads, 0), TG_SHAPE);
+    assert_status(tg_s_backward(sv, 0), TG_SHAPE);
+    /* Reads still work on handles made before the error. */
+    assert_true(tg_ok(good));
+    assert_close(tg_s_value(sv), 1.0, 0);
+    assert_int_equal(tg_numel(good), 4);
+    assert_non_null(tg_data(good));
+    assert_non_null(tg_shape(m));
+    assert_int_equal(tg_ndim(m), 2);
+    assert_int_equal(tg_dim(m, 1), 2);
+    assert_int_equal(tg_tensor_dtype(good), TG_F64);
+    assert_true(tg_s_ok(sv));
+    assert_true(isnan(tg_item(good)));
+    assert_false(isnan(tg_s_grad(sv)));
+    assert_null(tg_tensor_op(good));
+    double buf[4];
+    assert_status(tg_read(good, TG_F64, buf, 4), TG_OK);
+    /* Tape-level calls. */
+    assert_true(tg_tape_set_grad(tp, false));
+    assert_false(tg_tape_grad_enabled(tp));
+    assert_ptr_equal(tg_tape_ctx(tp), f->ctx);
+    assert_true(tg_tape_node_count(tp) > 0);
+    assert_true(tg_tape_scalar_count(tp) > 0);
+    assert_true(tg_tape_bytes(tp) > 0);
+    /* Context-level calls are unaffected by a tape's error. */
+    tg_gradcheck_result r;
+    assert_status(tg_gradcheck(f->ctx, graph_fn, NULL, 1, &good, NULL, &r), TG_OK);
+    assert_true(r.passed);
+    assert_status(tg_param_assign(p, good), TG_OK);
+    /* Still the first error. */
+    assert_status(tg_tape_status(tp), TG_SHAPE);
+    assert_string_equal(tg_tape_error(tp), "first error 1");
+    tg_tape_reset(tp);
+    assert_status(tg_tape_status(tp), TG_OK);
+}
+
+/* Every function the header declares that takes a tape, tensor or scalar must be called in
+ * every_function_on_errored_tape above: a new one cannot slip past the sweep. */
+static char *slurp(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    if (s && fread(s, 1, (size_t)n, fp) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    if (s)
+        s[n] = '\0';
+    fclose(fp);
+    return s;
+}
+
+static void sweep_covers_the_header(void **state)
+{
+    (void)state;
+    char *header = slurp(TG_SOURCE_DIR "/include/tapegrad.h");
+    char *self = slurp(TG_SOURCE_DIR "/tests/test_errors.c");
+    assert_non_null(header);
+    assert_non_null(self);
+    const char *sweep = strstr(self, "static void every_function_on_errored_tape");
+    assert_non_null(sweep);
+    int checked = 0, missing = 0;
+    /* Declarations look like "tg_xxx tg_name(...args...);" at the start of a line. */
+    for (char *line = header; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0) {
+        if (strncmp(line, "tg_tensor tg_", 13) && strncmp(line, "tg_scalar tg_", 13)
+            && strncmp(line, "tg_status tg_", 13))
+            continue;
+        char name[64];
+        if (sscanf(line + 10, "%63[a-z0-9_]", name) != 1)
+            continue;
+        const char *paren = strchr(line, '('), *end = strchr(line, ';');
+        char args[512] = "";
+        if (paren && end && end > paren)
+            snprintf(args, sizeof args, "%.*s", (int)(end - paren), paren);
+        /* Declarations may wrap: read on to the semicolon. */
+        if (!strstr(args, "tg_tape *tp") && !strstr(args, "tg_tensor") && !strstr(args, "tg_scalar"))
+            continue;
+        checked++;
+        char call[80];
+        snprintf(call, sizeof call, "%s(", name);
+        if (!strstr(sweep, call)) {
+            printf("not covered by the errored-tape sweep: %s\n", name);
+            missing++;
+        }
+    }
+    free(header);
+    free(self);
+    assert_true(checked > 80);
+    assert_int_equal(missing, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        FIXTURE_TEST(shape_error_names_op_shapes_and_node),
+        FIXTURE_TEST(dtype_and_broadcast_errors),
+        FIXTURE_TEST(null_and_none_arguments),
+        FIXTURE_TEST(no_backward_rule),
+        FIXTURE_TEST(failed_step_changes_no_parameter),
+        FIXTURE_TEST(every_function_on_errored_tape),
+        cmocka_unit_test(sweep_covers_the_header),
+    };
+    return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
+}
