@@ -58,15 +58,6 @@
 #define IN(k, i) ((k)->in[i]->data)
 #define OUT(k) ((k)->out->data)
 
-static tg_status check_unary(tg_check *c)
-{
-    tg_status st = tg_check_float(c, 0);
-    if (st)
-        return st;
-    *c->out = *c->in[0];
-    return TG_OK;
-}
-
 /* A fused backward op takes (g, y or x) of one dtype and exactly the output's shape: the engine
  * always hands a backward rule a gradient of the output's shape, and the kernels do not
  * broadcast, so anything else is a misuse to report, not to guess at. */
@@ -117,7 +108,7 @@ static int example_tanh(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_unary(tp, index, in, -2, 2, 0);
 }
 const tg_op_def tg__op_tanh = {
-    .name = "tanh", .ninputs = 1, .check = check_unary, .forward = tanh_forward,
+    .name = "tanh", .ninputs = 1, .check = tg__check_unary, .forward = tanh_forward,
     .backward = tanh_backward, .example = example_tanh};
 tg_tensor tg_tanh(tg_tensor a) { return tg__apply1(TG__OP_tanh, a, NULL); }
 
@@ -159,7 +150,7 @@ static int example_sigmoid(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_unary(tp, index, in, -4, 4, 0);
 }
 const tg_op_def tg__op_sigmoid = {
-    .name = "sigmoid", .ninputs = 1, .check = check_unary, .forward = sigmoid_forward,
+    .name = "sigmoid", .ninputs = 1, .check = tg__check_unary, .forward = sigmoid_forward,
     .backward = sigmoid_backward, .example = example_sigmoid};
 tg_tensor tg_sigmoid(tg_tensor a) { return tg__apply1(TG__OP_sigmoid, a, NULL); }
 
@@ -203,7 +194,7 @@ static int example_relu(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_unary(tp, index, in, -2, 2, 0.1); /* away from the kink at 0 */
 }
 const tg_op_def tg__op_relu = {
-    .name = "relu", .ninputs = 1, .check = check_unary, .forward = relu_forward,
+    .name = "relu", .ninputs = 1, .check = tg__check_unary, .forward = relu_forward,
     .backward = relu_backward, .example = example_relu};
 tg_tensor tg_relu(tg_tensor a) { return tg__apply1(TG__OP_relu, a, NULL); }
 
@@ -247,7 +238,7 @@ static const double example_slopes[] = {0.1, 0.2, 0.01};
 /* y = x > 0 ? x : slope x;  dx += leaky_relu_backward(g, x) = g * (x > 0 ? 1 : slope) */
 static tg_status leaky_relu_check(tg_check *c)
 {
-    tg_status st = check_unary(c);
+    tg_status st = tg__check_unary(c);
     return st ? st : check_slope(c);
 }
 /* Written as selects feeding unconditional arithmetic: GCC (with -ftrapping-math) vectorises
@@ -337,7 +328,7 @@ static int example_gelu(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_unary(tp, index, in, -3, 3, 0);
 }
 const tg_op_def tg__op_gelu = {
-    .name = "gelu", .ninputs = 1, .check = check_unary, .forward = gelu_forward,
+    .name = "gelu", .ninputs = 1, .check = tg__check_unary, .forward = gelu_forward,
     .backward = gelu_backward, .example = example_gelu};
 tg_tensor tg_gelu(tg_tensor a) { return tg__apply1(TG__OP_gelu, a, NULL); }
 
@@ -403,7 +394,7 @@ static int example_softplus(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_unary(tp, index, in, -5, 5, 0);
 }
 const tg_op_def tg__op_softplus = {
-    .name = "softplus", .ninputs = 1, .check = check_unary, .forward = softplus_forward,
+    .name = "softplus", .ninputs = 1, .check = tg__check_unary, .forward = softplus_forward,
     .backward = softplus_backward, .example = example_softplus};
 tg_tensor tg_softplus(tg_tensor a) { return tg__apply1(TG__OP_softplus, a, NULL); }
 
@@ -454,7 +445,7 @@ static bool example_bounds(int index, void *attr)
 /* y = min(max(x, low), high);  dx += clamp_backward(g, x) = (low <= x <= high ? g : 0) */
 static tg_status clamp_check(tg_check *c)
 {
-    tg_status st = check_unary(c);
+    tg_status st = tg__check_unary(c);
     return st ? st : check_bounds(c);
 }
 FUSED1(clamp_loop, x, x < c0 ? c0 : x > c1 ? c1 : x) /* NaN passes through, as PyTorch */

@@ -6,15 +6,6 @@ typedef struct scalar_attr {
     double c;
 } scalar_attr;
 
-static tg_status check_unary(tg_check *c)
-{
-    tg_status st = tg_check_float(c, 0);
-    if (st)
-        return st;
-    *c->out = *c->in[0];
-    return TG_OK;
-}
-
 static int example_any(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
     (void)attr;
@@ -96,7 +87,7 @@ static int example_unary(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_unary(tp, index, in, -2, 2, 0);
 }
 const tg_op_def tg__op_neg = {
-    .name = "neg", .ninputs = 1, .check = check_unary, .forward = neg_forward,
+    .name = "neg", .ninputs = 1, .check = tg__check_unary, .forward = neg_forward,
     .backward = neg_backward, .example = example_unary};
 tg_tensor tg_neg(tg_tensor a) { return tg__apply1(TG__OP_neg, a, NULL); }
 
@@ -116,7 +107,7 @@ static int example_scalar(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_unary(tp, index, in, -2, 2, 0);
 }
 const tg_op_def tg__op_add_scalar = {
-    .name = "add_scalar", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = check_unary,
+    .name = "add_scalar", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = tg__check_unary,
     .forward = add_scalar_forward, .backward = add_scalar_backward, .example = example_scalar};
 tg_tensor tg_add_scalar(tg_tensor a, double c)
 {
@@ -135,7 +126,7 @@ static void mul_scalar_backward(const tg_backward_io *io)
     io->grad_inputs[0] = tg_mul_scalar(io->grad_output, ((const scalar_attr *)io->attr)->c);
 }
 const tg_op_def tg__op_mul_scalar = {
-    .name = "mul_scalar", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = check_unary,
+    .name = "mul_scalar", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = tg__check_unary,
     .forward = mul_scalar_forward, .backward = mul_scalar_backward, .example = example_scalar};
 tg_tensor tg_mul_scalar(tg_tensor a, double c)
 {
@@ -175,7 +166,7 @@ static int example_pow(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_unary(tp, index % 3, in, 0.5, 2, 0);
 }
 const tg_op_def tg__op_pow = {
-    .name = "pow", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = check_unary,
+    .name = "pow", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = tg__check_unary,
     .forward = pow_forward, .backward = pow_backward, .example = example_pow};
 tg_tensor tg_pow(tg_tensor a, double exponent)
 {
@@ -190,6 +181,6 @@ static void square_backward(const tg_backward_io *io)
     io->grad_inputs[0] = tg_mul(io->grad_output, tg_mul_scalar(io->inputs[0], 2.0));
 }
 const tg_op_def tg__op_square = {
-    .name = "square", .ninputs = 1, .check = check_unary, .forward = square_forward,
+    .name = "square", .ninputs = 1, .check = tg__check_unary, .forward = square_forward,
     .backward = square_backward, .example = example_unary};
 tg_tensor tg_square(tg_tensor a) { return tg__apply1(TG__OP_square, a, NULL); }

@@ -18,23 +18,6 @@ typedef struct gather_attr {
     int64_t shape[TG_MAX_DIMS];
 } gather_attr;
 
-static int norm_axis(int axis, int ndim)
-{
-    int ax = axis < 0 ? axis + ndim : axis;
-    return ax >= 0 && ax < ndim ? ax : -1;
-}
-
-/* Elements before and after `axis` in a contiguous tensor. */
-static void outer_inner(const tg_view *v, int axis, int64_t *outer, int64_t *inner)
-{
-    *outer = 1;
-    *inner = 1;
-    for (int d = 0; d < axis; d++)
-        *outer *= v->shape[d];
-    for (int d = axis + 1; d < v->ndim; d++)
-        *inner *= v->shape[d];
-}
-
 /* Input i is an i64 index tensor. */
 static tg_status check_index_dtype(tg_check *c, int i)
 {
@@ -100,7 +83,7 @@ static tg_status index_select_check(tg_check *c)
         return tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)a->dtype);
     if (idx->ndim != 1)
         return tg_check_fail(c, TG_SHAPE, "index must be 1-d, not %d-d", idx->ndim);
-    int ax = norm_axis(at->axis, a->ndim);
+    int ax = tg__axis(at->axis, a->ndim);
     if (ax < 0)
         return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, a->ndim);
     st = check_index_values(c, idx, a->shape[ax], ax);
@@ -129,9 +112,9 @@ static void index_select_forward(const tg_kernel *k)
     if (y->numel == 0)
         return;
     const int64_t *ix = k->in[1]->data;
-    int ax = norm_axis(at->axis, x->ndim);
+    int ax = tg__axis(at->axis, x->ndim);
     int64_t outer, inner, n = k->in[1]->numel, src_dim = x->shape[ax];
-    outer_inner(x, ax, &outer, &inner);
+    tg__outer_inner(x, ax, &outer, &inner);
     TG__SWITCH_DTYPE(x->dtype, SELECT_LOOP);
 }
 static void index_select_backward(const tg_backward_io *io)
@@ -162,7 +145,7 @@ static int select_case(tg_tape *tp, int index, tg_tensor *in, select_attr *at, b
     if (index >= (int)(sizeof cases / sizeof cases[0]) - (add ? 1 : 0))
         return 0;
     at->axis = cases[index].axis;
-    int nd = cases[index].nd, ax = norm_axis(at->axis, nd);
+    int nd = cases[index].nd, ax = tg__axis(at->axis, nd);
     int64_t shape[3];
     memcpy(shape, cases[index].shape, sizeof shape);
     at->size = add ? shape[ax] : 0;
@@ -200,7 +183,7 @@ static tg_status index_add_check(tg_check *c)
         return st;
     if (idx->ndim != 1)
         return tg_check_fail(c, TG_SHAPE, "index must be 1-d, not %d-d", idx->ndim);
-    int ax = norm_axis(at->axis, g->ndim);
+    int ax = tg__axis(at->axis, g->ndim);
     if (ax < 0)
         return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, g->ndim);
     if (g->shape[ax] != idx->numel)
@@ -235,9 +218,9 @@ static void index_add_forward(const tg_kernel *k)
         return;
     memset(y->data, 0, (size_t)y->numel * tg_dtype_size(y->dtype));
     const int64_t *ix = k->in[1]->data;
-    int ax = norm_axis(at->axis, g->ndim);
+    int ax = tg__axis(at->axis, g->ndim);
     int64_t outer, inner, n = k->in[1]->numel, dst_dim = at->size;
-    outer_inner(g, ax, &outer, &inner);
+    tg__outer_inner(g, ax, &outer, &inner);
     TG__SWITCH_DTYPE(g->dtype, ADD_LOOP);
 }
 static void index_add_backward(const tg_backward_io *io)
@@ -263,7 +246,7 @@ static tg_status check_gather_shapes(tg_check *c, const tg_view *idx, int ndim,
 {
     if (idx->ndim != ndim)
         return tg_check_fail(c, TG_SHAPE, "index has %d dims, the data has %d", idx->ndim, ndim);
-    *ax = norm_axis(axis, ndim);
+    *ax = tg__axis(axis, ndim);
     if (*ax < 0)
         return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", axis, ndim);
     for (int d = 0; d < ndim; d++)
@@ -342,7 +325,7 @@ static void gather_forward(const tg_kernel *k)
     const tg_view *x = k->in[0], *y = k->out;
     if (y->numel == 0)
         return;
-    int ax = norm_axis(at->axis, x->ndim);
+    int ax = tg__axis(at->axis, x->ndim);
     int64_t stride[TG_MAX_DIMS];
     strides_of(x->ndim, x->shape, stride);
     TG__SWITCH_DTYPE(x->dtype, GATHER_LOOP);
@@ -447,7 +430,7 @@ static void scatter_add_forward(const tg_kernel *k)
     memset(y->data, 0, (size_t)y->numel * tg_dtype_size(y->dtype));
     if (g->numel == 0)
         return;
-    int ax = norm_axis(at->axis, y->ndim);
+    int ax = tg__axis(at->axis, y->ndim);
     int64_t stride[TG_MAX_DIMS];
     strides_of(y->ndim, y->shape, stride);
     TG__SWITCH_DTYPE(g->dtype, SCATTER_LOOP);

@@ -111,6 +111,35 @@
         }                                                                                          \
     } while (0)
 
+/* An axis of an ndim-dim tensor with negative values counting from the end; -1 if out of
+ * range. */
+static inline int tg__axis(int axis, int ndim)
+{
+    int ax = axis < 0 ? axis + ndim : axis;
+    return ax >= 0 && ax < ndim ? ax : -1;
+}
+
+/* Elements before and after `axis` of a contiguous tensor (the layout [outer, dim, inner]). */
+static inline void tg__outer_inner(const tg_view *v, int axis, int64_t *outer, int64_t *inner)
+{
+    *outer = 1;
+    *inner = 1;
+    for (int d = 0; d < axis; d++)
+        *outer *= v->shape[d];
+    for (int d = axis + 1; d < v->ndim; d++)
+        *inner *= v->shape[d];
+}
+
+/* Check of a unary elementwise op: one float input, output of the same dtype and shape. */
+static inline tg_status tg__check_unary(tg_check *c)
+{
+    tg_status st = tg_check_float(c, 0);
+    if (st)
+        return st;
+    *c->out = *c->in[0];
+    return TG_OK;
+}
+
 /* A tensor's metadata (no data) as a view, through the public accessors. */
 static inline tg_view tg__meta(tg_tensor t)
 {

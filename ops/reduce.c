@@ -18,6 +18,8 @@ static tg_status reduce_axes(tg_check *c, const reduce_attr *at, bool *mask)
         mask[d] = at->naxes == 0;
     for (int i = 0; i < at->naxes; i++) {
         int ax = at->axes[i] < 0 ? at->axes[i] + nd : at->axes[i];
+        if (nd == 0 && (at->axes[i] == 0 || at->axes[i] == -1) && at->naxes == 1)
+            return TG_OK; /* a 0-d tensor has one implicit axis of size 1, as in PyTorch */
         if (ax < 0 || ax >= nd)
             return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axes[i], nd);
         if (mask[ax])
@@ -139,7 +141,7 @@ static int64_t reduced_count(const tg_view *x, const reduce_attr *at, bool *mask
     int nd = x->ndim;
     for (int d = 0; d < nd; d++)
         mask[d] = at->naxes == 0;
-    for (int i = 0; i < at->naxes; i++)
+    for (int i = 0; i < at->naxes && nd > 0; i++)
         mask[at->axes[i] < 0 ? at->axes[i] + nd : at->axes[i]] = true;
     int64_t count = 1;
     for (int d = 0; d < nd; d++)
@@ -182,6 +184,10 @@ static int example_reduce(tg_tape *tp, int index, tg_tensor *in, void *attr)
     case 3:
         at->naxes = 1, at->axes[0] = 2;
         break;
+    case 4: /* a 0-d input reduced over its implicit axis */
+        at->naxes = 1, at->axes[0] = -1, at->keepdim = 1;
+        in[0] = tg__example(tp, 0, NULL, -1, 1, 0, 32);
+        return 1;
     default:
         return 0;
     }

@@ -28,30 +28,12 @@ static int64_t slice_range(int64_t start, int64_t stop, int64_t step, int64_t di
     return stop > start ? (stop - start - 1) / step + 1 : 0;
 }
 
-/* Normalises a possibly negative axis of an ndim-dim tensor; -1 when out of range. */
-static int norm_axis(int axis, int ndim)
-{
-    int ax = axis < 0 ? axis + ndim : axis;
-    return ax >= 0 && ax < ndim ? ax : -1;
-}
-
-/* Elements before and after `axis` in a contiguous tensor (inner counts elements). */
-static void outer_inner(const tg_view *v, int axis, int64_t *outer, int64_t *inner)
-{
-    *outer = 1;
-    *inner = 1;
-    for (int d = 0; d < axis; d++)
-        *outer *= v->shape[d];
-    for (int d = axis + 1; d < v->ndim; d++)
-        *inner *= v->shape[d];
-}
-
 /* Shared by slice and slice_backward: a valid axis of the input and step >= 1. */
 static tg_status slice_attr_check(tg_check *c, int *ax)
 {
     const slice_attr *at = c->attr;
     const tg_view *x = c->in[0];
-    *ax = norm_axis(at->axis, x->ndim);
+    *ax = tg__axis(at->axis, x->ndim);
     if (tg_dtype_size(x->dtype) == 0)
         return tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)x->dtype);
     if (*ax < 0)
@@ -108,10 +90,10 @@ static void slice_forward(const tg_kernel *k)
     const tg_view *x = k->in[0], *y = k->out;
     if (y->numel == 0)
         return;
-    int ax = norm_axis(at->axis, x->ndim);
+    int ax = tg__axis(at->axis, x->ndim);
     int64_t outer, inner, first;
     int64_t len = slice_range(at->start, at->stop, at->step, x->shape[ax], &first);
-    outer_inner(x, ax, &outer, &inner);
+    tg__outer_inner(x, ax, &outer, &inner);
     slice_copy(x->data, y->data, tg_dtype_size(x->dtype), outer, x->shape[ax], len, inner, first,
                at->step, false);
 }
@@ -120,7 +102,7 @@ static void slice_backward(const tg_backward_io *io)
     const slice_attr *at = io->attr;
     tg_tensor x = io->inputs[0];
     slice_attr bt = *at;
-    int ax = norm_axis(at->axis, tg_ndim(x));
+    int ax = tg__axis(at->axis, tg_ndim(x));
     bt.dim = tg_dim(x, ax);
     /* Pass the clamped bounds on, so the backward's own backward slices the same positions. */
     int64_t len = slice_range(at->start, at->stop, at->step, bt.dim, &bt.start);
@@ -184,10 +166,10 @@ static void slice_backward_forward(const tg_kernel *k)
         return;
     size_t es = tg_dtype_size(y->dtype);
     memset(y->data, 0, (size_t)y->numel * es); /* all-zero bytes are 0.0 in IEEE 754 */
-    int ax = norm_axis(at->axis, g->ndim);
+    int ax = tg__axis(at->axis, g->ndim);
     int64_t outer, inner, first;
     int64_t len = slice_range(at->start, at->stop, at->step, at->dim, &first);
-    outer_inner(g, ax, &outer, &inner);
+    tg__outer_inner(g, ax, &outer, &inner);
     slice_copy(y->data, g->data, es, outer, at->dim, len, inner, first, at->step, true);
 }
 static void slice_backward_backward(const tg_backward_io *io)
@@ -210,7 +192,7 @@ static int example_slice_backward(tg_tape *tp, int index, tg_tensor *in, void *a
     int nd = index == 2 ? 3 : 2;
     int64_t shape[3], first;
     memcpy(shape, nd == 3 ? base3 : base2, (size_t)nd * sizeof *shape);
-    int ax = norm_axis(at->axis, nd);
+    int ax = tg__axis(at->axis, nd);
     shape[ax] = slice_range(at->start, at->stop, at->step, at->dim, &first);
     in[0] = tg__example(tp, nd, shape, -1, 1, 0, 81 + (uint64_t)index);
     return 1;
@@ -231,7 +213,7 @@ static tg_status concat_check(tg_check *c)
     const tg_view *x0 = c->in[0];
     if (tg_dtype_size(x0->dtype) == 0)
         return tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)x0->dtype);
-    int ax = norm_axis(at->axis, x0->ndim);
+    int ax = tg__axis(at->axis, x0->ndim);
     if (ax < 0)
         return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis,
                              x0->ndim);
@@ -264,10 +246,10 @@ static void concat_forward(const tg_kernel *k)
     const tg_view *y = k->out;
     if (y->numel == 0)
         return;
-    int ax = norm_axis(at->axis, y->ndim);
+    int ax = tg__axis(at->axis, y->ndim);
     size_t es = tg_dtype_size(y->dtype);
     int64_t outer, inner;
-    outer_inner(y, ax, &outer, &inner);
+    tg__outer_inner(y, ax, &outer, &inner);
     /* Each output row (one outer index) is the inputs' rows one after another. */
     char *dst = y->data;
     for (int64_t o = 0; o < outer; o++) {
@@ -283,7 +265,7 @@ static void concat_forward(const tg_kernel *k)
 static void concat_backward(const tg_backward_io *io)
 {
     const concat_attr *at = io->attr;
-    int ax = norm_axis(at->axis, tg_ndim(io->grad_output));
+    int ax = tg__axis(at->axis, tg_ndim(io->grad_output));
     int64_t off = 0;
     for (int i = 0; i < io->ninputs; i++) {
         int64_t len = tg_dim(io->inputs[i], ax);
@@ -345,7 +327,7 @@ static tg_status stack_check(tg_check *c)
     if (x0->ndim + 1 > TG_MAX_DIMS)
         return tg_check_fail(c, TG_SHAPE, "inputs have %d dims; stacking needs at most %d",
                              x0->ndim, TG_MAX_DIMS - 1);
-    int ax = norm_axis(at->axis, x0->ndim + 1);
+    int ax = tg__axis(at->axis, x0->ndim + 1);
     if (ax < 0)
         return tg_check_fail(c, TG_RANGE, "axis %d out of range for stacking %d-dim inputs",
                              at->axis, x0->ndim);
@@ -371,7 +353,7 @@ static void stack_forward(const tg_kernel *k)
     const tg_view *y = k->out, *x0 = k->in[0];
     if (y->numel == 0)
         return;
-    int ax = norm_axis(at->axis, y->ndim);
+    int ax = tg__axis(at->axis, y->ndim);
     size_t es = tg_dtype_size(y->dtype);
     int64_t outer = 1;
     for (int d = 0; d < ax; d++)
@@ -389,7 +371,7 @@ static void stack_forward(const tg_kernel *k)
 static void stack_backward(const tg_backward_io *io)
 {
     const concat_attr *at = io->attr;
-    int ax = norm_axis(at->axis, tg_ndim(io->grad_output));
+    int ax = tg__axis(at->axis, tg_ndim(io->grad_output));
     for (int i = 0; i < io->ninputs; i++) {
         if (!io->needs_grad[i])
             continue;

@@ -15,7 +15,7 @@ enum { K_SOFTMAX, K_LOG_SOFTMAX, K_LOGSUMEXP };
 #define CHUNK 256
 
 /* A 0-d tensor counts as one axis of size 1, as in NumPy/PyTorch (axis 0 or -1). */
-static int norm_axis(int axis, int ndim)
+static int span_axis(int axis, int ndim)
 {
     int span = ndim ? ndim : 1;
     return axis < 0 ? axis + span : axis;
@@ -42,7 +42,7 @@ static tg_status axis_check(tg_check *c, bool reduce)
     tg_status st = tg_check_float(c, 0);
     if (st)
         return st;
-    int ax = norm_axis(at->axis, x->ndim);
+    int ax = span_axis(at->axis, x->ndim);
     if (ax < 0 || ax >= (x->ndim ? x->ndim : 1))
         return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, x->ndim);
     *c->out = *x;
@@ -176,7 +176,7 @@ SOFTMAX_KERNEL(double, softmax_f64, TG_F64)
 
 static void run(const tg_kernel *k, int kind)
 {
-    int axis = norm_axis(((const axis_attr *)k->attr)->axis, k->in[0]->ndim);
+    int axis = span_axis(((const axis_attr *)k->attr)->axis, k->in[0]->ndim);
     if (k->out->dtype == TG_F32)
         softmax_f32(k->in[0], k->out, axis, kind);
     else
@@ -213,7 +213,7 @@ static void softmax_forward(const tg_kernel *k) { run(k, K_SOFTMAX); }
 static void softmax_backward(const tg_backward_io *io)
 {
     tg_tensor g = io->grad_output, y = io->output;
-    int axis = norm_axis(((const axis_attr *)io->attr)->axis, tg_ndim(y));
+    int axis = span_axis(((const axis_attr *)io->attr)->axis, tg_ndim(y));
     io->grad_inputs[0] = tg_mul(y, tg_sub(g, sum_keep(tg_mul(g, y), axis)));
 }
 const tg_op_def tg__op_softmax = {
@@ -234,7 +234,7 @@ static void log_softmax_backward(const tg_backward_io *io)
     tg_tensor g = io->grad_output, x = io->inputs[0];
     int axis = ((const axis_attr *)io->attr)->axis;
     tg_tensor sm = tg_softmax(x, axis);
-    io->grad_inputs[0] = tg_sub(g, tg_mul(sm, sum_keep(g, norm_axis(axis, tg_ndim(x)))));
+    io->grad_inputs[0] = tg_sub(g, tg_mul(sm, sum_keep(g, span_axis(axis, tg_ndim(x)))));
 }
 const tg_op_def tg__op_log_softmax = {
     .name = "log_softmax", .ninputs = 1, .attr_size = sizeof(axis_attr),
@@ -257,7 +257,7 @@ static void logsumexp_backward(const tg_backward_io *io)
     if (!at->keepdim && nd > 0) {
         int64_t shape[TG_MAX_DIMS];
         memcpy(shape, tg_shape(x), (size_t)nd * sizeof *shape);
-        shape[norm_axis(at->axis, nd)] = 1;
+        shape[span_axis(at->axis, nd)] = 1;
         g = tg_reshape(g, nd, shape);
     }
     io->grad_inputs[0] = tg_mul(g, tg_softmax(x, at->axis));

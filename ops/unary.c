@@ -4,15 +4,6 @@
 #include "ops.h"
 #include "vmath.h"
 
-static tg_status check_unary(tg_check *c)
-{
-    tg_status st = tg_check_float(c, 0);
-    if (st)
-        return st;
-    *c->out = *c->in[0];
-    return TG_OK;
-}
-
 /* Input and output are contiguous and of one shape, so a unary op is one vmath call. */
 #define VM_FORWARD(k, fn) fn((k)->out->dtype, (k)->out->numel, (k)->in[0]->data, (k)->out->data)
 
@@ -43,7 +34,7 @@ static void exp_backward(const tg_backward_io *io)
     io->grad_inputs[0] = tg_mul(io->grad_output, io->output);
 }
 const tg_op_def tg__op_exp = {
-    .name = "exp", .ninputs = 1, .check = check_unary, .forward = exp_forward,
+    .name = "exp", .ninputs = 1, .check = tg__check_unary, .forward = exp_forward,
     .backward = exp_backward, .example = example_any};
 tg_tensor tg_exp(tg_tensor a) { return tg__apply1(TG__OP_exp, a, NULL); }
 
@@ -54,7 +45,7 @@ static void log_backward(const tg_backward_io *io)
     io->grad_inputs[0] = tg_div(io->grad_output, io->inputs[0]);
 }
 const tg_op_def tg__op_log = {
-    .name = "log", .ninputs = 1, .check = check_unary, .forward = log_forward,
+    .name = "log", .ninputs = 1, .check = tg__check_unary, .forward = log_forward,
     .backward = log_backward, .example = example_positive};
 tg_tensor tg_log(tg_tensor a) { return tg__apply1(TG__OP_log, a, NULL); }
 
@@ -66,7 +57,7 @@ static void sqrt_backward(const tg_backward_io *io)
     io->grad_inputs[0] = tg_div(tg_mul_scalar(io->grad_output, 0.5), io->output);
 }
 const tg_op_def tg__op_sqrt = {
-    .name = "sqrt", .ninputs = 1, .check = check_unary, .forward = sqrt_forward,
+    .name = "sqrt", .ninputs = 1, .check = tg__check_unary, .forward = sqrt_forward,
     .backward = sqrt_backward, .example = example_positive};
 tg_tensor tg_sqrt(tg_tensor a) { return tg__apply1(TG__OP_sqrt, a, NULL); }
 
@@ -78,7 +69,7 @@ static void abs_backward(const tg_backward_io *io)
     io->grad_inputs[0] = tg_mul(io->grad_output, tg_sign(io->inputs[0]));
 }
 const tg_op_def tg__op_abs = {
-    .name = "abs", .ninputs = 1, .check = check_unary, .forward = abs_forward,
+    .name = "abs", .ninputs = 1, .check = tg__check_unary, .forward = abs_forward,
     .backward = abs_backward, .example = example_kink};
 tg_tensor tg_abs(tg_tensor a) { return tg__apply1(TG__OP_abs, a, NULL); }
 
@@ -89,7 +80,7 @@ static void sign_forward(const tg_kernel *k)
     TG__MAP1(k, (x > 0 ? 1.0f : 0.0f) - (x < 0 ? 1.0f : 0.0f));
 }
 const tg_op_def tg__op_sign = {
-    .name = "sign", .ninputs = 1, .flags = TG_OP_NONDIFF, .check = check_unary,
+    .name = "sign", .ninputs = 1, .flags = TG_OP_NONDIFF, .check = tg__check_unary,
     .forward = sign_forward, .example = example_kink};
 tg_tensor tg_sign(tg_tensor a) { return tg__apply1(TG__OP_sign, a, NULL); }
 
@@ -100,7 +91,7 @@ static void sin_backward(const tg_backward_io *io)
     io->grad_inputs[0] = tg_mul(io->grad_output, tg_cos(io->inputs[0]));
 }
 const tg_op_def tg__op_sin = {
-    .name = "sin", .ninputs = 1, .check = check_unary, .forward = sin_forward,
+    .name = "sin", .ninputs = 1, .check = tg__check_unary, .forward = sin_forward,
     .backward = sin_backward, .example = example_any};
 tg_tensor tg_sin(tg_tensor a) { return tg__apply1(TG__OP_sin, a, NULL); }
 
@@ -111,6 +102,6 @@ static void cos_backward(const tg_backward_io *io)
     io->grad_inputs[0] = tg_neg(tg_mul(io->grad_output, tg_sin(io->inputs[0])));
 }
 const tg_op_def tg__op_cos = {
-    .name = "cos", .ninputs = 1, .check = check_unary, .forward = cos_forward,
+    .name = "cos", .ninputs = 1, .check = tg__check_unary, .forward = cos_forward,
     .backward = cos_backward, .example = example_any};
 tg_tensor tg_cos(tg_tensor a) { return tg__apply1(TG__OP_cos, a, NULL); }
