@@ -1,0 +1,59 @@
+#!/bin/sh
+# consumers.sh SOURCE_ROOT BUILD_ROOT — tapegrad as its users take it:
+#   1. a Meson project with tapegrad as a subproject (dependency('tapegrad') resolved through
+#      meson.override_dependency);
+#   2. an installed tapegrad (meson install into a staging prefix) found through pkg-config,
+#      linked both shared and static.
+set -eu
+src=$1
+build=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cat >"$work/main.c" <<'C'
+#include <stdio.h>
+#include <tapegrad.h>
+int main(void)
+{
+    tg_ctx *ctx;
+    tg_tape *tp;
+    if (tg_ctx_new(&ctx, NULL) || tg_tape_new(ctx, &tp))
+        return 1;
+    tg_tensor x = tg_requires_grad(tg_full(tp, TG_F64, 1, (int64_t[]){2}, 0.5));
+    tg_status st = tg_backward(tg_sum_all(tg_tanh(tg_mul(x, x))));
+    double g = ((const double *)tg_data(tg_tensor_grad(x)))[0];
+    printf("consumer: %s, d/dx = %.6f\n", tg_status_name(st), g);
+    tg_tape_free(tp);
+    tg_ctx_free(ctx);
+    return st != TG_OK;
+}
+C
+
+# 1. Subproject.
+mkdir -p "$work/sub/subprojects"
+cp "$work/main.c" "$work/sub/"
+ln -s "$src" "$work/sub/subprojects/tapegrad"
+cat >"$work/sub/meson.build" <<'M'
+project('consumer', 'c', default_options: ['c_std=c11'])
+subproject('tapegrad', default_options: ['tests=false', 'examples=false', 'bench=false'])
+executable('consumer', 'main.c', dependencies: dependency('tapegrad'))
+M
+meson setup "$work/sub/build" "$work/sub" >/dev/null
+meson compile -C "$work/sub/build" >/dev/null
+"$work/sub/build/consumer"
+
+# 2. Installed, through pkg-config.
+meson install -C "$build" --destdir "$work/stage" --no-rebuild >/dev/null
+prefix=$(meson introspect "$build" --buildoptions \
+    | python3 -c 'import json, sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"][0])')
+pc=$(find "$work/stage" -name tapegrad.pc | head -n 1)
+libdir=$(dirname "$(dirname "$pc")")
+# The .pc names the final prefix; point it at the staging copy.
+sed "s|^prefix=.*|prefix=$work/stage$prefix|" "$pc" >"$work/tapegrad.pc"
+export PKG_CONFIG_PATH="$work"
+cc -std=c11 "$work/main.c" $(pkg-config --cflags --libs tapegrad) -Wl,-rpath,"$libdir" \
+    -o "$work/shared"
+"$work/shared"
+cc -std=c11 "$work/main.c" $(pkg-config --cflags tapegrad) "$libdir/libtapegrad.a" \
+    $(pkg-config --libs --static tapegrad | sed 's/-ltapegrad//') -o "$work/static"
+"$work/static"
