@@ -53,8 +53,8 @@ static stats measure(const options *o, double (*fn)(void *), void *user)
 
 static bool first_row = true;
 
-static void report(const options *o, const char *suite, const char *name, const char *unit,
-                   stats s, double extra, const char *extra_name)
+static void report(const options *o, const char *suite, const char *name, const char *unit, stats s,
+                   double extra, const char *extra_name)
 {
     if (o->json) {
         printf("%s{\"suite\":\"%s\",\"name\":\"%s\",\"unit\":\"%s\",\"median\":%.6g,"
@@ -76,9 +76,9 @@ static void report(const options *o, const char *suite, const char *name, const 
 
 typedef struct scalar_job {
     tg_tape *tp;
-    int n;         /* problem size */
-    double sink;   /* keeps results alive */
-    size_t nodes;  /* scalar entries recorded per run */
+    int n;        /* problem size */
+    double sink;  /* keeps results alive */
+    size_t nodes; /* scalar entries recorded per run */
 } scalar_job;
 
 /* A chain y <- y * a + b, n steps (2n entries): record + backward. */
@@ -97,7 +97,8 @@ static double chain_run(void *user)
     return t;
 }
 
-/* Rosenbrock f(x) = sum_i 100 (x[i+1] - x[i]^2)^2 + (1 - x[i])^2 on n scalars: record + backward. */
+/* Rosenbrock f(x) = sum_i 100 (x[i+1] - x[i]^2)^2 + (1 - x[i])^2 on n scalars: record + backward.
+ */
 static double rosen_run(void *user)
 {
     scalar_job *j = user;

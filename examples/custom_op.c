@@ -168,8 +168,7 @@ int main(void)
     tg_grad(1, &s2, NULL, 1, &x, &d3, TG_CREATE_GRAPH);
     tg_tensor sd3 = tg_sum_all(d3);
     tg_status st = tg_grad(1, &sd3, NULL, 1, &x, &bad, 0);
-    printf("second order through swish_kernel: %s\n  %s\n", tg_status_name(st),
-           tg_tape_error(tp));
+    printf("second order through swish_kernel: %s\n  %s\n", tg_status_name(st), tg_tape_error(tp));
     tg_tape_free(tp);
     tg_ctx_free(ctx);
     return st == TG_FIRST_ORDER ? 0 : 1;

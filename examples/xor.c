@@ -42,8 +42,8 @@ int main(void)
         tg_tape_reset(tp);
         tg_tensor x = tg_tensor_from(tp, TG_F32, 2, (int64_t[]){4, 2}, inputs);
         tg_tensor y = tg_tensor_from(tp, TG_F32, 2, (int64_t[]){4, 1}, targets);
-        tg_tensor h = tg_sigmoid(tg_add(tg_matmul(x, tg_param_tensor(tp, w1)),
-                                        tg_param_tensor(tp, b1)));
+        tg_tensor h =
+            tg_sigmoid(tg_add(tg_matmul(x, tg_param_tensor(tp, w1)), tg_param_tensor(tp, b1)));
         out = tg_sigmoid(tg_add(tg_matmul(h, tg_param_tensor(tp, w2)), tg_param_tensor(tp, b2)));
         tg_tensor loss = tg_mean_all(tg_square(tg_sub(out, y)));
         if (tg_backward(loss) != TG_OK) {

@@ -81,7 +81,7 @@ typedef enum tg_status {
 #define TG__STATUS_ENUM(name, msg) TG_##name,
     TG_STATUS_LIST(TG__STATUS_ENUM)
 #undef TG__STATUS_ENUM
-    TG_STATUS_COUNT
+        TG_STATUS_COUNT
 } tg_status;
 
 /* "TG_SHAPE", ... ; a static string. Unknown codes give "TG_UNKNOWN". */
@@ -238,8 +238,8 @@ tg_tensor tg_tensor_grad(tg_tensor t);
  */
 /* Creates a zero-filled parameter. `name` is copied (may be NULL: unnamed). Owned by ctx until
  * tg_param_free or tg_ctx_free. Not thread-safe with other calls on the same context. */
-tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim,
-                       const int64_t *shape, tg_param **out);
+tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, const int64_t *shape,
+                       tg_param **out);
 /* Removes the parameter from its context and frees it. No tape may still use it. */
 void tg_param_free(tg_param *p);
 /* The parameter as a tensor on `tp` (no copy). Gradients reaching it are added into the
@@ -278,8 +278,9 @@ tg_param *tg_param_find(const tg_ctx *ctx, const char *name);
  * Backward.
  */
 #define TG_RETAIN_GRAPH 1u /* keep the graph so it can be backpropagated again */
-#define TG_CREATE_GRAPH 2u /* record the backward itself: gradients become differentiable
-                              (implies TG_RETAIN_GRAPH) */
+#define TG_CREATE_GRAPH                                                                            \
+    2u /* record the backward itself: gradients become differentiable                              \
+          (implies TG_RETAIN_GRAPH) */
 
 /* Backpropagates from a one-element output with seed 1, adding into the gradients of every
  * parameter and requires_grad leaf it depends on. Releases the graph (a second backward through
@@ -492,19 +493,20 @@ typedef void (*tg_backward_kernel_fn)(const tg_kernel *k, const tg_view *grad_ou
                                       tg_view *const *grad_inputs);
 
 /* Op flags. */
-#define TG_OP_BROADCAST 1u /* inputs broadcast to the output (kernel backward gets out-shaped
-                              gradient buffers for broadcast inputs) */
-#define TG_OP_NONDIFF 2u   /* the output never carries a gradient (comparisons, masks) */
+#define TG_OP_BROADCAST                                                                            \
+    1u                   /* inputs broadcast to the output (kernel backward gets out-shaped        \
+                            gradient buffers for broadcast inputs) */
+#define TG_OP_NONDIFF 2u /* the output never carries a gradient (comparisons, masks) */
 
 #define TG_VARIADIC (-1) /* ninputs of an op taking one or more inputs */
 
 typedef struct tg_op_def {
-    const char *name;   /* unique within a context; shown in error messages */
-    int ninputs;        /* fixed count >= 1, or TG_VARIADIC */
-    size_t attr_size;   /* bytes of plain-data attributes copied onto the tape per call */
-    unsigned flags;     /* TG_OP_* */
+    const char *name; /* unique within a context; shown in error messages */
+    int ninputs;      /* fixed count >= 1, or TG_VARIADIC */
+    size_t attr_size; /* bytes of plain-data attributes copied onto the tape per call */
+    unsigned flags;   /* TG_OP_* */
     tg_status (*check)(tg_check *c);
-    void (*forward)(const tg_kernel *k);     /* NULL only for alias (view) ops */
+    void (*forward)(const tg_kernel *k);        /* NULL only for alias (view) ops */
     void (*backward)(const tg_backward_io *io); /* composite rule, or NULL */
     tg_backward_kernel_fn backward_kernel;      /* used when backward is NULL */
     /* Gradient-check cases: fills inputs (f64 tensors on tp; i64 for index inputs) and *attr
@@ -535,20 +537,20 @@ const tg_op *tg_tensor_op(tg_tensor t);
 typedef tg_tensor (*tg_graph_fn)(void *user, int n, const tg_tensor *inputs);
 
 typedef struct tg_gradcheck_options {
-    double eps;  /* finite-difference step; 0: 1e-6 */
-    double atol; /* 0: 1e-5 */
-    double rtol; /* 0: 1e-4 */
+    double eps;    /* finite-difference step; 0: 1e-6 */
+    double atol;   /* 0: 1e-5 */
+    double rtol;   /* 0: 1e-4 */
     uint64_t seed; /* for the random output projection */
 } tg_gradcheck_options;
 
 typedef struct tg_gradcheck_result {
     bool passed;
-    int input;          /* which input holds the worst element (-1 if none checked) */
-    int64_t index;      /* its flat index */
-    double analytic;    /* both values there */
+    int input;       /* which input holds the worst element (-1 if none checked) */
+    int64_t index;   /* its flat index */
+    double analytic; /* both values there */
     double numeric;
-    double error;       /* |analytic - numeric| / (atol + rtol * |numeric|): <= 1 passes */
-    int64_t checked;    /* elements compared */
+    double error;    /* |analytic - numeric| / (atol + rtol * |numeric|): <= 1 passes */
+    int64_t checked; /* elements compared */
 } tg_gradcheck_result;
 
 /* Checks d<r, f(x)>/dx for a fixed random projection r: for every element of every f64 input,

@@ -75,7 +75,8 @@ static tg_status check_fused(tg_check *c)
     for (int d = 0; same && d < g->ndim; d++)
         same = g->shape[d] == v->shape[d];
     if (!same)
-        return tg_check_fail(c, TG_SHAPE, "gradient and input must have the same shape "
+        return tg_check_fail(c, TG_SHAPE,
+                             "gradient and input must have the same shape "
                              "(a fused backward kernel does not broadcast)");
     *c->out = *g;
     return TG_OK;
@@ -83,8 +84,7 @@ static tg_status check_fused(tg_check *c)
 
 /* Fused-op cases: g in [-2, 2) and the second input (y or x) in [low, high), gap as for
  * tg__example; the standard [3,4], 0-d and [2,3,2] shapes. */
-static int example_pair(tg_tape *tp, int index, tg_tensor *in, double low, double high,
-                        double gap)
+static int example_pair(tg_tape *tp, int index, tg_tensor *in, double low, double high, double gap)
 {
     static const int64_t s0[] = {3, 4}, s2[] = {2, 3, 2};
     static const int nds[] = {2, 0, 3};
@@ -107,13 +107,16 @@ static int example_tanh(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return tg__example_unary(tp, index, in, -2, 2, 0);
 }
-const tg_op_def tg__op_tanh = {
-    .name = "tanh", .ninputs = 1, .check = tg__check_unary, .forward = tanh_forward,
-    .backward = tanh_backward, .example = example_tanh};
+const tg_op_def tg__op_tanh = {.name = "tanh",
+                               .ninputs = 1,
+                               .check = tg__check_unary,
+                               .forward = tanh_forward,
+                               .backward = tanh_backward,
+                               .example = example_tanh};
 tg_tensor tg_tanh(tg_tensor a) { return tg__apply1(TG__OP_tanh, a, NULL); }
 
 /* z = tanh_backward(g, y) = g * (1 - y^2);  dg += tanh_backward(gg, y),  dy += -2 gg g y */
-FUSED2(tanh_bw_loop, g, y, g * (1 - y * y))
+FUSED2(tanh_bw_loop, g, y, g *(1 - y * y))
 static void tanh_bw_forward(const tg_kernel *k)
 {
     RUN_FUSED(tanh_bw_loop, DT(k), 0, 0, NUM(k), IN(k, 0), IN(k, 1), OUT(k));
@@ -131,15 +134,15 @@ static int example_tanh_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return example_pair(tp, index, in, -0.95, 0.95, 0); /* y is a tanh output */
 }
-const tg_op_def tg__op_tanh_backward = {
-    .name = "tanh_backward", .ninputs = 2, .check = check_fused, .forward = tanh_bw_forward,
-    .backward = tanh_bw_backward, .example = example_tanh_bw};
+const tg_op_def tg__op_tanh_backward = {.name = "tanh_backward",
+                                        .ninputs = 2,
+                                        .check = check_fused,
+                                        .forward = tanh_bw_forward,
+                                        .backward = tanh_bw_backward,
+                                        .example = example_tanh_bw};
 
 /* y = sigmoid(x);  dx += sigmoid_backward(g, y) = g * y * (1 - y) */
-static void sigmoid_forward(const tg_kernel *k)
-{
-    tg__vm_sigmoid(DT(k), NUM(k), IN(k, 0), OUT(k));
-}
+static void sigmoid_forward(const tg_kernel *k) { tg__vm_sigmoid(DT(k), NUM(k), IN(k, 0), OUT(k)); }
 static void sigmoid_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg__apply2(TG__OP_sigmoid_backward, io->grad_output, io->output, NULL);
@@ -149,14 +152,17 @@ static int example_sigmoid(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return tg__example_unary(tp, index, in, -4, 4, 0);
 }
-const tg_op_def tg__op_sigmoid = {
-    .name = "sigmoid", .ninputs = 1, .check = tg__check_unary, .forward = sigmoid_forward,
-    .backward = sigmoid_backward, .example = example_sigmoid};
+const tg_op_def tg__op_sigmoid = {.name = "sigmoid",
+                                  .ninputs = 1,
+                                  .check = tg__check_unary,
+                                  .forward = sigmoid_forward,
+                                  .backward = sigmoid_backward,
+                                  .example = example_sigmoid};
 tg_tensor tg_sigmoid(tg_tensor a) { return tg__apply1(TG__OP_sigmoid, a, NULL); }
 
 /* z = sigmoid_backward(g, y) = g y (1 - y);  dg += sigmoid_backward(gg, y),
  * dy += gg g (1 - 2y) */
-FUSED2(sigmoid_bw_loop, g, y, g * y * (1 - y))
+FUSED2(sigmoid_bw_loop, g, y, g *y *(1 - y))
 static void sigmoid_bw_forward(const tg_kernel *k)
 {
     RUN_FUSED(sigmoid_bw_loop, DT(k), 0, 0, NUM(k), IN(k, 0), IN(k, 1), OUT(k));
@@ -174,10 +180,12 @@ static int example_sigmoid_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return example_pair(tp, index, in, 0.05, 0.95, 0); /* y is a sigmoid output */
 }
-const tg_op_def tg__op_sigmoid_backward = {
-    .name = "sigmoid_backward", .ninputs = 2, .check = check_fused,
-    .forward = sigmoid_bw_forward, .backward = sigmoid_bw_backward,
-    .example = example_sigmoid_bw};
+const tg_op_def tg__op_sigmoid_backward = {.name = "sigmoid_backward",
+                                           .ninputs = 2,
+                                           .check = check_fused,
+                                           .forward = sigmoid_bw_forward,
+                                           .backward = sigmoid_bw_backward,
+                                           .example = example_sigmoid_bw};
 
 /* y = max(x, 0);  dx += relu_backward(g, y) = (y > 0 ? g : 0) */
 static void relu_forward(const tg_kernel *k)
@@ -193,9 +201,12 @@ static int example_relu(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return tg__example_unary(tp, index, in, -2, 2, 0.1); /* away from the kink at 0 */
 }
-const tg_op_def tg__op_relu = {
-    .name = "relu", .ninputs = 1, .check = tg__check_unary, .forward = relu_forward,
-    .backward = relu_backward, .example = example_relu};
+const tg_op_def tg__op_relu = {.name = "relu",
+                               .ninputs = 1,
+                               .check = tg__check_unary,
+                               .forward = relu_forward,
+                               .backward = relu_backward,
+                               .example = example_relu};
 tg_tensor tg_relu(tg_tensor a) { return tg__apply1(TG__OP_relu, a, NULL); }
 
 /* z = relu_backward(g, y) = (y > 0 ? g : 0);  dg += relu_backward(gg, y),  dy: 0 a.e. */
@@ -207,17 +218,19 @@ static void relu_bw_forward(const tg_kernel *k)
 static void relu_bw_backward(const tg_backward_io *io)
 {
     if (io->needs_grad[0])
-        io->grad_inputs[0] = tg__apply2(TG__OP_relu_backward, io->grad_output, io->inputs[1],
-                                        NULL);
+        io->grad_inputs[0] = tg__apply2(TG__OP_relu_backward, io->grad_output, io->inputs[1], NULL);
 }
 static int example_relu_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
     (void)attr;
     return example_pair(tp, index, in, -1, 1, 0.1);
 }
-const tg_op_def tg__op_relu_backward = {
-    .name = "relu_backward", .ninputs = 2, .check = check_fused, .forward = relu_bw_forward,
-    .backward = relu_bw_backward, .example = example_relu_bw};
+const tg_op_def tg__op_relu_backward = {.name = "relu_backward",
+                                        .ninputs = 2,
+                                        .check = check_fused,
+                                        .forward = relu_bw_forward,
+                                        .backward = relu_bw_backward,
+                                        .example = example_relu_bw};
 
 /* Attributes of leaky_relu and leaky_relu_backward. */
 typedef struct leaky_attr {
@@ -252,8 +265,8 @@ static void leaky_relu_forward(const tg_kernel *k)
 }
 static void leaky_relu_backward(const tg_backward_io *io)
 {
-    io->grad_inputs[0] = tg__apply2(TG__OP_leaky_relu_backward, io->grad_output, io->inputs[0],
-                                    io->attr);
+    io->grad_inputs[0] =
+        tg__apply2(TG__OP_leaky_relu_backward, io->grad_output, io->inputs[0], io->attr);
 }
 static int example_leaky_relu(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
@@ -262,10 +275,13 @@ static int example_leaky_relu(tg_tape *tp, int index, tg_tensor *in, void *attr)
     ((leaky_attr *)attr)->slope = example_slopes[index];
     return tg__example_unary(tp, index, in, -2, 2, 0.1); /* away from the kink at 0 */
 }
-const tg_op_def tg__op_leaky_relu = {
-    .name = "leaky_relu", .ninputs = 1, .attr_size = sizeof(leaky_attr),
-    .check = leaky_relu_check, .forward = leaky_relu_forward, .backward = leaky_relu_backward,
-    .example = example_leaky_relu};
+const tg_op_def tg__op_leaky_relu = {.name = "leaky_relu",
+                                     .ninputs = 1,
+                                     .attr_size = sizeof(leaky_attr),
+                                     .check = leaky_relu_check,
+                                     .forward = leaky_relu_forward,
+                                     .backward = leaky_relu_backward,
+                                     .example = example_leaky_relu};
 tg_tensor tg_leaky_relu(tg_tensor a, double negative_slope)
 {
     leaky_attr at = {negative_slope};
@@ -288,8 +304,8 @@ static void leaky_relu_bw_forward(const tg_kernel *k)
 static void leaky_relu_bw_backward(const tg_backward_io *io)
 {
     if (io->needs_grad[0])
-        io->grad_inputs[0] = tg__apply2(TG__OP_leaky_relu_backward, io->grad_output,
-                                        io->inputs[1], io->attr);
+        io->grad_inputs[0] =
+            tg__apply2(TG__OP_leaky_relu_backward, io->grad_output, io->inputs[1], io->attr);
 }
 static int example_leaky_relu_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
@@ -298,17 +314,20 @@ static int example_leaky_relu_bw(tg_tape *tp, int index, tg_tensor *in, void *at
     ((leaky_attr *)attr)->slope = example_slopes[index];
     return example_pair(tp, index, in, -2, 2, 0.1);
 }
-const tg_op_def tg__op_leaky_relu_backward = {
-    .name = "leaky_relu_backward", .ninputs = 2, .attr_size = sizeof(leaky_attr),
-    .check = leaky_relu_bw_check, .forward = leaky_relu_bw_forward,
-    .backward = leaky_relu_bw_backward, .example = example_leaky_relu_bw};
+const tg_op_def tg__op_leaky_relu_backward = {.name = "leaky_relu_backward",
+                                              .ninputs = 2,
+                                              .attr_size = sizeof(leaky_attr),
+                                              .check = leaky_relu_bw_check,
+                                              .forward = leaky_relu_bw_forward,
+                                              .backward = leaky_relu_bw_backward,
+                                              .example = example_leaky_relu_bw};
 
 /* gelu, tanh approximation (PyTorch's approximate='tanh'): u = K0 (x + K1 x^3), t = tanh(u). */
 #define GELU_K0 0.7978845608028654 /* sqrt(2 / pi) */
 #define GELU_K1 0.044715
 
 /* u, written into the output so that vmath's tanh can run over it in place. */
-FUSED1(gelu_inner_loop, x, c0 * (x + c1 * (x * x * x)))
+FUSED1(gelu_inner_loop, x, c0 *(x + c1 * (x * x * x)))
 
 /* y = 0.5 x (1 + t);  dx += gelu_backward(g, x) = g * dy/dx */
 FUSED2(gelu_out_loop, x, t, 0.5f * x * (1 + t))
@@ -327,15 +346,18 @@ static int example_gelu(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return tg__example_unary(tp, index, in, -3, 3, 0);
 }
-const tg_op_def tg__op_gelu = {
-    .name = "gelu", .ninputs = 1, .check = tg__check_unary, .forward = gelu_forward,
-    .backward = gelu_backward, .example = example_gelu};
+const tg_op_def tg__op_gelu = {.name = "gelu",
+                               .ninputs = 1,
+                               .check = tg__check_unary,
+                               .forward = gelu_forward,
+                               .backward = gelu_backward,
+                               .example = example_gelu};
 tg_tensor tg_gelu(tg_tensor a) { return tg__apply1(TG__OP_gelu, a, NULL); }
 
 /* z = gelu_backward(g, x) = g * (0.5 (1 + t) + 0.5 x (1 - t^2) u'),  u' = K0 (1 + 3 K1 x^2);
  * dg += gelu_backward(gg, x),  dx += gg g y'' with y'' = (1 - t^2) (K0 + 6 K0 K1 x^2 - x t u'^2) */
 FUSED3(gelu_bw_loop, g, x, t,
-       g * (0.5f * (1 + t) + 0.5f * x * (1 - t * t) * (c0 * (1 + 3 * c1 * (x * x)))))
+       g *(0.5f * (1 + t) + 0.5f * x * (1 - t * t) * (c0 * (1 + 3 * c1 * (x * x)))))
 static void gelu_bw_forward(const tg_kernel *k)
 {
     /* Same order of operations as PyTorch's gelu_backward, t staged in the output. */
@@ -351,8 +373,8 @@ static void gelu_bw_backward(const tg_backward_io *io)
     if (io->needs_grad[1]) {
         /* Primitive ops only, so that this gradient is differentiable again. */
         tg_tensor x2 = tg_square(x);
-        tg_tensor u = tg_mul_scalar(tg_mul(x, tg_add_scalar(tg_mul_scalar(x2, GELU_K1), 1.0)),
-                                    GELU_K0);
+        tg_tensor u =
+            tg_mul_scalar(tg_mul(x, tg_add_scalar(tg_mul_scalar(x2, GELU_K1), 1.0)), GELU_K0);
         tg_tensor du = tg_add_scalar(tg_mul_scalar(x2, 3 * GELU_K0 * GELU_K1), GELU_K0);
         tg_tensor t = tg_tanh(u);
         tg_tensor sech2 = tg_add_scalar(tg_neg(tg_square(t)), 1.0);
@@ -366,9 +388,12 @@ static int example_gelu_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return example_pair(tp, index, in, -3, 3, 0);
 }
-const tg_op_def tg__op_gelu_backward = {
-    .name = "gelu_backward", .ninputs = 2, .check = check_fused, .forward = gelu_bw_forward,
-    .backward = gelu_bw_backward, .example = example_gelu_bw};
+const tg_op_def tg__op_gelu_backward = {.name = "gelu_backward",
+                                        .ninputs = 2,
+                                        .check = check_fused,
+                                        .forward = gelu_bw_forward,
+                                        .backward = gelu_bw_backward,
+                                        .example = example_gelu_bw};
 
 /* y = x > 20 ? x : log1p(exp(x)) = max(x, 0) + log1p(exp(-|x|));  dx += g * sigmoid(x)
  * (PyTorch's softplus with beta 1, threshold 20; the stable form never overflows exp.) */
@@ -393,9 +418,12 @@ static int example_softplus(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return tg__example_unary(tp, index, in, -5, 5, 0);
 }
-const tg_op_def tg__op_softplus = {
-    .name = "softplus", .ninputs = 1, .check = tg__check_unary, .forward = softplus_forward,
-    .backward = softplus_backward, .example = example_softplus};
+const tg_op_def tg__op_softplus = {.name = "softplus",
+                                   .ninputs = 1,
+                                   .check = tg__check_unary,
+                                   .forward = softplus_forward,
+                                   .backward = softplus_backward,
+                                   .example = example_softplus};
 tg_tensor tg_softplus(tg_tensor a) { return tg__apply1(TG__OP_softplus, a, NULL); }
 
 /* Attributes of clamp and clamp_backward: bounds, either may be infinite (one-sided). */
@@ -410,8 +438,8 @@ static tg_status check_bounds(tg_check *c)
         return tg_check_fail(c, TG_INVALID, "bounds must not be NaN (low %g, high %g)", at->low,
                              at->high);
     if (at->low > at->high)
-        return tg_check_fail(c, TG_INVALID, "low bound %g is greater than high bound %g",
-                             at->low, at->high);
+        return tg_check_fail(c, TG_INVALID, "low bound %g is greater than high bound %g", at->low,
+                             at->high);
     return TG_OK;
 }
 
@@ -448,7 +476,7 @@ static tg_status clamp_check(tg_check *c)
     tg_status st = tg__check_unary(c);
     return st ? st : check_bounds(c);
 }
-FUSED1(clamp_loop, x, x < c0 ? c0 : x > c1 ? c1 : x) /* NaN passes through, as PyTorch */
+FUSED1(clamp_loop, x, x<c0 ? c0 : x> c1 ? c1 : x) /* NaN passes through, as PyTorch */
 static void clamp_forward(const tg_kernel *k)
 {
     const clamp_attr *at = k->attr;
@@ -456,8 +484,8 @@ static void clamp_forward(const tg_kernel *k)
 }
 static void clamp_backward(const tg_backward_io *io)
 {
-    io->grad_inputs[0] = tg__apply2(TG__OP_clamp_backward, io->grad_output, io->inputs[0],
-                                    io->attr);
+    io->grad_inputs[0] =
+        tg__apply2(TG__OP_clamp_backward, io->grad_output, io->inputs[0], io->attr);
 }
 static int example_clamp(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
@@ -466,9 +494,13 @@ static int example_clamp(tg_tape *tp, int index, tg_tensor *in, void *attr)
     in[0] = example_clamp_input(tp, index, attr, 81 + (uint64_t)index);
     return 1;
 }
-const tg_op_def tg__op_clamp = {
-    .name = "clamp", .ninputs = 1, .attr_size = sizeof(clamp_attr), .check = clamp_check,
-    .forward = clamp_forward, .backward = clamp_backward, .example = example_clamp};
+const tg_op_def tg__op_clamp = {.name = "clamp",
+                                .ninputs = 1,
+                                .attr_size = sizeof(clamp_attr),
+                                .check = clamp_check,
+                                .forward = clamp_forward,
+                                .backward = clamp_backward,
+                                .example = example_clamp};
 tg_tensor tg_clamp(tg_tensor a, double low, double high)
 {
     clamp_attr at = {low, high};
@@ -491,8 +523,8 @@ static void clamp_bw_forward(const tg_kernel *k)
 static void clamp_bw_backward(const tg_backward_io *io)
 {
     if (io->needs_grad[0])
-        io->grad_inputs[0] = tg__apply2(TG__OP_clamp_backward, io->grad_output, io->inputs[1],
-                                        io->attr);
+        io->grad_inputs[0] =
+            tg__apply2(TG__OP_clamp_backward, io->grad_output, io->inputs[1], io->attr);
 }
 static int example_clamp_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
@@ -502,7 +534,10 @@ static int example_clamp_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
     in[1] = example_clamp_input(tp, index, attr, 84 + (uint64_t)index);
     return n;
 }
-const tg_op_def tg__op_clamp_backward = {
-    .name = "clamp_backward", .ninputs = 2, .attr_size = sizeof(clamp_attr),
-    .check = clamp_bw_check, .forward = clamp_bw_forward, .backward = clamp_bw_backward,
-    .example = example_clamp_bw};
+const tg_op_def tg__op_clamp_backward = {.name = "clamp_backward",
+                                         .ninputs = 2,
+                                         .attr_size = sizeof(clamp_attr),
+                                         .check = clamp_bw_check,
+                                         .forward = clamp_bw_forward,
+                                         .backward = clamp_bw_backward,
+                                         .example = example_clamp_bw};

@@ -20,9 +20,13 @@ static void add_backward(const tg_backward_io *io)
     io->grad_inputs[0] = io->grad_output;
     io->grad_inputs[1] = io->grad_output;
 }
-const tg_op_def tg__op_add = {
-    .name = "add", .ninputs = 2, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
-    .forward = add_forward, .backward = add_backward, .example = example_any};
+const tg_op_def tg__op_add = {.name = "add",
+                              .ninputs = 2,
+                              .flags = TG_OP_BROADCAST,
+                              .check = tg_check_elementwise,
+                              .forward = add_forward,
+                              .backward = add_backward,
+                              .example = example_any};
 tg_tensor tg_add(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_add, a, b, NULL); }
 
 /* y = a - b;  da += g,  db -= g */
@@ -34,13 +38,17 @@ static void sub_backward(const tg_backward_io *io)
     if (io->needs_grad[1])
         io->grad_inputs[1] = tg_neg(io->grad_output);
 }
-const tg_op_def tg__op_sub = {
-    .name = "sub", .ninputs = 2, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
-    .forward = sub_forward, .backward = sub_backward, .example = example_any};
+const tg_op_def tg__op_sub = {.name = "sub",
+                              .ninputs = 2,
+                              .flags = TG_OP_BROADCAST,
+                              .check = tg_check_elementwise,
+                              .forward = sub_forward,
+                              .backward = sub_backward,
+                              .example = example_any};
 tg_tensor tg_sub(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_sub, a, b, NULL); }
 
 /* y = a * b;  da += g * b,  db += g * a */
-TG__LOOPS2(mul_loop, a * b)
+TG__LOOPS2(mul_loop, a *b)
 static void mul_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, mul_loop); }
 static void mul_backward(const tg_backward_io *io)
 {
@@ -49,9 +57,13 @@ static void mul_backward(const tg_backward_io *io)
     if (io->needs_grad[1])
         io->grad_inputs[1] = tg_mul(io->grad_output, io->inputs[0]);
 }
-const tg_op_def tg__op_mul = {
-    .name = "mul", .ninputs = 2, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
-    .forward = mul_forward, .backward = mul_backward, .example = example_any};
+const tg_op_def tg__op_mul = {.name = "mul",
+                              .ninputs = 2,
+                              .flags = TG_OP_BROADCAST,
+                              .check = tg_check_elementwise,
+                              .forward = mul_forward,
+                              .backward = mul_backward,
+                              .example = example_any};
 tg_tensor tg_mul(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_mul, a, b, NULL); }
 
 /* y = a / b;  da += g / b,  db -= g * y / b */
@@ -70,25 +82,29 @@ static int example_div(tg_tape *tp, int index, tg_tensor *in, void *attr)
     (void)attr;
     return tg__example_binary(tp, index, in, -2, 2, 0.5, 2);
 }
-const tg_op_def tg__op_div = {
-    .name = "div", .ninputs = 2, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
-    .forward = div_forward, .backward = div_backward, .example = example_div};
+const tg_op_def tg__op_div = {.name = "div",
+                              .ninputs = 2,
+                              .flags = TG_OP_BROADCAST,
+                              .check = tg_check_elementwise,
+                              .forward = div_forward,
+                              .backward = div_backward,
+                              .example = example_div};
 tg_tensor tg_div(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_div, a, b, NULL); }
 
 /* y = -a;  da -= g */
 static void neg_forward(const tg_kernel *k) { TG__MAP1(k, -x); }
-static void neg_backward(const tg_backward_io *io)
-{
-    io->grad_inputs[0] = tg_neg(io->grad_output);
-}
+static void neg_backward(const tg_backward_io *io) { io->grad_inputs[0] = tg_neg(io->grad_output); }
 static int example_unary(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
     (void)attr;
     return tg__example_unary(tp, index, in, -2, 2, 0);
 }
-const tg_op_def tg__op_neg = {
-    .name = "neg", .ninputs = 1, .check = tg__check_unary, .forward = neg_forward,
-    .backward = neg_backward, .example = example_unary};
+const tg_op_def tg__op_neg = {.name = "neg",
+                              .ninputs = 1,
+                              .check = tg__check_unary,
+                              .forward = neg_forward,
+                              .backward = neg_backward,
+                              .example = example_unary};
 tg_tensor tg_neg(tg_tensor a) { return tg__apply1(TG__OP_neg, a, NULL); }
 
 /* y = a + c;  da += g */
@@ -97,18 +113,19 @@ static void add_scalar_forward(const tg_kernel *k)
     double c = ((const scalar_attr *)k->attr)->c;
     TG__MAP1(k, x + c);
 }
-static void add_scalar_backward(const tg_backward_io *io)
-{
-    io->grad_inputs[0] = io->grad_output;
-}
+static void add_scalar_backward(const tg_backward_io *io) { io->grad_inputs[0] = io->grad_output; }
 static int example_scalar(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
     ((scalar_attr *)attr)->c = -1.5;
     return tg__example_unary(tp, index, in, -2, 2, 0);
 }
-const tg_op_def tg__op_add_scalar = {
-    .name = "add_scalar", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = tg__check_unary,
-    .forward = add_scalar_forward, .backward = add_scalar_backward, .example = example_scalar};
+const tg_op_def tg__op_add_scalar = {.name = "add_scalar",
+                                     .ninputs = 1,
+                                     .attr_size = sizeof(scalar_attr),
+                                     .check = tg__check_unary,
+                                     .forward = add_scalar_forward,
+                                     .backward = add_scalar_backward,
+                                     .example = example_scalar};
 tg_tensor tg_add_scalar(tg_tensor a, double c)
 {
     scalar_attr at = {c};
@@ -125,9 +142,13 @@ static void mul_scalar_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg_mul_scalar(io->grad_output, ((const scalar_attr *)io->attr)->c);
 }
-const tg_op_def tg__op_mul_scalar = {
-    .name = "mul_scalar", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = tg__check_unary,
-    .forward = mul_scalar_forward, .backward = mul_scalar_backward, .example = example_scalar};
+const tg_op_def tg__op_mul_scalar = {.name = "mul_scalar",
+                                     .ninputs = 1,
+                                     .attr_size = sizeof(scalar_attr),
+                                     .check = tg__check_unary,
+                                     .forward = mul_scalar_forward,
+                                     .backward = mul_scalar_backward,
+                                     .example = example_scalar};
 tg_tensor tg_mul_scalar(tg_tensor a, double c)
 {
     scalar_attr at = {c};
@@ -165,9 +186,13 @@ static int example_pow(tg_tape *tp, int index, tg_tensor *in, void *attr)
     /* Positive bases: fractional powers are real there. */
     return tg__example_unary(tp, index % 3, in, 0.5, 2, 0);
 }
-const tg_op_def tg__op_pow = {
-    .name = "pow", .ninputs = 1, .attr_size = sizeof(scalar_attr), .check = tg__check_unary,
-    .forward = pow_forward, .backward = pow_backward, .example = example_pow};
+const tg_op_def tg__op_pow = {.name = "pow",
+                              .ninputs = 1,
+                              .attr_size = sizeof(scalar_attr),
+                              .check = tg__check_unary,
+                              .forward = pow_forward,
+                              .backward = pow_backward,
+                              .example = example_pow};
 tg_tensor tg_pow(tg_tensor a, double exponent)
 {
     scalar_attr at = {exponent};
@@ -180,7 +205,10 @@ static void square_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg_mul(io->grad_output, tg_mul_scalar(io->inputs[0], 2.0));
 }
-const tg_op_def tg__op_square = {
-    .name = "square", .ninputs = 1, .check = tg__check_unary, .forward = square_forward,
-    .backward = square_backward, .example = example_unary};
+const tg_op_def tg__op_square = {.name = "square",
+                                 .ninputs = 1,
+                                 .check = tg__check_unary,
+                                 .forward = square_forward,
+                                 .backward = square_backward,
+                                 .example = example_unary};
 tg_tensor tg_square(tg_tensor a) { return tg__apply1(TG__OP_square, a, NULL); }

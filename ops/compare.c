@@ -15,24 +15,33 @@ static int example_compare(tg_tape *tp, int index, tg_tensor *in, void *attr)
 /* mask = a > b (no gradient) */
 TG__LOOPS2(gt_loop, a > b ? 1 : 0)
 static void gt_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, gt_loop); }
-const tg_op_def tg__op_gt = {.name = "gt", .ninputs = 2, .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
-                             .check = tg_check_elementwise, .forward = gt_forward,
+const tg_op_def tg__op_gt = {.name = "gt",
+                             .ninputs = 2,
+                             .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
+                             .check = tg_check_elementwise,
+                             .forward = gt_forward,
                              .example = example_compare};
 tg_tensor tg_gt(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_gt, a, b, NULL); }
 
 /* mask = a < b (no gradient) */
 TG__LOOPS2(lt_loop, a < b ? 1 : 0)
 static void lt_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, lt_loop); }
-const tg_op_def tg__op_lt = {.name = "lt", .ninputs = 2, .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
-                             .check = tg_check_elementwise, .forward = lt_forward,
+const tg_op_def tg__op_lt = {.name = "lt",
+                             .ninputs = 2,
+                             .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
+                             .check = tg_check_elementwise,
+                             .forward = lt_forward,
                              .example = example_compare};
 tg_tensor tg_lt(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_lt, a, b, NULL); }
 
 /* mask = a == b (no gradient) */
 TG__LOOPS2(eq_loop, a == b ? 1 : 0)
 static void eq_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, eq_loop); }
-const tg_op_def tg__op_eq = {.name = "eq", .ninputs = 2, .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
-                             .check = tg_check_elementwise, .forward = eq_forward,
+const tg_op_def tg__op_eq = {.name = "eq",
+                             .ninputs = 2,
+                             .flags = TG_OP_BROADCAST | TG_OP_NONDIFF,
+                             .check = tg_check_elementwise,
+                             .forward = eq_forward,
                              .example = example_compare};
 tg_tensor tg_eq(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_eq, a, b, NULL); }
 
@@ -59,9 +68,13 @@ static int example_where(tg_tape *tp, int index, tg_tensor *in, void *attr)
                   tg_constant(tp, TG_F64, 0.0));
     return 3;
 }
-const tg_op_def tg__op_where = {
-    .name = "where", .ninputs = 3, .flags = TG_OP_BROADCAST, .check = tg_check_elementwise,
-    .forward = where_forward, .backward = where_backward, .example = example_where};
+const tg_op_def tg__op_where = {.name = "where",
+                                .ninputs = 3,
+                                .flags = TG_OP_BROADCAST,
+                                .check = tg_check_elementwise,
+                                .forward = where_forward,
+                                .backward = where_backward,
+                                .example = example_where};
 tg_tensor tg_where(tg_tensor mask, tg_tensor a, tg_tensor b)
 {
     return tg__apply3(TG__OP_where, mask, a, b, NULL);

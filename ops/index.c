@@ -47,8 +47,10 @@ static tg_status check_index_values(tg_check *c, const tg_view *idx, int64_t siz
                             (long long)coord[d]);
         if (len >= 0 && (size_t)len < sizeof pos)
             snprintf(pos + len, sizeof pos - (size_t)len, "]");
-        return tg_check_fail(c, TG_RANGE, "index %lld at position %s is out of range for axis %d "
-                             "of size %lld", (long long)v[i], pos, axis, (long long)size);
+        return tg_check_fail(c, TG_RANGE,
+                             "index %lld at position %s is out of range for axis %d "
+                             "of size %lld",
+                             (long long)v[i], pos, axis, (long long)size);
     }
     return TG_OK;
 }
@@ -134,7 +136,7 @@ static int select_case(tg_tape *tp, int index, tg_tensor *in, select_attr *at, b
         int64_t shape[3];
         const int64_t *idx;
     } cases[] = {
-        {0, 2, 4, {4, 3}, idx0},    /* repeated rows */
+        {0, 2, 4, {4, 3}, idx0},     /* repeated rows */
         {-1, 3, 3, {2, 3, 4}, idx1}, /* last axis of 3-d, repeated */
         {1, 3, 1, {2, 5, 3}, idx2},  /* middle axis, one entry */
         {-2, 2, 2, {2, 3}, idx3},    /* negative axis on 2-d, a permutation */
@@ -159,10 +161,13 @@ static int example_index_select(tg_tape *tp, int index, tg_tensor *in, void *att
 {
     return select_case(tp, index, in, attr, false);
 }
-const tg_op_def tg__op_index_select = {
-    .name = "index_select", .ninputs = 2, .attr_size = sizeof(select_attr),
-    .check = index_select_check, .forward = index_select_forward,
-    .backward = index_select_backward, .example = example_index_select};
+const tg_op_def tg__op_index_select = {.name = "index_select",
+                                       .ninputs = 2,
+                                       .attr_size = sizeof(select_attr),
+                                       .check = index_select_check,
+                                       .forward = index_select_forward,
+                                       .backward = index_select_backward,
+                                       .example = example_index_select};
 
 tg_tensor tg_index_select(tg_tensor a, int axis, tg_tensor index)
 {
@@ -187,8 +192,10 @@ static tg_status index_add_check(tg_check *c)
     if (ax < 0)
         return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, g->ndim);
     if (g->shape[ax] != idx->numel)
-        return tg_check_fail(c, TG_SHAPE, "index has %lld entries, the source has %lld along "
-                             "axis %d", (long long)idx->numel, (long long)g->shape[ax], ax);
+        return tg_check_fail(c, TG_SHAPE,
+                             "index has %lld entries, the source has %lld along "
+                             "axis %d",
+                             (long long)idx->numel, (long long)g->shape[ax], ax);
     if (at->size < 0)
         return tg_check_fail(c, TG_SHAPE, "target dim size %lld is negative", (long long)at->size);
     st = check_index_values(c, idx, at->size, ax);
@@ -233,10 +240,13 @@ static int example_index_add(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
     return select_case(tp, index, in, attr, true);
 }
-const tg_op_def tg__op_index_add = {
-    .name = "index_add", .ninputs = 2, .attr_size = sizeof(select_attr),
-    .check = index_add_check, .forward = index_add_forward, .backward = index_add_backward,
-    .example = example_index_add};
+const tg_op_def tg__op_index_add = {.name = "index_add",
+                                    .ninputs = 2,
+                                    .attr_size = sizeof(select_attr),
+                                    .check = index_add_check,
+                                    .forward = index_add_forward,
+                                    .backward = index_add_backward,
+                                    .example = example_index_add};
 
 /* ---- gather / scatter_add ----------------------------------------------------------------- */
 
@@ -251,8 +261,10 @@ static tg_status check_gather_shapes(tg_check *c, const tg_view *idx, int ndim,
         return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", axis, ndim);
     for (int d = 0; d < ndim; d++)
         if (d != *ax && idx->shape[d] > shape[d])
-            return tg_check_fail(c, TG_SHAPE, "index has %lld along dim %d, more than the data's "
-                                 "%lld", (long long)idx->shape[d], d, (long long)shape[d]);
+            return tg_check_fail(c, TG_SHAPE,
+                                 "index has %lld along dim %d, more than the data's "
+                                 "%lld",
+                                 (long long)idx->shape[d], d, (long long)shape[d]);
     return check_index_values(c, idx, shape[*ax], *ax);
 }
 
@@ -346,17 +358,16 @@ static void gather_backward(const tg_backward_io *io)
 static int gather_case(tg_tape *tp, int index, tg_tensor *in, gather_attr *at, bool scatter)
 {
     static const int64_t v0[] = {1, 3, 3, 0, 2, 2}, v1[] = {2, 0, 1, 2, 2, 2, 0, 1},
-                         v2[] = {3, 0, 0, 1, 2, 3, 3, 3, 1, 0, 2, 2},
-                         v3[] = {0, 2, 1, 1, 2, 2};
+                         v2[] = {3, 0, 0, 1, 2, 3, 3, 3, 1, 0, 2, 2}, v3[] = {0, 2, 1, 1, 2, 2};
     static const struct {
         int axis, nd;
         int64_t shape[3], ishape[3];
         const int64_t *idx;
     } cases[] = {
-        {1, 2, {3, 4}, {3, 2}, v0},          /* along columns, repeats within rows */
-        {0, 2, {3, 4}, {2, 4}, v1},          /* along rows, repeats within columns */
-        {-1, 3, {2, 3, 4}, {2, 2, 3}, v2},   /* 3-d, negative axis, index smaller elsewhere */
-        {1, 3, {2, 3, 4}, {1, 3, 2}, v3},    /* 3-d middle axis */
+        {1, 2, {3, 4}, {3, 2}, v0},        /* along columns, repeats within rows */
+        {0, 2, {3, 4}, {2, 4}, v1},        /* along rows, repeats within columns */
+        {-1, 3, {2, 3, 4}, {2, 2, 3}, v2}, /* 3-d, negative axis, index smaller elsewhere */
+        {1, 3, {2, 3, 4}, {1, 3, 2}, v3},  /* 3-d middle axis */
     };
     if (index >= (int)(sizeof cases / sizeof cases[0]))
         return 0;
@@ -376,9 +387,13 @@ static int example_gather(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
     return gather_case(tp, index, in, attr, false);
 }
-const tg_op_def tg__op_gather = {
-    .name = "gather", .ninputs = 2, .attr_size = sizeof(gather_attr), .check = gather_check,
-    .forward = gather_forward, .backward = gather_backward, .example = example_gather};
+const tg_op_def tg__op_gather = {.name = "gather",
+                                 .ninputs = 2,
+                                 .attr_size = sizeof(gather_attr),
+                                 .check = gather_check,
+                                 .forward = gather_forward,
+                                 .backward = gather_backward,
+                                 .example = example_gather};
 
 tg_tensor tg_gather(tg_tensor a, int axis, tg_tensor index)
 {
@@ -445,7 +460,10 @@ static int example_scatter_add(tg_tape *tp, int index, tg_tensor *in, void *attr
 {
     return gather_case(tp, index, in, attr, true);
 }
-const tg_op_def tg__op_scatter_add = {
-    .name = "scatter_add", .ninputs = 2, .attr_size = sizeof(gather_attr),
-    .check = scatter_add_check, .forward = scatter_add_forward,
-    .backward = scatter_add_backward, .example = example_scatter_add};
+const tg_op_def tg__op_scatter_add = {.name = "scatter_add",
+                                      .ninputs = 2,
+                                      .attr_size = sizeof(gather_attr),
+                                      .check = scatter_add_check,
+                                      .forward = scatter_add_forward,
+                                      .backward = scatter_add_backward,
+                                      .example = example_scatter_add};

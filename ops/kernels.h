@@ -12,7 +12,7 @@
  * element size; an input step is the element size or 0 (broadcast). The common cases get their
  * own loops so the compiler can vectorise them. */
 #define TG__LOOP2(fname, T, EXPR)                                                                  \
-    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                    \
+    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                     \
     {                                                                                              \
         (void)user;                                                                                \
         const T *A = (const T *)p[0], *B = (const T *)p[1];                                        \
@@ -49,7 +49,7 @@
 
 /* y = EXPR(a) for one operand that may broadcast (step 0). */
 #define TG__LOOP1(fname, T, EXPR)                                                                  \
-    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                    \
+    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                     \
     {                                                                                              \
         (void)user;                                                                                \
         const T *A = (const T *)p[0];                                                              \
@@ -72,7 +72,7 @@
 
 /* y = EXPR(a, b, c) for three operands (any may broadcast). */
 #define TG__LOOP3(fname, T, EXPR)                                                                  \
-    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                    \
+    static void fname(int64_t n, char *const *p, const int64_t *s, void *user)                     \
     {                                                                                              \
         (void)user;                                                                                \
         T *Y = (T *)p[3];                                                                          \
@@ -185,8 +185,8 @@ static inline tg_tensor tg__example(tg_tape *tp, int ndim, const int64_t *shape,
 }
 
 /* The standard unary cases: [3,4], a 0-d tensor and a 3-d [2,3,2]; values in [low, high). */
-static inline int tg__example_unary(tg_tape *tp, int index, tg_tensor *in, double low,
-                                    double high, double gap)
+static inline int tg__example_unary(tg_tape *tp, int index, tg_tensor *in, double low, double high,
+                                    double gap)
 {
     static const int64_t s0[] = {3, 4}, s2[] = {2, 3, 2};
     switch (index) {

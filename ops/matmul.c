@@ -100,11 +100,11 @@ static void matmul_backward(const tg_backward_io *io)
     const matmul_attr *at = io->attr;
     tg_tensor a = io->inputs[0], b = io->inputs[1], g = io->grad_output;
     if (io->needs_grad[0])
-        io->grad_inputs[0] = at->ta ? tg_matmul_t(b, g, at->tb, true)
-                                    : tg_matmul_t(g, b, false, !at->tb);
+        io->grad_inputs[0] =
+            at->ta ? tg_matmul_t(b, g, at->tb, true) : tg_matmul_t(g, b, false, !at->tb);
     if (io->needs_grad[1])
-        io->grad_inputs[1] = at->tb ? tg_matmul_t(g, a, true, at->ta)
-                                    : tg_matmul_t(a, g, !at->ta, false);
+        io->grad_inputs[1] =
+            at->tb ? tg_matmul_t(g, a, true, at->ta) : tg_matmul_t(a, g, !at->ta, false);
 }
 
 static int example_matmul(tg_tape *tp, int index, tg_tensor *in, void *attr)
@@ -115,12 +115,9 @@ static int example_matmul(tg_tape *tp, int index, tg_tensor *in, void *attr)
         int64_t a[4], b[4];
         int ta, tb;
     } cases[] = {
-        {2, 2, {3, 4}, {4, 5}, 0, 0},
-        {2, 2, {4, 3}, {4, 5}, 1, 0},
-        {2, 2, {3, 4}, {5, 4}, 0, 1},
-        {2, 2, {4, 3}, {5, 4}, 1, 1},
-        {3, 2, {2, 3, 4}, {4, 2}, 0, 0},
-        {4, 3, {2, 1, 3, 4}, {3, 4, 2}, 0, 0},
+        {2, 2, {3, 4}, {4, 5}, 0, 0},       {2, 2, {4, 3}, {4, 5}, 1, 0},
+        {2, 2, {3, 4}, {5, 4}, 0, 1},       {2, 2, {4, 3}, {5, 4}, 1, 1},
+        {3, 2, {2, 3, 4}, {4, 2}, 0, 0},    {4, 3, {2, 1, 3, 4}, {3, 4, 2}, 0, 0},
         {3, 3, {2, 4, 3}, {1, 2, 4}, 1, 1},
     };
     if (index >= (int)(sizeof cases / sizeof cases[0]))
@@ -132,9 +129,13 @@ static int example_matmul(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return 2;
 }
 
-const tg_op_def tg__op_matmul = {
-    .name = "matmul", .ninputs = 2, .attr_size = sizeof(matmul_attr), .check = matmul_check,
-    .forward = matmul_forward, .backward = matmul_backward, .example = example_matmul};
+const tg_op_def tg__op_matmul = {.name = "matmul",
+                                 .ninputs = 2,
+                                 .attr_size = sizeof(matmul_attr),
+                                 .check = matmul_check,
+                                 .forward = matmul_forward,
+                                 .backward = matmul_backward,
+                                 .example = example_matmul};
 
 tg_tensor tg_matmul_t(tg_tensor a, tg_tensor b, bool transpose_a, bool transpose_b)
 {
@@ -142,7 +143,4 @@ tg_tensor tg_matmul_t(tg_tensor a, tg_tensor b, bool transpose_a, bool transpose
     return tg__apply2(TG__OP_matmul, a, b, &at);
 }
 
-tg_tensor tg_matmul(tg_tensor a, tg_tensor b)
-{
-    return tg_matmul_t(a, b, false, false);
-}
+tg_tensor tg_matmul(tg_tensor a, tg_tensor b) { return tg_matmul_t(a, b, false, false); }

@@ -25,8 +25,7 @@ static inline tg_tensor tg__apply2(int id, tg_tensor a, tg_tensor b, const void 
     tg_tensor in[2] = {a, b};
     return tg__apply(id, 2, in, attr);
 }
-static inline tg_tensor tg__apply3(int id, tg_tensor a, tg_tensor b, tg_tensor c,
-                                   const void *attr)
+static inline tg_tensor tg__apply3(int id, tg_tensor a, tg_tensor b, tg_tensor c, const void *attr)
 {
     tg_tensor in[3] = {a, b, c};
     return tg__apply(id, 3, in, attr);

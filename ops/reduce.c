@@ -208,12 +208,16 @@ static void sum_forward(const tg_kernel *k)
 static void sum_backward(const tg_backward_io *io)
 {
     tg_tensor x = io->inputs[0];
-    io->grad_inputs[0] = tg_broadcast_to(keepdim_grad(io, io->grad_output), tg_ndim(x),
-                                         tg_shape(x));
+    io->grad_inputs[0] =
+        tg_broadcast_to(keepdim_grad(io, io->grad_output), tg_ndim(x), tg_shape(x));
 }
-const tg_op_def tg__op_sum = {
-    .name = "sum", .ninputs = 1, .attr_size = sizeof(reduce_attr), .check = reduce_check,
-    .forward = sum_forward, .backward = sum_backward, .example = example_reduce};
+const tg_op_def tg__op_sum = {.name = "sum",
+                              .ninputs = 1,
+                              .attr_size = sizeof(reduce_attr),
+                              .check = reduce_check,
+                              .forward = sum_forward,
+                              .backward = sum_backward,
+                              .example = example_reduce};
 
 /* y = mean over axes of x;  dx += broadcast(g) / count */
 static void mean_forward(const tg_kernel *k)
@@ -231,9 +235,13 @@ static void mean_backward(const tg_backward_io *io)
     tg_tensor g = tg_mul_scalar(keepdim_grad(io, io->grad_output), 1.0 / (double)count);
     io->grad_inputs[0] = tg_broadcast_to(g, tg_ndim(x), tg_shape(x));
 }
-const tg_op_def tg__op_mean = {
-    .name = "mean", .ninputs = 1, .attr_size = sizeof(reduce_attr), .check = reduce_check,
-    .forward = mean_forward, .backward = mean_backward, .example = example_reduce};
+const tg_op_def tg__op_mean = {.name = "mean",
+                               .ninputs = 1,
+                               .attr_size = sizeof(reduce_attr),
+                               .check = reduce_check,
+                               .forward = mean_forward,
+                               .backward = mean_backward,
+                               .example = example_reduce};
 
 /* y = max (min) over axes of x;  dx += g * [x == y] / (number of ties) */
 static void extreme_backward(const tg_backward_io *io)
@@ -267,12 +275,20 @@ static tg_status extreme_check(tg_check *c)
         return tg_check_fail(c, TG_SHAPE, "max/min of an empty tensor");
     return st;
 }
-const tg_op_def tg__op_max = {
-    .name = "max", .ninputs = 1, .attr_size = sizeof(reduce_attr), .check = extreme_check,
-    .forward = max_forward, .backward = extreme_backward, .example = example_reduce};
-const tg_op_def tg__op_min = {
-    .name = "min", .ninputs = 1, .attr_size = sizeof(reduce_attr), .check = extreme_check,
-    .forward = min_forward, .backward = extreme_backward, .example = example_reduce};
+const tg_op_def tg__op_max = {.name = "max",
+                              .ninputs = 1,
+                              .attr_size = sizeof(reduce_attr),
+                              .check = extreme_check,
+                              .forward = max_forward,
+                              .backward = extreme_backward,
+                              .example = example_reduce};
+const tg_op_def tg__op_min = {.name = "min",
+                              .ninputs = 1,
+                              .attr_size = sizeof(reduce_attr),
+                              .check = extreme_check,
+                              .forward = min_forward,
+                              .backward = extreme_backward,
+                              .example = example_reduce};
 
 static tg_tensor reduce(int id, tg_tensor a, int naxes, const int *axes, bool keepdim)
 {
@@ -375,9 +391,13 @@ static int example_sum_to(tg_tape *tp, int index, tg_tensor *in, void *attr)
     in[0] = tg__example(tp, 3, s, -1, 1, 0, 41);
     return 1;
 }
-const tg_op_def tg__op_sum_to = {
-    .name = "sum_to", .ninputs = 1, .attr_size = sizeof(shape_attr), .check = sum_to_check,
-    .forward = sum_to_forward, .backward = sum_to_backward, .example = example_sum_to};
+const tg_op_def tg__op_sum_to = {.name = "sum_to",
+                                 .ninputs = 1,
+                                 .attr_size = sizeof(shape_attr),
+                                 .check = sum_to_check,
+                                 .forward = sum_to_forward,
+                                 .backward = sum_to_backward,
+                                 .example = example_sum_to};
 
 tg_tensor tg_sum_to(tg_tensor a, int ndim, const int64_t *shape)
 {

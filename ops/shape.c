@@ -71,9 +71,12 @@ static int example_reshape(tg_tape *tp, int index, tg_tensor *in, void *attr)
     in[0] = tg__example(tp, 3, s, -1, 1, 0, 51);
     return 1;
 }
-const tg_op_def tg__op_reshape = {
-    .name = "reshape", .ninputs = 1, .attr_size = sizeof(shape_attr), .check = reshape_check,
-    .backward = reshape_backward, .example = example_reshape};
+const tg_op_def tg__op_reshape = {.name = "reshape",
+                                  .ninputs = 1,
+                                  .attr_size = sizeof(shape_attr),
+                                  .check = reshape_check,
+                                  .backward = reshape_backward,
+                                  .example = example_reshape};
 tg_tensor tg_reshape(tg_tensor a, int ndim, const int64_t *shape)
 {
     shape_attr at = make_shape(ndim, shape);
@@ -174,9 +177,13 @@ static int example_permute(tg_tape *tp, int index, tg_tensor *in, void *attr)
     in[0] = tg__example(tp, 3, s, -1, 1, 0, 52);
     return 1;
 }
-const tg_op_def tg__op_permute = {
-    .name = "permute", .ninputs = 1, .attr_size = sizeof(perm_attr), .check = permute_check,
-    .forward = permute_forward, .backward = permute_backward, .example = example_permute};
+const tg_op_def tg__op_permute = {.name = "permute",
+                                  .ninputs = 1,
+                                  .attr_size = sizeof(perm_attr),
+                                  .check = permute_check,
+                                  .forward = permute_forward,
+                                  .backward = permute_backward,
+                                  .example = example_permute};
 
 tg_tensor tg_permute(tg_tensor a, int ndim, const int *perm)
 {
@@ -227,10 +234,7 @@ static tg_status broadcast_to_check(tg_check *c)
     return TG_OK;
 }
 TG__LOOPS1(copy_loop, a)
-static void broadcast_to_forward(const tg_kernel *k)
-{
-    TG__RUN_LOOPS(k, copy_loop);
-}
+static void broadcast_to_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, copy_loop); }
 static void broadcast_to_backward(const tg_backward_io *io)
 {
     tg_tensor x = io->inputs[0];
@@ -250,10 +254,14 @@ static int example_broadcast_to(tg_tape *tp, int index, tg_tensor *in, void *att
     }
     return 1;
 }
-const tg_op_def tg__op_broadcast_to = {
-    .name = "broadcast_to", .ninputs = 1, .attr_size = sizeof(shape_attr),
-    .flags = TG_OP_BROADCAST, .check = broadcast_to_check, .forward = broadcast_to_forward,
-    .backward = broadcast_to_backward, .example = example_broadcast_to};
+const tg_op_def tg__op_broadcast_to = {.name = "broadcast_to",
+                                       .ninputs = 1,
+                                       .attr_size = sizeof(shape_attr),
+                                       .flags = TG_OP_BROADCAST,
+                                       .check = broadcast_to_check,
+                                       .forward = broadcast_to_forward,
+                                       .backward = broadcast_to_backward,
+                                       .example = example_broadcast_to};
 tg_tensor tg_broadcast_to(tg_tensor a, int ndim, const int64_t *shape)
 {
     shape_attr at = make_shape(ndim, shape);

@@ -12,8 +12,7 @@ typedef struct slice_attr {
 
 /* Python's slice rules for step >= 1: negative bounds count from the end, then both clamp to
  * [0, dim]. Returns the number of elements picked; *first receives the first position. */
-static int64_t slice_range(int64_t start, int64_t stop, int64_t step, int64_t dim,
-                           int64_t *first)
+static int64_t slice_range(int64_t start, int64_t stop, int64_t step, int64_t dim, int64_t *first)
 {
     if (start < 0)
         start = start + dim < 0 ? 0 : start + dim;
@@ -113,12 +112,12 @@ static int example_slice(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
     static const int64_t s45[] = {4, 5}, s253[] = {2, 5, 3};
     static const slice_attr cases[] = {
-        {1, 1, 4, 1, 0},      /* a plain range of columns */
-        {0, -3, 100, 2, 0},   /* negative start, stop past the end, step 2 */
-        {-2, -4, -1, 2, 0},   /* 3-d, negative axis and bounds */
-        {-1, 0, 3, 2, 0},     /* last axis of a 3-d tensor */
-        {1, 3, 1, 1, 0},      /* empty result */
-        {0, -100, 2, 1, 0},   /* start before the beginning clamps to 0 */
+        {1, 1, 4, 1, 0},    /* a plain range of columns */
+        {0, -3, 100, 2, 0}, /* negative start, stop past the end, step 2 */
+        {-2, -4, -1, 2, 0}, /* 3-d, negative axis and bounds */
+        {-1, 0, 3, 2, 0},   /* last axis of a 3-d tensor */
+        {1, 3, 1, 1, 0},    /* empty result */
+        {0, -100, 2, 1, 0}, /* start before the beginning clamps to 0 */
     };
     if (index >= (int)(sizeof cases / sizeof cases[0]))
         return 0;
@@ -127,9 +126,13 @@ static int example_slice(tg_tape *tp, int index, tg_tensor *in, void *attr)
     in[0] = tg__example(tp, three ? 3 : 2, three ? s253 : s45, -1, 1, 0, 71 + (uint64_t)index);
     return 1;
 }
-const tg_op_def tg__op_slice = {
-    .name = "slice", .ninputs = 1, .attr_size = sizeof(slice_attr), .check = slice_check,
-    .forward = slice_forward, .backward = slice_backward, .example = example_slice};
+const tg_op_def tg__op_slice = {.name = "slice",
+                                .ninputs = 1,
+                                .attr_size = sizeof(slice_attr),
+                                .check = slice_check,
+                                .forward = slice_forward,
+                                .backward = slice_backward,
+                                .example = example_slice};
 
 tg_tensor tg_slice(tg_tensor a, int axis, int64_t start, int64_t stop, int64_t step)
 {
@@ -150,10 +153,11 @@ static tg_status slice_backward_check(tg_check *c)
         return tg_check_fail(c, TG_SHAPE, "target dim size %lld is negative", (long long)at->dim);
     int64_t first, len = slice_range(at->start, at->stop, at->step, at->dim, &first);
     if (len != g->shape[ax])
-        return tg_check_fail(c, TG_SHAPE, "slice %lld:%lld:%lld of a dim of %lld has %lld entries, "
-                             "the gradient has %lld along axis %d", (long long)at->start,
-                             (long long)at->stop, (long long)at->step, (long long)at->dim,
-                             (long long)len, (long long)g->shape[ax], at->axis);
+        return tg_check_fail(c, TG_SHAPE,
+                             "slice %lld:%lld:%lld of a dim of %lld has %lld entries, "
+                             "the gradient has %lld along axis %d",
+                             (long long)at->start, (long long)at->stop, (long long)at->step,
+                             (long long)at->dim, (long long)len, (long long)g->shape[ax], at->axis);
     *c->out = *g;
     c->out->shape[ax] = at->dim;
     return TG_OK;
@@ -180,9 +184,9 @@ static void slice_backward_backward(const tg_backward_io *io)
 static int example_slice_backward(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
     static const slice_attr cases[] = {
-        {1, 1, 4, 2, 5},     /* 2 of 5 columns */
-        {0, -3, 100, 1, 4},  /* unclamped bounds, as a user may pass them */
-        {-2, 0, 5, 3, 5},    /* 3-d, negative axis */
+        {1, 1, 4, 2, 5},    /* 2 of 5 columns */
+        {0, -3, 100, 1, 4}, /* unclamped bounds, as a user may pass them */
+        {-2, 0, 5, 3, 5},   /* 3-d, negative axis */
     };
     static const int64_t base2[] = {4, 5}, base3[] = {2, 5, 3};
     if (index >= (int)(sizeof cases / sizeof cases[0]))
@@ -197,10 +201,13 @@ static int example_slice_backward(tg_tape *tp, int index, tg_tensor *in, void *a
     in[0] = tg__example(tp, nd, shape, -1, 1, 0, 81 + (uint64_t)index);
     return 1;
 }
-const tg_op_def tg__op_slice_backward = {
-    .name = "slice_backward", .ninputs = 1, .attr_size = sizeof(slice_attr),
-    .check = slice_backward_check, .forward = slice_backward_forward,
-    .backward = slice_backward_backward, .example = example_slice_backward};
+const tg_op_def tg__op_slice_backward = {.name = "slice_backward",
+                                         .ninputs = 1,
+                                         .attr_size = sizeof(slice_attr),
+                                         .check = slice_backward_check,
+                                         .forward = slice_backward_forward,
+                                         .backward = slice_backward_backward,
+                                         .example = example_slice_backward};
 
 /* y = [a0, a1, ...] joined along axis;  dai += slice(g, axis, offset_i, offset_i + len_i) */
 typedef struct concat_attr {
@@ -215,8 +222,7 @@ static tg_status concat_check(tg_check *c)
         return tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)x0->dtype);
     int ax = tg__axis(at->axis, x0->ndim);
     if (ax < 0)
-        return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis,
-                             x0->ndim);
+        return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, x0->ndim);
     int64_t total = 0;
     for (int i = 0; i < c->ninputs; i++) {
         const tg_view *x = c->in[i];
@@ -228,9 +234,10 @@ static tg_status concat_check(tg_check *c)
                                  x0->ndim);
         for (int d = 0; d < x0->ndim; d++)
             if (d != ax && x->shape[d] != x0->shape[d])
-                return tg_check_fail(c, TG_SHAPE, "input %d has %lld along dim %d, input 0 has "
-                                     "%lld (only dim %d may differ)", i, (long long)x->shape[d],
-                                     d, (long long)x0->shape[d], ax);
+                return tg_check_fail(c, TG_SHAPE,
+                                     "input %d has %lld along dim %d, input 0 has "
+                                     "%lld (only dim %d may differ)",
+                                     i, (long long)x->shape[d], d, (long long)x0->shape[d], ax);
         /* The engine validates the output shape, but the sum itself must not overflow first. */
         if (x->shape[ax] > INT64_MAX / 16 - total)
             return tg_check_fail(c, TG_SHAPE, "concatenated dim overflows");
@@ -302,10 +309,13 @@ static int example_concat(tg_tape *tp, int index, tg_tensor *in, void *attr)
     }
     return 0;
 }
-const tg_op_def tg__op_concat = {
-    .name = "concat", .ninputs = TG_VARIADIC, .attr_size = sizeof(concat_attr),
-    .check = concat_check, .forward = concat_forward, .backward = concat_backward,
-    .example = example_concat};
+const tg_op_def tg__op_concat = {.name = "concat",
+                                 .ninputs = TG_VARIADIC,
+                                 .attr_size = sizeof(concat_attr),
+                                 .check = concat_check,
+                                 .forward = concat_forward,
+                                 .backward = concat_backward,
+                                 .example = example_concat};
 
 tg_tensor tg_concat(int n, const tg_tensor *ts, int axis)
 {
@@ -339,7 +349,8 @@ static tg_status stack_check(tg_check *c)
         if (!same)
             return tg_check_fail(c, x->dtype != x0->dtype ? TG_DTYPE : TG_SHAPE,
                                  "input %d differs from input 0 (all inputs must have the same "
-                                 "dtype and shape)", i);
+                                 "dtype and shape)",
+                                 i);
     }
     c->out->dtype = x0->dtype;
     c->out->ndim = x0->ndim + 1;
@@ -393,10 +404,13 @@ static int example_stack(tg_tape *tp, int index, tg_tensor *in, void *attr)
                                          100 + (uint64_t)(10 * index + i));
     return n;
 }
-const tg_op_def tg__op_stack = {
-    .name = "stack", .ninputs = TG_VARIADIC, .attr_size = sizeof(concat_attr),
-    .check = stack_check, .forward = stack_forward, .backward = stack_backward,
-    .example = example_stack};
+const tg_op_def tg__op_stack = {.name = "stack",
+                                .ninputs = TG_VARIADIC,
+                                .attr_size = sizeof(concat_attr),
+                                .check = stack_check,
+                                .forward = stack_forward,
+                                .backward = stack_backward,
+                                .example = example_stack};
 
 tg_tensor tg_stack(int n, const tg_tensor *ts, int axis)
 {

@@ -216,9 +216,13 @@ static void softmax_backward(const tg_backward_io *io)
     int axis = span_axis(((const axis_attr *)io->attr)->axis, tg_ndim(y));
     io->grad_inputs[0] = tg_mul(y, tg_sub(g, sum_keep(tg_mul(g, y), axis)));
 }
-const tg_op_def tg__op_softmax = {
-    .name = "softmax", .ninputs = 1, .attr_size = sizeof(axis_attr), .check = same_shape_check,
-    .forward = softmax_forward, .backward = softmax_backward, .example = example_axis};
+const tg_op_def tg__op_softmax = {.name = "softmax",
+                                  .ninputs = 1,
+                                  .attr_size = sizeof(axis_attr),
+                                  .check = same_shape_check,
+                                  .forward = softmax_forward,
+                                  .backward = softmax_backward,
+                                  .example = example_axis};
 tg_tensor tg_softmax(tg_tensor a, int axis)
 {
     axis_attr at = {axis, 0};
@@ -236,10 +240,13 @@ static void log_softmax_backward(const tg_backward_io *io)
     tg_tensor sm = tg_softmax(x, axis);
     io->grad_inputs[0] = tg_sub(g, tg_mul(sm, sum_keep(g, span_axis(axis, tg_ndim(x)))));
 }
-const tg_op_def tg__op_log_softmax = {
-    .name = "log_softmax", .ninputs = 1, .attr_size = sizeof(axis_attr),
-    .check = same_shape_check, .forward = log_softmax_forward, .backward = log_softmax_backward,
-    .example = example_axis};
+const tg_op_def tg__op_log_softmax = {.name = "log_softmax",
+                                      .ninputs = 1,
+                                      .attr_size = sizeof(axis_attr),
+                                      .check = same_shape_check,
+                                      .forward = log_softmax_forward,
+                                      .backward = log_softmax_backward,
+                                      .example = example_axis};
 tg_tensor tg_log_softmax(tg_tensor a, int axis)
 {
     axis_attr at = {axis, 0};
@@ -262,9 +269,13 @@ static void logsumexp_backward(const tg_backward_io *io)
     }
     io->grad_inputs[0] = tg_mul(g, tg_softmax(x, at->axis));
 }
-const tg_op_def tg__op_logsumexp = {
-    .name = "logsumexp", .ninputs = 1, .attr_size = sizeof(axis_attr), .check = reduce_check,
-    .forward = logsumexp_forward, .backward = logsumexp_backward, .example = example_axis};
+const tg_op_def tg__op_logsumexp = {.name = "logsumexp",
+                                    .ninputs = 1,
+                                    .attr_size = sizeof(axis_attr),
+                                    .check = reduce_check,
+                                    .forward = logsumexp_forward,
+                                    .backward = logsumexp_backward,
+                                    .example = example_axis};
 tg_tensor tg_logsumexp(tg_tensor a, int axis, bool keepdim)
 {
     axis_attr at = {axis, keepdim};

@@ -33,9 +33,12 @@ static void exp_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg_mul(io->grad_output, io->output);
 }
-const tg_op_def tg__op_exp = {
-    .name = "exp", .ninputs = 1, .check = tg__check_unary, .forward = exp_forward,
-    .backward = exp_backward, .example = example_any};
+const tg_op_def tg__op_exp = {.name = "exp",
+                              .ninputs = 1,
+                              .check = tg__check_unary,
+                              .forward = exp_forward,
+                              .backward = exp_backward,
+                              .example = example_any};
 tg_tensor tg_exp(tg_tensor a) { return tg__apply1(TG__OP_exp, a, NULL); }
 
 /* y = log(x);  dx += g / x */
@@ -44,9 +47,12 @@ static void log_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg_div(io->grad_output, io->inputs[0]);
 }
-const tg_op_def tg__op_log = {
-    .name = "log", .ninputs = 1, .check = tg__check_unary, .forward = log_forward,
-    .backward = log_backward, .example = example_positive};
+const tg_op_def tg__op_log = {.name = "log",
+                              .ninputs = 1,
+                              .check = tg__check_unary,
+                              .forward = log_forward,
+                              .backward = log_backward,
+                              .example = example_positive};
 tg_tensor tg_log(tg_tensor a) { return tg__apply1(TG__OP_log, a, NULL); }
 
 /* y = sqrt(x);  dx += g * 0.5 / y */
@@ -56,9 +62,12 @@ static void sqrt_backward(const tg_backward_io *io)
     /* Through y rather than x: reuses the forward's result, and stays differentiable. */
     io->grad_inputs[0] = tg_div(tg_mul_scalar(io->grad_output, 0.5), io->output);
 }
-const tg_op_def tg__op_sqrt = {
-    .name = "sqrt", .ninputs = 1, .check = tg__check_unary, .forward = sqrt_forward,
-    .backward = sqrt_backward, .example = example_positive};
+const tg_op_def tg__op_sqrt = {.name = "sqrt",
+                               .ninputs = 1,
+                               .check = tg__check_unary,
+                               .forward = sqrt_forward,
+                               .backward = sqrt_backward,
+                               .example = example_positive};
 tg_tensor tg_sqrt(tg_tensor a) { return tg__apply1(TG__OP_sqrt, a, NULL); }
 
 /* y = |x|;  dx += g * sign(x)   (0 at x = 0, as PyTorch) */
@@ -68,9 +77,12 @@ static void abs_backward(const tg_backward_io *io)
     /* sign carries no gradient: the second derivative is 0 away from the kink. */
     io->grad_inputs[0] = tg_mul(io->grad_output, tg_sign(io->inputs[0]));
 }
-const tg_op_def tg__op_abs = {
-    .name = "abs", .ninputs = 1, .check = tg__check_unary, .forward = abs_forward,
-    .backward = abs_backward, .example = example_kink};
+const tg_op_def tg__op_abs = {.name = "abs",
+                              .ninputs = 1,
+                              .check = tg__check_unary,
+                              .forward = abs_forward,
+                              .backward = abs_backward,
+                              .example = example_kink};
 tg_tensor tg_abs(tg_tensor a) { return tg__apply1(TG__OP_abs, a, NULL); }
 
 /* y = sign(x) in {-1, 0, +1} (0 at 0, and at NaN as PyTorch 1.13) (no gradient) */
@@ -79,9 +91,12 @@ static void sign_forward(const tg_kernel *k)
     /* Float selects (exact in both types): the int form does not vectorise for f64. */
     TG__MAP1(k, (x > 0 ? 1.0f : 0.0f) - (x < 0 ? 1.0f : 0.0f));
 }
-const tg_op_def tg__op_sign = {
-    .name = "sign", .ninputs = 1, .flags = TG_OP_NONDIFF, .check = tg__check_unary,
-    .forward = sign_forward, .example = example_kink};
+const tg_op_def tg__op_sign = {.name = "sign",
+                               .ninputs = 1,
+                               .flags = TG_OP_NONDIFF,
+                               .check = tg__check_unary,
+                               .forward = sign_forward,
+                               .example = example_kink};
 tg_tensor tg_sign(tg_tensor a) { return tg__apply1(TG__OP_sign, a, NULL); }
 
 /* y = sin(x);  dx += g * cos(x) */
@@ -90,9 +105,12 @@ static void sin_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg_mul(io->grad_output, tg_cos(io->inputs[0]));
 }
-const tg_op_def tg__op_sin = {
-    .name = "sin", .ninputs = 1, .check = tg__check_unary, .forward = sin_forward,
-    .backward = sin_backward, .example = example_any};
+const tg_op_def tg__op_sin = {.name = "sin",
+                              .ninputs = 1,
+                              .check = tg__check_unary,
+                              .forward = sin_forward,
+                              .backward = sin_backward,
+                              .example = example_any};
 tg_tensor tg_sin(tg_tensor a) { return tg__apply1(TG__OP_sin, a, NULL); }
 
 /* y = cos(x);  dx += -g * sin(x) */
@@ -101,7 +119,10 @@ static void cos_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg_neg(tg_mul(io->grad_output, tg_sin(io->inputs[0])));
 }
-const tg_op_def tg__op_cos = {
-    .name = "cos", .ninputs = 1, .check = tg__check_unary, .forward = cos_forward,
-    .backward = cos_backward, .example = example_any};
+const tg_op_def tg__op_cos = {.name = "cos",
+                              .ninputs = 1,
+                              .check = tg__check_unary,
+                              .forward = cos_forward,
+                              .backward = cos_backward,
+                              .example = example_any};
 tg_tensor tg_cos(tg_tensor a) { return tg__apply1(TG__OP_cos, a, NULL); }

@@ -25,8 +25,8 @@ static void fail_check(tg_tape *tp, const tg_op *op, tg_status st, const char *m
         if (len < sizeof shapes - 1)
             len += (size_t)tg__format_view(shapes + len, sizeof shapes - len, views[i]);
     }
-    tg__fail(tp, st, "%s: %s (inputs %s; node %u)", op->name,
-             msg[0] ? msg : tg_status_string(st), shapes, tp->nnodes);
+    tg__fail(tp, st, "%s: %s (inputs %s; node %u)", op->name, msg[0] ? msg : tg_status_string(st),
+             shapes, tp->nnodes);
 }
 
 tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const void *attr)

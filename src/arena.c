@@ -3,10 +3,7 @@
 
 #include <stdlib.h>
 
-void *tg__alloc(tg_ctx *ctx, size_t size)
-{
-    return tg__realloc(ctx, NULL, 0, size);
-}
+void *tg__alloc(tg_ctx *ctx, size_t size) { return tg__realloc(ctx, NULL, 0, size); }
 
 void *tg__realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size)
 {
@@ -43,10 +40,7 @@ static size_t header_size(void)
     return (sizeof(tg__block) + TG__ALIGN - 1) & ~(size_t)(TG__ALIGN - 1);
 }
 
-static unsigned char *block_base(tg__block *b)
-{
-    return (unsigned char *)b + header_size();
-}
+static unsigned char *block_base(tg__block *b) { return (unsigned char *)b + header_size(); }
 
 static void *bump(tg__block *b, size_t size)
 {

@@ -15,10 +15,7 @@ struct tg__bw {
     bool create, retain, accumulate;
 };
 
-static uint32_t *slot(struct tg__bw *bw, uint32_t id)
-{
-    return &bw->slot[id - bw->lo];
-}
+static uint32_t *slot(struct tg__bw *bw, uint32_t id) { return &bw->slot[id - bw->lo]; }
 
 static bool needs(const struct tg__bw *bw, uint32_t id)
 {
@@ -29,10 +26,7 @@ static bool needs(const struct tg__bw *bw, uint32_t id)
     return tg__node_at(bw->tp, id)->requires_grad;
 }
 
-static const char *op_name(const tg__node *n)
-{
-    return n->op ? n->op->name : "?";
-}
+static const char *op_name(const tg__node *n) { return n->op ? n->op->name : "?"; }
 
 /* Adds contribution `c` into node id's gradient, summing broadcast dims back first. `fresh`
  * says c's buffer is new and unshared, so later contributions may be added into it in place. */
@@ -45,9 +39,11 @@ static tg_status accumulate(struct tg__bw *bw, uint32_t id, tg_tensor c, bool fr
     if (!cn)
         return tp->status;
     if (cn->v.dtype != dst->v.dtype)
-        return tg__fail(tp, TG_DTYPE, "%s: backward produced a %s gradient for a %s input "
-                        "(node %u)", producer ? op_name(producer) : "backward",
-                        tg_dtype_name(cn->v.dtype), tg_dtype_name(dst->v.dtype), id);
+        return tg__fail(tp, TG_DTYPE,
+                        "%s: backward produced a %s gradient for a %s input "
+                        "(node %u)",
+                        producer ? op_name(producer) : "backward", tg_dtype_name(cn->v.dtype),
+                        tg_dtype_name(dst->v.dtype), id);
     if (!tg__same_shape(&cn->v, &dst->v)) {
         c = tg_sum_to(c, dst->v.ndim, dst->v.shape);
         if (!c.id_)
@@ -79,8 +75,10 @@ tg_status tg__bw_deposit(struct tg__bw *bw, uint32_t id, double value)
     if (!needs(bw, id))
         return TG_OK;
     if (bw->create)
-        return tg__fail(tp, TG_FIRST_ORDER, "TG_CREATE_GRAPH through scalar entries is not "
-                        "supported (tensor node %u feeds a scalar)", id);
+        return tg__fail(tp, TG_FIRST_ORDER,
+                        "TG_CREATE_GRAPH through scalar entries is not "
+                        "supported (tensor node %u feeds a scalar)",
+                        id);
     tg__node *n = tg__node_at(tp, id);
     tg_tensor c = tg_full(tp, n->v.dtype, n->v.ndim, n->v.shape, value);
     if (!c.id_)
@@ -107,8 +105,8 @@ static tg_status composite(struct tg__bw *bw, uint32_t id, tg__node *n, uint32_t
         ins[j] = tg__handle(tp, n->inputs[j]);
         grads[j] = tg__handle(NULL, 0);
     }
-    tg_backward_io io = {(int)k,   ins,     tg__handle(tp, id), tg__handle(tp, g),
-                         n->attr,  n->saved, need_in,            grads};
+    tg_backward_io io = {(int)k,  ins,  tg__handle(tp, id), tg__handle(tp, g), n->attr, n->saved,
+                         need_in, grads};
     n->op->def.backward(&io);
     if (tp->status)
         return tp->status;
@@ -122,8 +120,7 @@ static tg_status composite(struct tg__bw *bw, uint32_t id, tg__node *n, uint32_t
     return TG_OK;
 }
 
-static tg_status kernel(struct tg__bw *bw, tg__node *n, uint32_t g,
-                        const bool *need_in)
+static tg_status kernel(struct tg__bw *bw, tg__node *n, uint32_t g, const bool *need_in)
 {
     tg_tape *tp = bw->tp;
     uint32_t k = n->ninputs;
@@ -203,24 +200,30 @@ static tg_status process(struct tg__bw *bw, uint32_t id)
         return TG_OK;
     case TG__PARAM:
         if (n->param->version != n->param_version)
-            return tg__fail(tp, TG_MODIFIED, "parameter '%s' was modified after it was used on "
+            return tg__fail(tp, TG_MODIFIED,
+                            "parameter '%s' was modified after it was used on "
                             "the tape (node %u); recompute the forward pass",
                             n->param->name ? n->param->name : "", id);
         return TG_OK;
     case TG__FROM_SCALAR:
         if (bw->create)
-            return tg__fail(tp, TG_FIRST_ORDER, "TG_CREATE_GRAPH through scalar entries is not "
-                            "supported (node %u comes from a scalar)", id);
+            return tg__fail(tp, TG_FIRST_ORDER,
+                            "TG_CREATE_GRAPH through scalar entries is not "
+                            "supported (node %u comes from a scalar)",
+                            id);
         tp->s[n->scalar_src].adj += tg_item(tg__handle(tp, g));
         return TG_OK;
     case TG__BARRIER:
-        return tg__fail(tp, TG_FIRST_ORDER, "%s: its backward is a first-order kernel; its "
-                        "gradient cannot be differentiated again (node %u)", op_name(n), id);
+        return tg__fail(tp, TG_FIRST_ORDER,
+                        "%s: its backward is a first-order kernel; its "
+                        "gradient cannot be differentiated again (node %u)",
+                        op_name(n), id);
     }
     if (!n->inputs)
         return TG_OK; /* recorded without grad: a leaf as far as backward goes */
     if (n->released)
-        return tg__fail(tp, TG_RELEASED, "%s: backward through a graph already released by an "
+        return tg__fail(tp, TG_RELEASED,
+                        "%s: backward through a graph already released by an "
                         "earlier backward (node %u); pass TG_RETAIN_GRAPH to the first",
                         op_name(n), id);
     bool small[SMALL], *need_in = small;
@@ -243,8 +246,10 @@ static tg_status process(struct tg__bw *bw, uint32_t id)
     else if (d->backward_kernel)
         st = kernel(bw, n, g, need_in);
     else
-        st = tg__fail(tp, TG_NO_BACKWARD, "%s: op has no backward rule, so no gradient can flow "
-                      "through it (node %u)", op_name(n), id);
+        st = tg__fail(tp, TG_NO_BACKWARD,
+                      "%s: op has no backward rule, so no gradient can flow "
+                      "through it (node %u)",
+                      op_name(n), id);
     if (st == TG_OK && !bw->retain)
         n->released = 1;
     return st;
@@ -284,14 +289,16 @@ static tg_status seed_output(struct tg__bw *bw, tg_tensor out, const tg_tensor *
         if (sn->v.dtype != o->v.dtype || !tg__same_shape(&sn->v, &o->v)) {
             char sb[96];
             tg__format_view(sb, sizeof sb, &sn->v);
-            return tg__fail(tp, TG_SHAPE, "%s: seed %s does not match output %s (node %u)", fn,
-                            sb, buf, out.id_);
+            return tg__fail(tp, TG_SHAPE, "%s: seed %s does not match output %s (node %u)", fn, sb,
+                            buf, out.id_);
         }
         s = *seed;
     } else {
         if (o->v.numel != 1)
-            return tg__fail(tp, TG_NOT_SCALAR, "%s: output %s (node %u) is not a scalar; pass a "
-                            "seed of its shape", fn, buf, out.id_);
+            return tg__fail(tp, TG_NOT_SCALAR,
+                            "%s: output %s (node %u) is not a scalar; pass a "
+                            "seed of its shape",
+                            fn, buf, out.id_);
         s = tg_ones(tp, o->v.dtype, o->v.ndim, o->v.shape);
         if (!s.id_)
             return tp->status;
@@ -455,10 +462,9 @@ tg_status tg_grad(int noutputs, const tg_tensor *outputs, const tg_tensor *seeds
                   const tg_tensor *inputs, tg_tensor *grads, unsigned flags)
 {
     if (noutputs < 1 || ninputs < 1 || !outputs || !inputs || !grads)
-        return outputs && noutputs > 0 && outputs[0].tape_
-                   ? tg__fail(outputs[0].tape_, TG_INVALID,
-                              "tg_grad: needs outputs, inputs and a grads array")
-                   : TG_INVALID;
+        return outputs && noutputs > 0 && outputs[0].tape_ ? tg__fail(
+                   outputs[0].tape_, TG_INVALID, "tg_grad: needs outputs, inputs and a grads array")
+                                                           : TG_INVALID;
     tg_tape *tp = outputs[0].tape_;
     if (!tp)
         return TG_INVALID;
@@ -475,11 +481,11 @@ tg_status tg_s_backward(tg_scalar out, unsigned flags)
     if (tp->status)
         return tp->status;
     if (!tg_s_ok(out))
-        return tg__fail(tp, out.gen_ != tp->gen ? TG_STALE : TG_INVALID,
-                        "tg_s_backward: %s", out.gen_ != tp->gen ? "stale scalar handle"
-                                                                   : "invalid scalar handle");
+        return tg__fail(tp, out.gen_ != tp->gen ? TG_STALE : TG_INVALID, "tg_s_backward: %s",
+                        out.gen_ != tp->gen ? "stale scalar handle" : "invalid scalar handle");
     if (flags & TG_CREATE_GRAPH)
-        return tg__fail(tp, TG_INVALID, "tg_s_backward: TG_CREATE_GRAPH is not supported on "
+        return tg__fail(tp, TG_INVALID,
+                        "tg_s_backward: TG_CREATE_GRAPH is not supported on "
                         "scalar entries; use tensors for higher-order gradients");
     return run(tp, "tg_s_backward", 0, NULL, NULL, out.id_, 0, NULL, NULL, flags, true);
 }

@@ -59,31 +59,21 @@ void tg_ctx_free(tg_ctx *ctx)
     ctx->alloc(ctx->alloc_user, ctx, sizeof *ctx, 0);
 }
 
-const char *tg_ctx_error(const tg_ctx *ctx)
-{
-    return ctx ? ctx->error : "NULL context";
-}
+const char *tg_ctx_error(const tg_ctx *ctx) { return ctx ? ctx->error : "NULL context"; }
 
 tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads)
 {
     if (!ctx)
         return TG_INVALID;
     if (threads < 1)
-        return tg__ctx_fail(ctx, TG_INVALID, "tg_ctx_set_threads: %d threads (need >= 1)",
-                            threads);
+        return tg__ctx_fail(ctx, TG_INVALID, "tg_ctx_set_threads: %d threads (need >= 1)", threads);
     ctx->threads = threads;
     return TG_OK;
 }
 
-int tg_ctx_threads(const tg_ctx *ctx)
-{
-    return ctx ? ctx->threads : 0;
-}
+int tg_ctx_threads(const tg_ctx *ctx) { return ctx ? ctx->threads : 0; }
 
-uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx)
-{
-    return ctx ? ctx->alloc_calls : 0;
-}
+uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx) { return ctx ? ctx->alloc_calls : 0; }
 
 /* ---- registry ------------------------------------------------------------------------------ */
 
@@ -105,8 +95,7 @@ tg_status tg_op_register(tg_ctx *ctx, const tg_op_def *def, const tg_op **out)
         return tg__ctx_fail(ctx, TG_INVALID, "tg_op_register: op '%s' has unknown flags 0x%x",
                             def->name, def->flags);
     if (tg_op_find(ctx, def->name))
-        return tg__ctx_fail(ctx, TG_EXISTS, "tg_op_register: an op named '%s' exists",
-                            def->name);
+        return tg__ctx_fail(ctx, TG_EXISTS, "tg_op_register: an op named '%s' exists", def->name);
     if (ctx->nops == ctx->ops_cap) {
         size_t cap = ctx->ops_cap ? ctx->ops_cap * 2 : 64;
         tg_op **ops = tg__realloc(ctx, ctx->ops, ctx->ops_cap * sizeof *ops, cap * sizeof *ops);
@@ -142,17 +131,11 @@ const tg_op *tg_op_find(const tg_ctx *ctx, const char *name)
     return NULL;
 }
 
-size_t tg_op_count(const tg_ctx *ctx)
-{
-    return ctx ? ctx->nops : 0;
-}
+size_t tg_op_count(const tg_ctx *ctx) { return ctx ? ctx->nops : 0; }
 
 const tg_op *tg_op_at(const tg_ctx *ctx, size_t index)
 {
     return ctx && index < ctx->nops ? ctx->ops[index] : NULL;
 }
 
-const tg_op_def *tg_op_def_of(const tg_op *op)
-{
-    return op ? &op->def : NULL;
-}
+const tg_op_def *tg_op_def_of(const tg_op *op) { return op ? &op->def : NULL; }

@@ -19,7 +19,7 @@ const char *tg__gemm_backend(void)
 /* Portable kernel: C = op(A) op(B) + beta C, accumulating rows of C with unit-stride inner
  * loops the compiler vectorises. B^T is handled by dot products along contiguous rows. */
 #define PORTABLE(T, name)                                                                          \
-    static void name(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,  \
+    static void name(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,   \
                      const T *b, int64_t ldb, double beta, T *c, int64_t ldc)                      \
     {                                                                                              \
         for (int64_t i = 0; i < m; i++) {                                                          \

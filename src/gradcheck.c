@@ -9,7 +9,7 @@ typedef struct check {
     tg_graph_fn fn;
     void *user;
     int n;
-    tg_view *views;   /* the point: views[i].data owned here */
+    tg_view *views; /* the point: views[i].data owned here */
     tg_tensor *leaves;
     uint64_t seed;
 } check;
@@ -27,10 +27,10 @@ static tg_status eval(check *c, double *value, tg_tensor *loss)
 {
     tg_tape_reset(c->tp);
     for (int i = 0; i < c->n; i++)
-        c->leaves[i] = tg_tensor_from(c->tp, c->views[i].dtype, c->views[i].ndim,
-                                      c->views[i].shape, c->views[i].data);
-    tg_tensor out = tg_ok(c->leaves[c->n - 1]) ? c->fn(c->user, c->n, c->leaves)
-                                               : tg__error_handle(c->tp);
+        c->leaves[i] = tg_tensor_from(c->tp, c->views[i].dtype, c->views[i].ndim, c->views[i].shape,
+                                      c->views[i].data);
+    tg_tensor out =
+        tg_ok(c->leaves[c->n - 1]) ? c->fn(c->user, c->n, c->leaves) : tg__error_handle(c->tp);
     if (!tg_ok(out))
         return fail_from_tape(c, "the graph function failed");
     if (tg_tensor_dtype(out) != TG_F64)

@@ -21,10 +21,10 @@
 #define TG__PRINTF(f, a)
 #endif
 
-#define TG__ALIGN 64               /* alignment of every tensor buffer */
-#define TG__CHUNK_BITS 10          /* nodes are stored in chunks of 1024: stable addresses */
+#define TG__ALIGN 64      /* alignment of every tensor buffer */
+#define TG__CHUNK_BITS 10 /* nodes are stored in chunks of 1024: stable addresses */
 #define TG__CHUNK (1u << TG__CHUNK_BITS)
-#define TG__MAX_NODES 0x7fffffffu  /* node ids fit in 31 bits (the top bit tags owned grads) */
+#define TG__MAX_NODES 0x7fffffffu /* node ids fit in 31 bits (the top bit tags owned grads) */
 #define TG__MESSAGE 512
 
 /* ---- allocation through the context's hook ------------------------------------------------ */
@@ -43,8 +43,8 @@ typedef struct tg__block {
 typedef struct tg__arena {
     tg__block *first;
     tg__block *cur;
-    size_t bytes;      /* bytes handed out since the last rewind */
-    size_t next_size;  /* size of the next fresh block */
+    size_t bytes;     /* bytes handed out since the last rewind */
+    size_t next_size; /* size of the next fresh block */
 } tg__arena;
 
 void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t size);
@@ -98,8 +98,8 @@ enum tg__kind {
 
 typedef struct tg__node {
     tg_view v;
-    const tg_op *op;    /* OPNODE; BARRIER: the op whose kernel backward produced it */
-    uint32_t *inputs;   /* linked inputs, NULL when recorded without grad */
+    const tg_op *op;  /* OPNODE; BARRIER: the op whose kernel backward produced it */
+    uint32_t *inputs; /* linked inputs, NULL when recorded without grad */
     uint32_t ninputs;
     uint32_t scalar_mark; /* number of scalar entries when the node was created */
     uint8_t kind;
@@ -134,14 +134,14 @@ struct tg_tape {
     uint32_t gen;
     tg_status status;
     bool grad_enabled;
-    bool scalars_dirty;  /* adjoints hold a previous backward's values */
+    bool scalars_dirty; /* adjoints hold a previous backward's values */
     bool in_backward;
     tg__arena arena;
     tg__node **chunks;
     uint32_t nchunks, chunks_cap;
-    uint32_t nnodes;     /* node 0 is a placeholder: id 0 means none/error */
+    uint32_t nnodes; /* node 0 is a placeholder: id 0 means none/error */
     tg__sentry *s;
-    uint32_t ns, scap;   /* entry 0 is a placeholder too */
+    uint32_t ns, scap; /* entry 0 is a placeholder too */
     char error[TG__MESSAGE];
 };
 
@@ -181,8 +181,7 @@ bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *sh
 
 /* Scalar sweep used by the backward driver: entries [lo, hi) in reverse. */
 struct tg__bw;
-tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain,
-                           struct tg__bw *bw);
+tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain, struct tg__bw *bw);
 void tg__scalar_prepare(tg_tape *tp, uint32_t hi, bool reset_leaves);
 /* Adds `value` into the gradient slot of tensor node `id` during a backward (from scalars). */
 tg_status tg__bw_deposit(struct tg__bw *bw, uint32_t id, double value);

@@ -3,8 +3,8 @@
 
 #include <math.h>
 
-tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim,
-                       const int64_t *shape, tg_param **out)
+tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, const int64_t *shape,
+                       tg_param **out)
 {
     if (out)
         *out = NULL;
@@ -21,8 +21,8 @@ tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim,
         return tg__ctx_fail(ctx, TG_SHAPE, "tg_param_new(%s): invalid shape", name ? name : "");
     if (ctx->nparams == ctx->params_cap) {
         size_t cap = ctx->params_cap ? ctx->params_cap * 2 : 16;
-        tg_param **ps = tg__realloc(ctx, ctx->params, ctx->params_cap * sizeof *ps,
-                                    cap * sizeof *ps);
+        tg_param **ps =
+            tg__realloc(ctx, ctx->params, ctx->params_cap * sizeof *ps, cap * sizeof *ps);
         if (!ps)
             return tg__ctx_fail(ctx, TG_NOMEM, "tg_param_new: out of memory");
         ctx->params = ps;
@@ -81,8 +81,8 @@ tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p)
     if (!tp || tp->status)
         return tg__error_handle(tp);
     if (!p || p->ctx != tp->ctx) {
-        tg__fail(tp, TG_INVALID, "tg_param_tensor: %s", p ? "parameter of another context"
-                                                          : "parameter is NULL");
+        tg__fail(tp, TG_INVALID, "tg_param_tensor: %s",
+                 p ? "parameter of another context" : "parameter is NULL");
         return tg__error_handle(tp);
     }
     tg__node *n = tg__node_reserve(tp);
@@ -174,8 +174,8 @@ tg_status tg_param_assign(tg_param *p, tg_tensor value)
         tg__format_view(a, sizeof a, v);
         tg__format_view(b, sizeof b, &p->value);
         return tg__ctx_fail(p->ctx, v->dtype != p->value.dtype ? TG_DTYPE : TG_SHAPE,
-                            "tg_param_assign(%s): value %s does not match parameter %s", p->name,
-                            a, b);
+                            "tg_param_assign(%s): value %s does not match parameter %s", p->name, a,
+                            b);
     }
     memmove(p->value.data, v->data, p->bytes);
     p->version++;

@@ -83,16 +83,16 @@ static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
 }
 
 #define LIVE2(tp, x, y)                                                                            \
-    (TG__LIKELY((tp) && (y).tape_ == (tp) && (x).gen_ == (tp)->gen && (y).gen_ == (tp)->gen      \
-                && (x).id_ - 1u < (tp)->ns - 1u && (y).id_ - 1u < (tp)->ns - 1u                  \
-                && !(tp)->status && (tp)->ns < (tp)->scap))
+    (TG__LIKELY((tp) && (y).tape_ == (tp) && (x).gen_ == (tp)->gen && (y).gen_ == (tp)->gen        \
+                && (x).id_ - 1u < (tp)->ns - 1u && (y).id_ - 1u < (tp)->ns - 1u && !(tp)->status   \
+                && (tp)->ns < (tp)->scap))
 
 #define RECORD_BINARY(NAME, VALUE, DA, DB)                                                         \
-    static tg_scalar record_##NAME(const char *fn, tg_scalar x, tg_scalar z)                                       \
+    static tg_scalar record_##NAME(const char *fn, tg_scalar x, tg_scalar z)                       \
     {                                                                                              \
         tg_tape *tp = x.tape_;                                                                     \
         while (!LIVE2(tp, x, z))                                                                   \
-            if (!slow(tp ? tp : z.tape_, fn, 2, x, z))                                  \
+            if (!slow(tp ? tp : z.tape_, fn, 2, x, z))                                             \
                 return none(tp ? tp : z.tape_);                                                    \
         const tg__sentry *s = tp->s;                                                               \
         double a = s[x.id_].v, b = s[z.id_].v;                                                     \
@@ -101,11 +101,11 @@ static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
         return r;                                                                                  \
     }
 #define RECORD_UNARY(NAME, VALUE, DA)                                                              \
-    static tg_scalar record_##NAME(const char *fn, tg_scalar x, double c)                                          \
+    static tg_scalar record_##NAME(const char *fn, tg_scalar x, double c)                          \
     {                                                                                              \
         tg_tape *tp = x.tape_;                                                                     \
         while (!LIVE2(tp, x, x))                                                                   \
-            if (!slow(tp, fn, 1, x, x))                                                 \
+            if (!slow(tp, fn, 1, x, x))                                                            \
                 return none(tp);                                                                   \
         double a = tp->s[x.id_].v;                                                                 \
         (void)c;                                                                                   \
@@ -148,20 +148,11 @@ static tg_scalar leaf(tg_tape *tp, uint16_t op, double value)
 tg_scalar tg_s_var(tg_tape *tp, double value) { return leaf(tp, S_VAR, value); }
 tg_scalar tg_s_const(tg_tape *tp, double value) { return leaf(tp, S_CONST, value); }
 
-bool tg_s_ok(tg_scalar s)
-{
-    return s.tape_ && live(s.tape_, s);
-}
+bool tg_s_ok(tg_scalar s) { return s.tape_ && live(s.tape_, s); }
 
-double tg_s_value(tg_scalar s)
-{
-    return tg_s_ok(s) ? s.tape_->s[s.id_].v : NAN;
-}
+double tg_s_value(tg_scalar s) { return tg_s_ok(s) ? s.tape_->s[s.id_].v : NAN; }
 
-double tg_s_grad(tg_scalar s)
-{
-    return tg_s_ok(s) ? s.tape_->s[s.id_].adj : NAN;
-}
+double tg_s_grad(tg_scalar s) { return tg_s_ok(s) ? s.tape_->s[s.id_].adj : NAN; }
 
 /* ---- conversions -------------------------------------------------------------------------- */
 

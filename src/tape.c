@@ -48,15 +48,9 @@ void tg_tape_reset(tg_tape *tp)
     tg__arena_rewind(&tp->arena);
 }
 
-tg_status tg_tape_status(const tg_tape *tp)
-{
-    return tp ? tp->status : TG_INVALID;
-}
+tg_status tg_tape_status(const tg_tape *tp) { return tp ? tp->status : TG_INVALID; }
 
-const char *tg_tape_error(const tg_tape *tp)
-{
-    return tp ? tp->error : "NULL tape";
-}
+const char *tg_tape_error(const tg_tape *tp) { return tp ? tp->error : "NULL tape"; }
 
 bool tg_tape_set_grad(tg_tape *tp, bool enabled)
 {
@@ -67,30 +61,15 @@ bool tg_tape_set_grad(tg_tape *tp, bool enabled)
     return old;
 }
 
-bool tg_tape_grad_enabled(const tg_tape *tp)
-{
-    return tp ? tp->grad_enabled : false;
-}
+bool tg_tape_grad_enabled(const tg_tape *tp) { return tp ? tp->grad_enabled : false; }
 
-tg_ctx *tg_tape_ctx(const tg_tape *tp)
-{
-    return tp ? tp->ctx : NULL;
-}
+tg_ctx *tg_tape_ctx(const tg_tape *tp) { return tp ? tp->ctx : NULL; }
 
-size_t tg_tape_node_count(const tg_tape *tp)
-{
-    return tp ? tp->nnodes - 1 : 0;
-}
+size_t tg_tape_node_count(const tg_tape *tp) { return tp ? tp->nnodes - 1 : 0; }
 
-size_t tg_tape_scalar_count(const tg_tape *tp)
-{
-    return tp ? tp->ns - 1 : 0;
-}
+size_t tg_tape_scalar_count(const tg_tape *tp) { return tp ? tp->ns - 1 : 0; }
 
-size_t tg_tape_bytes(const tg_tape *tp)
-{
-    return tp ? tp->arena.bytes : 0;
-}
+size_t tg_tape_bytes(const tg_tape *tp) { return tp ? tp->arena.bytes : 0; }
 
 tg__node *tg__node_reserve(tg_tape *tp)
 {
@@ -103,8 +82,8 @@ tg__node *tg__node_reserve(tg_tape *tp)
     if (TG__UNLIKELY(chunk >= tp->nchunks)) {
         if (chunk >= tp->chunks_cap) {
             uint32_t cap = tp->chunks_cap ? tp->chunks_cap * 2 : 16;
-            tg__node **c = tg__realloc(tp->ctx, tp->chunks, tp->chunks_cap * sizeof *c,
-                                       cap * sizeof *c);
+            tg__node **c =
+                tg__realloc(tp->ctx, tp->chunks, tp->chunks_cap * sizeof *c, cap * sizeof *c);
             if (!c) {
                 tg__fail(tp, TG_NOMEM, "out of memory growing the node table (%u nodes)", id);
                 return NULL;

@@ -29,10 +29,7 @@ bool tg__same_shape(const tg_view *a, const tg_view *b)
     return true;
 }
 
-static bool dtype_valid(tg_dtype dt)
-{
-    return dt == TG_F32 || dt == TG_F64 || dt == TG_I64;
-}
+static bool dtype_valid(tg_dtype dt) { return dt == TG_F32 || dt == TG_F64 || dt == TG_I64; }
 
 static bool check_leaf_args(tg_tape *tp, const char *fn, tg_dtype dt, int ndim,
                             const int64_t *shape, int64_t *numel)
@@ -89,8 +86,7 @@ static tg_tensor make(tg_tape *tp, const char *fn, tg_dtype dt, int ndim, const 
     return tg__leaf(tp, dt, ndim, shape, node);
 }
 
-tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape,
-                         const void *data)
+tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, const void *data)
 {
     if (tp && !tp->status && !data) {
         tg__fail(tp, TG_INVALID, "tg_tensor_from: data is NULL");
@@ -223,15 +219,9 @@ static const tg__node *peek(tg_tensor t)
     return tg__node_at(tp, t.id_);
 }
 
-bool tg_ok(tg_tensor t)
-{
-    return peek(t) != NULL;
-}
+bool tg_ok(tg_tensor t) { return peek(t) != NULL; }
 
-tg_tape *tg_tensor_tape(tg_tensor t)
-{
-    return t.tape_;
-}
+tg_tape *tg_tensor_tape(tg_tensor t) { return t.tape_; }
 
 tg_dtype tg_tensor_dtype(tg_tensor t)
 {

@@ -41,6 +41,5 @@ VM_BOTH(sin, SLEEF_F(sin)(v), SLEEF_D(sin)(v))
 VM_BOTH(cos, SLEEF_F(cos)(v), SLEEF_D(cos)(v))
 VM_BOTH(tanh, SLEEF_F(tanh)(v), SLEEF_D(tanh)(v))
 /* sigmoid(x) = 1 / (1 + exp(-x)); exp(-x) = inf for x << 0 gives exactly 0. */
-VM_BOTH(sigmoid,
-        DIVF(SETF(1.0f), ADDF(SETF(1.0f), SLEEF_F(exp)(SUBF(SETF(0.0f), v)))),
+VM_BOTH(sigmoid, DIVF(SETF(1.0f), ADDF(SETF(1.0f), SLEEF_F(exp)(SUBF(SETF(0.0f), v)))),
         DIVD(SETD(1.0), ADDD(SETD(1.0), SLEEF_D(exp)(SUBD(SETD(0.0), v)))))

@@ -75,8 +75,7 @@ static inline int fixture_teardown(void **state)
 
 /* A 1-d f64 tensor from a list of values. */
 #define VEC64(tp, ...)                                                                             \
-    tg_tensor_from((tp), TG_F64, 1,                                                                \
-                   (int64_t[]){sizeof((double[]){__VA_ARGS__}) / sizeof(double)},                  \
+    tg_tensor_from((tp), TG_F64, 1, (int64_t[]){sizeof((double[]){__VA_ARGS__}) / sizeof(double)}, \
                    (double[]){__VA_ARGS__})
 
 #endif

@@ -44,16 +44,24 @@ meson compile -C "$work/sub/build" >/dev/null
 
 # 2. Installed, through pkg-config.
 meson install -C "$build" --destdir "$work/stage" --no-rebuild >/dev/null
-prefix=$(meson introspect "$build" --buildoptions \
-    | python3 -c 'import json, sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"][0])')
+option() {
+    meson introspect "$build" --buildoptions | python3 -c \
+        'import json, sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == sys.argv[1]][0])' "$1"
+}
+prefix=$(option prefix)
+# A sanitizer build's library needs its runtime in the program too.
+san=$(option b_sanitize)
+cflags=""
+[ "$san" = none ] || cflags="-fsanitize=$san"
+
 pc=$(find "$work/stage" -name tapegrad.pc | head -n 1)
 libdir=$(dirname "$(dirname "$pc")")
 # The .pc names the final prefix; point it at the staging copy.
 sed "s|^prefix=.*|prefix=$work/stage$prefix|" "$pc" >"$work/tapegrad.pc"
 export PKG_CONFIG_PATH="$work"
-cc -std=c11 "$work/main.c" $(pkg-config --cflags --libs tapegrad) -Wl,-rpath,"$libdir" \
+cc -std=c11 $cflags "$work/main.c" $(pkg-config --cflags --libs tapegrad) -Wl,-rpath,"$libdir" \
     -o "$work/shared"
 "$work/shared"
-cc -std=c11 "$work/main.c" $(pkg-config --cflags tapegrad) "$libdir/libtapegrad.a" \
+cc -std=c11 $cflags "$work/main.c" $(pkg-config --cflags tapegrad) "$libdir/libtapegrad.a" \
     $(pkg-config --libs --static tapegrad | sed 's/-ltapegrad//') -o "$work/static"
 "$work/static"

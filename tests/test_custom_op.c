@@ -25,8 +25,8 @@ static void both_variants_pass_gradcheck(void **state)
         assert_status(tg_gradcheck(f->ctx, apply_swish, (void *)variants[v], 1, &x, NULL, &r),
                       TG_OK);
         if (!r.passed)
-            fail_msg("variant %d: element %lld analytic %.10g numeric %.10g", v,
-                     (long long)r.index, r.analytic, r.numeric);
+            fail_msg("variant %d: element %lld analytic %.10g numeric %.10g", v, (long long)r.index,
+                     r.analytic, r.numeric);
         assert_int_equal(r.checked, 20);
     }
     /* The descriptors' own example cases pass too (as the registry-wide check would run). */

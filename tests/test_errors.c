@@ -95,8 +95,9 @@ static void null_and_none_arguments(void **state)
     assert_status(tg_param_new(f->ctx, "p", TG_I64, 0, NULL, &(tg_param *){NULL}), TG_DTYPE);
     assert_null(tg_param_data(NULL));
     assert_status(tg_op_register(f->ctx, NULL, NULL), TG_INVALID);
-    assert_status(tg_op_register(f->ctx, &(tg_op_def){.name = "add", .ninputs = 2,
-                                                      .check = check_any}, NULL), TG_EXISTS);
+    assert_status(
+        tg_op_register(f->ctx, &(tg_op_def){.name = "add", .ninputs = 2, .check = check_any}, NULL),
+        TG_EXISTS);
 }
 
 static void no_backward_rule(void **state)
@@ -177,36 +178,79 @@ static void every_function_on_errored_tape(void **state)
     tg_tensor pair[2] = {m, m}, grads[1];
     tg_tensor results[] = {
         tg_tensor_from(tp, TG_F64, 1, (int64_t[]){1}, (double[]){1}),
-        tg_zeros(tp, TG_F64, 1, s2), tg_ones(tp, TG_F64, 1, s2), tg_full(tp, TG_F64, 1, s2, 2),
-        tg_constant(tp, TG_F64, 1), tg_arange(tp, TG_F64, 3),
-        tg_uniform(tp, TG_F64, 1, s2, 0, 1, 1), tg_normal(tp, TG_F64, 1, s2, 0, 1, 1),
-        tg_detach(good), tg_requires_grad(good), tg_param_tensor(tp, p),
-        tg_param_grad_tensor(tp, p), tg_s_tensor(sv),
-        tg_add(good, good), tg_sub(good, good), tg_mul(good, good), tg_div(good, good),
-        tg_neg(good), tg_add_scalar(good, 1), tg_mul_scalar(good, 2), tg_pow(good, 2),
-        tg_square(good), tg_exp(good), tg_log(good), tg_sqrt(good), tg_abs(good), tg_sign(good),
-        tg_sin(good), tg_cos(good), tg_tanh(good), tg_sigmoid(good), tg_relu(good),
-        tg_leaky_relu(good, 0.1), tg_gelu(good), tg_softplus(good), tg_clamp(good, 0, 1),
-        tg_gt(good, good), tg_lt(good, good), tg_eq(good, good), tg_where(good, good, good),
-        tg_sum(m, 1, axes, true), tg_mean(m, 1, axes, false), tg_max(m, 1, axes, false),
-        tg_min(m, 1, axes, false), tg_sum_all(good), tg_mean_all(good), tg_max_all(good),
-        tg_min_all(good), tg_sum_to(m, 1, (int64_t[]){2}), tg_matmul(m, m),
-        tg_matmul_t(m, m, true, false), tg_reshape(good, 2, s2), tg_transpose(m, 0, 1),
-        tg_permute(m, 2, perm), tg_broadcast_to(good, 2, (int64_t[]){3, 4}),
-        tg_slice(good, 0, 0, 2, 1), tg_concat(2, pair, 0), tg_stack(2, pair, 0),
-        tg_index_select(good, 0, idx), tg_gather(good, 0, idx), tg_softmax(m, 1),
-        tg_log_softmax(m, 1), tg_logsumexp(m, 1, false), tg_op_apply(add, 2, pair, NULL),
+        tg_zeros(tp, TG_F64, 1, s2),
+        tg_ones(tp, TG_F64, 1, s2),
+        tg_full(tp, TG_F64, 1, s2, 2),
+        tg_constant(tp, TG_F64, 1),
+        tg_arange(tp, TG_F64, 3),
+        tg_uniform(tp, TG_F64, 1, s2, 0, 1, 1),
+        tg_normal(tp, TG_F64, 1, s2, 0, 1, 1),
+        tg_detach(good),
+        tg_requires_grad(good),
+        tg_param_tensor(tp, p),
+        tg_param_grad_tensor(tp, p),
+        tg_s_tensor(sv),
+        tg_add(good, good),
+        tg_sub(good, good),
+        tg_mul(good, good),
+        tg_div(good, good),
+        tg_neg(good),
+        tg_add_scalar(good, 1),
+        tg_mul_scalar(good, 2),
+        tg_pow(good, 2),
+        tg_square(good),
+        tg_exp(good),
+        tg_log(good),
+        tg_sqrt(good),
+        tg_abs(good),
+        tg_sign(good),
+        tg_sin(good),
+        tg_cos(good),
+        tg_tanh(good),
+        tg_sigmoid(good),
+        tg_relu(good),
+        tg_leaky_relu(good, 0.1),
+        tg_gelu(good),
+        tg_softplus(good),
+        tg_clamp(good, 0, 1),
+        tg_gt(good, good),
+        tg_lt(good, good),
+        tg_eq(good, good),
+        tg_where(good, good, good),
+        tg_sum(m, 1, axes, true),
+        tg_mean(m, 1, axes, false),
+        tg_max(m, 1, axes, false),
+        tg_min(m, 1, axes, false),
+        tg_sum_all(good),
+        tg_mean_all(good),
+        tg_max_all(good),
+        tg_min_all(good),
+        tg_sum_to(m, 1, (int64_t[]){2}),
+        tg_matmul(m, m),
+        tg_matmul_t(m, m, true, false),
+        tg_reshape(good, 2, s2),
+        tg_transpose(m, 0, 1),
+        tg_permute(m, 2, perm),
+        tg_broadcast_to(good, 2, (int64_t[]){3, 4}),
+        tg_slice(good, 0, 0, 2, 1),
+        tg_concat(2, pair, 0),
+        tg_stack(2, pair, 0),
+        tg_index_select(good, 0, idx),
+        tg_gather(good, 0, idx),
+        tg_softmax(m, 1),
+        tg_log_softmax(m, 1),
+        tg_logsumexp(m, 1, false),
+        tg_op_apply(add, 2, pair, NULL),
         tg_tensor_grad(good),
     };
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
         if (tg_ok(results[i]))
             fail_msg("call %zu returned a live tensor on an errored tape", i);
     tg_scalar sresults[] = {
-        tg_s_var(tp, 1), tg_s_const(tp, 1), tg_s_add(sv, sv), tg_s_sub(sv, sv),
-        tg_s_mul(sv, sv), tg_s_div(sv, sv), tg_s_neg(sv), tg_s_pow(sv, 2), tg_s_exp(sv),
-        tg_s_log(sv), tg_s_sqrt(sv), tg_s_sin(sv), tg_s_cos(sv), tg_s_tanh(sv),
-        tg_s_sigmoid(sv), tg_s_relu(sv), tg_s_abs(sv), tg_s_addc(sv, 1), tg_s_mulc(sv, 2),
-        tg_s_from(good),
+        tg_s_var(tp, 1),  tg_s_const(tp, 1), tg_s_add(sv, sv), tg_s_sub(sv, sv), tg_s_mul(sv, sv),
+        tg_s_div(sv, sv), tg_s_neg(sv),      tg_s_pow(sv, 2),  tg_s_exp(sv),     tg_s_log(sv),
+        tg_s_sqrt(sv),    tg_s_sin(sv),      tg_s_cos(sv),     tg_s_tanh(sv),    tg_s_sigmoid(sv),
+        tg_s_relu(sv),    tg_s_abs(sv),      tg_s_addc(sv, 1), tg_s_mulc(sv, 2), tg_s_from(good),
     };
     for (size_t i = 0; i < sizeof sresults / sizeof sresults[0]; i++)
         if (tg_s_ok(sresults[i]))
@@ -281,7 +325,8 @@ static void sweep_covers_the_header(void **state)
     assert_non_null(sweep);
     int checked = 0, missing = 0;
     /* Declarations look like "tg_xxx tg_name(...args...);" at the start of a line. */
-    for (char *line = header; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0) {
+    for (char *line = header; line && *line;
+         line = strchr(line, '\n'), line = line ? line + 1 : 0) {
         if (strncmp(line, "tg_tensor tg_", 13) && strncmp(line, "tg_scalar tg_", 13)
             && strncmp(line, "tg_status tg_", 13))
             continue;
@@ -293,7 +338,8 @@ static void sweep_covers_the_header(void **state)
         if (paren && end && end > paren)
             snprintf(args, sizeof args, "%.*s", (int)(end - paren), paren);
         /* Declarations may wrap: read on to the semicolon. */
-        if (!strstr(args, "tg_tape *tp") && !strstr(args, "tg_tensor") && !strstr(args, "tg_scalar"))
+        if (!strstr(args, "tg_tape *tp") && !strstr(args, "tg_tensor")
+            && !strstr(args, "tg_scalar"))
             continue;
         checked++;
         char call[80];

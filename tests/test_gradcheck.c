@@ -64,7 +64,8 @@ static void check_f32(tg_tape *tp, const tg_op *op, const void *attr, int n, tg_
         if (tg_tensor_dtype(in64[i]) != TG_F64)
             continue;
         int64_t m = tg_numel(g64[i]);
-        double *p = malloc((size_t)(m ? m : 1) * sizeof *p), *q = malloc((size_t)(m ? m : 1) * sizeof *q);
+        double *p = malloc((size_t)(m ? m : 1) * sizeof *p),
+               *q = malloc((size_t)(m ? m : 1) * sizeof *q);
         assert_non_null(p);
         assert_non_null(q);
         tg_read(g64[i], TG_F64, p, m);
@@ -110,8 +111,8 @@ static void check_op(void **state)
                 fail_msg("%s case %d: gradcheck failed to run: %s", d->name, c, tg_ctx_error(ctx));
             if (!r.passed)
                 fail_msg("%s case %d: input %d element %lld: analytic %.10g, numeric %.10g "
-                         "(error %.3g)", d->name, c, r.input, (long long)r.index, r.analytic,
-                         r.numeric, r.error);
+                         "(error %.3g)",
+                         d->name, c, r.input, (long long)r.index, r.analytic, r.numeric, r.error);
             assert_true(r.checked > 0);
         }
         check_f32(tp, op, attr, n, in);

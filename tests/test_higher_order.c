@@ -150,10 +150,8 @@ static void gradient_of_gradient_norm(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        FIXTURE_TEST(second_derivative_of_tanh),
-        FIXTURE_TEST(second_derivative_of_cube),
-        FIXTURE_TEST(third_derivative),
-        FIXTURE_TEST(rosenbrock_hessian_vector_product),
+        FIXTURE_TEST(second_derivative_of_tanh), FIXTURE_TEST(second_derivative_of_cube),
+        FIXTURE_TEST(third_derivative),          FIXTURE_TEST(rosenbrock_hessian_vector_product),
         FIXTURE_TEST(gradient_of_gradient_norm),
     };
     return cmocka_run_group_tests_name("higher_order", tests, NULL, NULL);

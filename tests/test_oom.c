@@ -4,11 +4,11 @@
 #include "common.h"
 
 typedef struct counting {
-    long calls;    /* allocation requests so far (frees not counted) */
-    long fail_at;  /* the request index that fails; -1: none */
-    long live;     /* blocks outstanding */
-    size_t bytes;  /* bytes outstanding */
-    int failures;  /* requests refused */
+    long calls;   /* allocation requests so far (frees not counted) */
+    long fail_at; /* the request index that fails; -1: none */
+    long live;    /* blocks outstanding */
+    size_t bytes; /* bytes outstanding */
+    int failures; /* requests refused */
 } counting;
 
 static void *counting_alloc(void *user, void *ptr, size_t old_size, size_t new_size)
@@ -100,8 +100,8 @@ static void every_allocation_can_fail(void **state)
             break;
         }
         if (st != TG_NOMEM)
-            fail_msg("failing request %ld gave %s (%s), expected TG_NOMEM", n,
-                     tg_status_name(st), message);
+            fail_msg("failing request %ld gave %s (%s), expected TG_NOMEM", n, tg_status_name(st),
+                     message);
         if (strcmp(message, "tg_ctx_new failed") && !strstr(message, "memory"))
             fail_msg("failing request %ld: message \"%s\" does not mention memory", n, message);
         nomem++;

@@ -245,8 +245,8 @@ static void test_fanout(void **state)
     worst = 0;
     tg_tensor x = input(f->tp, "fanout", "x");
     tg_tensor xx = tg_mul(x, x);
-    tg_tensor y = tg_sum_all(tg_add(tg_add(xx, tg_mul(tg_exp(x), tg_sin(x))),
-                                    tg_div(x, tg_add_scalar(xx, 1.0))));
+    tg_tensor y = tg_sum_all(
+        tg_add(tg_add(xx, tg_mul(tg_exp(x), tg_sin(x))), tg_div(x, tg_add_scalar(xx, 1.0))));
     assert_tape_ok(f->tp);
     check_tensor("fanout", "loss", y);
     tg_tensor gx;
@@ -315,9 +315,9 @@ static void test_batched(void **state)
     tg_tensor zl = tg_log_softmax(z, 1);
     tg_tensor zt = tg_log_softmax(z, 0);
     tg_tensor ze = tg_logsumexp(z, 1, false);
-    tg_tensor loss_big = tg_add(tg_add(tg_sum_all(tg_mul(zs, rz)), tg_sum_all(tg_mul(zl, rz))),
-                                tg_add(tg_sum_all(tg_mul(zt, tg_transpose(rz, 0, 1))),
-                                       tg_sum_all(ze)));
+    tg_tensor loss_big =
+        tg_add(tg_add(tg_sum_all(tg_mul(zs, rz)), tg_sum_all(tg_mul(zl, rz))),
+               tg_add(tg_sum_all(tg_mul(zt, tg_transpose(rz, 0, 1))), tg_sum_all(ze)));
     assert_tape_ok(tp);
     check_tensor("batched", "lse", lse);
     check_tensor("batched", "softmax", sm);
@@ -355,8 +355,8 @@ static void test_broadcast(void **state)
     tg_tensor v2 = tg_gelu(h);
     tg_tensor v3 = tg_softplus(u);
     tg_tensor v4 = tg_leaky_relu(tg_add_scalar(h, -0.2), 0.05);
-    tg_tensor r = tg_sum_to(tg_add(tg_add(tg_mul(m, v1), tg_mul(v2, v3)), v4), 2,
-                            (int64_t[]){1, 4});
+    tg_tensor r =
+        tg_sum_to(tg_add(tg_add(tg_mul(m, v1), tg_mul(v2, v3)), v4), 2, (int64_t[]){1, 4});
     tg_tensor r2 = tg_sum_to(tg_mul(v2, b), 2, (int64_t[]){5, 1});
     tg_tensor loss = tg_add(tg_sum_all(tg_mul(r, r)), tg_sum_all(tg_mul(r2, c)));
     assert_tape_ok(tp);
@@ -374,8 +374,8 @@ static void test_broadcast(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        FIXTURE_TEST(test_mlp),     FIXTURE_TEST(test_fanout),  FIXTURE_TEST(test_diamond),
-        FIXTURE_TEST(test_chain),   FIXTURE_TEST(test_batched), FIXTURE_TEST(test_broadcast),
+        FIXTURE_TEST(test_mlp),   FIXTURE_TEST(test_fanout),  FIXTURE_TEST(test_diamond),
+        FIXTURE_TEST(test_chain), FIXTURE_TEST(test_batched), FIXTURE_TEST(test_broadcast),
     };
     return cmocka_run_group_tests(tests, load_refs, free_refs);
 }

@@ -7,7 +7,8 @@ static void micrograd_sanity_check(void **state)
 {
     fixture *f = *state;
     tg_scalar x = tg_s_var(f->tp, -4.0);
-    tg_scalar z = tg_s_add(tg_s_add(tg_s_mul(tg_s_const(f->tp, 2.0), x), tg_s_const(f->tp, 2.0)), x);
+    tg_scalar z =
+        tg_s_add(tg_s_add(tg_s_mul(tg_s_const(f->tp, 2.0), x), tg_s_const(f->tp, 2.0)), x);
     tg_scalar q = tg_s_add(tg_s_relu(z), tg_s_mul(z, x));
     tg_scalar h = tg_s_relu(tg_s_mul(z, z));
     tg_scalar y = tg_s_add(tg_s_add(h, q), tg_s_mul(q, x));
@@ -25,8 +26,8 @@ static void micrograd_more_ops(void **state)
     tg_scalar a = tg_s_var(tp, -4.0), b = tg_s_var(tp, 2.0);
     tg_scalar c = tg_s_add(a, b);
     tg_scalar d = tg_s_add(tg_s_mul(a, b), tg_s_pow(b, 3));
-    c = tg_s_add(c, tg_s_addc(c, 1));                          /* c += c + 1 */
-    c = tg_s_add(c, tg_s_add(tg_s_addc(c, 1), tg_s_neg(a)));   /* c += 1 + c + (-a) */
+    c = tg_s_add(c, tg_s_addc(c, 1));                        /* c += c + 1 */
+    c = tg_s_add(c, tg_s_add(tg_s_addc(c, 1), tg_s_neg(a))); /* c += 1 + c + (-a) */
     d = tg_s_add(d, tg_s_add(tg_s_mulc(d, 2), tg_s_relu(tg_s_add(b, a))));
     d = tg_s_add(d, tg_s_add(tg_s_mulc(d, 3), tg_s_relu(tg_s_sub(b, a))));
     tg_scalar e = tg_s_sub(c, d);
@@ -54,9 +55,8 @@ static void unary_ops(void **state)
         double (*ref)(double);
         double x;
     } ops[] = {
-        {"exp", tg_s_exp, exp, 0.7},   {"log", tg_s_log, log, 1.7},
-        {"sqrt", tg_s_sqrt, sqrt, 2.3}, {"sin", tg_s_sin, sin, 0.4},
-        {"cos", tg_s_cos, cos, 0.4},   {"tanh", tg_s_tanh, tanh, -0.8},
+        {"exp", tg_s_exp, exp, 0.7},   {"log", tg_s_log, log, 1.7}, {"sqrt", tg_s_sqrt, sqrt, 2.3},
+        {"sin", tg_s_sin, sin, 0.4},   {"cos", tg_s_cos, cos, 0.4}, {"tanh", tg_s_tanh, tanh, -0.8},
         {"abs", tg_s_abs, fabs, -1.3},
     };
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
@@ -118,11 +118,11 @@ static void conversions(void **state)
 {
     fixture *f = *state;
     tg_tensor v = tg_requires_grad(VEC64(f->tp, 1, 2, 3));
-    tg_scalar s = tg_s_from(tg_sum_all(tg_mul(v, v)));      /* 14 */
+    tg_scalar s = tg_s_from(tg_sum_all(tg_mul(v, v))); /* 14 */
     tg_scalar w = tg_s_var(f->tp, 0.5);
     tg_scalar t = tg_s_mul(tg_s_tanh(w), s);
-    tg_tensor back = tg_s_tensor(t);                         /* 0-d f64 */
-    tg_tensor out = tg_sum_all(tg_mul(back, v));             /* tanh(w) * 14 * sum(v) */
+    tg_tensor back = tg_s_tensor(t);             /* 0-d f64 */
+    tg_tensor out = tg_sum_all(tg_mul(back, v)); /* tanh(w) * 14 * sum(v) */
     assert_tape_ok(f->tp);
     assert_close(tg_item(out), tanh(0.5) * 14 * 6, 1e-14);
     assert_status(tg_backward(out), TG_OK);
