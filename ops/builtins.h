@@ -4,21 +4,31 @@
 #ifndef TG_BUILTINS_H
 #define TG_BUILTINS_H
 
+/* clang-format off */
 #define TG__BUILTIN_OPS(X)                                                                         \
     /* ops/arith.c */                                                                              \
-    X(add)                                                                                         \
-    X(sub) X(mul) X(div) X(neg) X(add_scalar) X(mul_scalar) X(pow) X(square) /* ops/unary.c */     \
-        X(exp) X(log) X(sqrt) X(abs) X(sign) X(sin) X(cos) /* ops/activation.c */                  \
-        X(tanh) X(tanh_backward) X(sigmoid) X(sigmoid_backward) X(relu) X(relu_backward)           \
-            X(leaky_relu) X(leaky_relu_backward) X(gelu) X(gelu_backward) X(softplus) X(clamp)     \
-                X(clamp_backward)                             /* ops/compare.c */                  \
-        X(gt) X(lt) X(eq) X(where)                            /* ops/reduce.c */                   \
-        X(sum) X(mean) X(max) X(min) X(sum_to)                /* ops/softmax.c */                  \
-        X(softmax) X(log_softmax) X(logsumexp)                /* ops/shape.c */                    \
-        X(reshape) X(permute) X(broadcast_to)                 /* ops/slice.c */                    \
-        X(slice) X(slice_backward) X(concat) X(stack)         /* ops/index.c */                    \
-        X(index_select) X(index_add) X(gather) X(scatter_add) /* ops/matmul.c */                   \
-        X(matmul)
+    X(add) X(sub) X(mul) X(div) X(neg) X(add_scalar) X(mul_scalar) X(pow) X(square)               \
+    /* ops/unary.c */                                                                              \
+    X(exp) X(log) X(sqrt) X(abs) X(sign) X(sin) X(cos)                                             \
+    /* ops/activation.c */                                                                         \
+    X(tanh) X(tanh_backward) X(sigmoid) X(sigmoid_backward) X(relu) X(relu_backward)               \
+    X(leaky_relu) X(leaky_relu_backward) X(gelu) X(gelu_backward) X(softplus) X(clamp)             \
+    X(clamp_backward)                                                                              \
+    /* ops/compare.c */                                                                            \
+    X(gt) X(lt) X(eq) X(where)                                                                     \
+    /* ops/reduce.c */                                                                             \
+    X(sum) X(mean) X(max) X(min) X(sum_to)                                                         \
+    /* ops/softmax.c */                                                                            \
+    X(softmax) X(log_softmax) X(logsumexp)                                                         \
+    /* ops/shape.c */                                                                              \
+    X(reshape) X(permute) X(broadcast_to)                                                          \
+    /* ops/slice.c */                                                                              \
+    X(slice) X(slice_backward) X(concat) X(stack)                                                  \
+    /* ops/index.c */                                                                              \
+    X(index_select) X(index_add) X(gather) X(scatter_add)                                          \
+    /* ops/matmul.c */                                                                             \
+    X(matmul)
+/* clang-format on */
 
 enum {
 #define TG__BUILTIN_ENUM(name) TG__OP_##name,
