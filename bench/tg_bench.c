@@ -1,5 +1,5 @@
 /* tg_bench.c — tg-bench: gradient-throughput benchmarks, reported as medians over repeats after a
- * warm-up, with the machine and settings they ran on. Suites: scalar. */
+ * warm-up, with the machine and settings they ran on. Suites: scalar, overhead. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -165,6 +165,63 @@ static void suite_scalar(const options *o, tg_ctx *ctx)
     tg_tape_free(j.tp);
 }
 
+/* ---- overhead suite ----------------------------------------------------------------------- */
+
+typedef struct overhead_job {
+    tg_tape *tp;
+    int64_t numel;
+    int mode; /* 0: no-grad forward, 1: recording forward, 2: forward + backward */
+    double sink;
+} overhead_job;
+
+enum { CHAIN_OPS = 1000 };
+
+/* A chain of CHAIN_OPS ops cycling mul, add, tanh on tensors of `numel` f32 elements. */
+static double overhead_run(void *user)
+{
+    overhead_job *j = user;
+    double t0 = now();
+    tg_tape_reset(j->tp);
+    tg_tape_set_grad(j->tp, j->mode != 0);
+    tg_tensor x = tg_full(j->tp, TG_F32, 1, &j->numel, 0.5);
+    tg_tensor c = tg_full(j->tp, TG_F32, 1, &j->numel, 0.999);
+    if (j->mode)
+        x = tg_requires_grad(x);
+    tg_tensor y = x;
+    for (int i = 0; i < CHAIN_OPS / 3; i++)
+        y = tg_tanh(tg_add(tg_mul(y, c), c));
+    y = tg_mul(y, c); /* 1000 ops in all */
+    if (j->mode == 2)
+        tg_backward_ex(y, tg_full(j->tp, TG_F32, 1, &j->numel, 1.0), 0);
+    double t = now() - t0;
+    j->sink += tg_item(tg_sum_all(y));
+    return t;
+}
+
+static void suite_overhead(const options *o, tg_ctx *ctx)
+{
+    overhead_job j = {0};
+    tg_tape_new(ctx, &j.tp);
+    if (!o->json)
+        printf("overhead: a chain of %d ops (mul, add, tanh), per op\n", CHAIN_OPS);
+    static const char *const modes[] = {"no-grad forward", "recording forward",
+                                        "forward + backward"};
+    static const int64_t sizes[] = {1, 64};
+    for (int s = 0; s < 2; s++) {
+        for (int m = 0; m < 3; m++) {
+            char name[64];
+            j.numel = sizes[s];
+            j.mode = m;
+            stats t = measure(o, overhead_run, &j);
+            stats per = {t.median * 1e9 / CHAIN_OPS, t.min * 1e9 / CHAIN_OPS,
+                         t.max * 1e9 / CHAIN_OPS};
+            snprintf(name, sizeof name, "%s, %lld elem", modes[m], (long long)sizes[s]);
+            report(o, "overhead", name, "ns/op", per, 0, NULL);
+        }
+    }
+    tg_tape_free(j.tp);
+}
+
 int main(int argc, char **argv)
 {
     options o = {15, 3, false};
@@ -175,7 +232,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc)
             o.repeats = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--help")) {
-            printf("usage: tg-bench [--json] [--repeats N] [suite]\nsuites: scalar\n");
+            printf("usage: tg-bench [--json] [--repeats N] [suite]\nsuites: scalar overhead\n");
             return 0;
         } else
             only = argv[i];
@@ -191,6 +248,8 @@ int main(int argc, char **argv)
         printf("tg-bench: %d repeats after %d warm-up runs, medians\n", o.repeats, o.warmup);
     if (!only || !strcmp(only, "scalar"))
         suite_scalar(&o, ctx);
+    if (!only || !strcmp(only, "overhead"))
+        suite_overhead(&o, ctx);
     if (o.json)
         printf("\n]\n");
     tg_ctx_free(ctx);
