@@ -29,7 +29,7 @@
  *   once per step, or the status tg_backward returns. tg_tape_reset clears the error.
  * - Calls without a tape (context, parameters, registration, files) return a tg_status.
  * - Tensor and scalar handles are small values valid until their tape is reset or freed; a
- *   handle from before a reset is detected as stale (TG_ERR_STALE), never silently read.
+ *   handle from before a reset is detected as stale (TG_STALE), never silently read.
  * - Pointers returned by the library say who owns them and how long they stay valid.
  * - Every `_free(NULL)` is a no-op.
  */
@@ -147,6 +147,19 @@ void tg_ctx_free(tg_ctx *ctx);
 /* The message of the last context-level call that failed (registration, parameters, files);
  * "" if none. Owned by the context, valid until its next failing call. */
 const char *tg_ctx_error(const tg_ctx *ctx);
+/* Records a context-level failure message (as the library's own calls do) and returns
+ * `status`; lets code built on tapegrad report through tg_ctx_error. */
+tg_status tg_ctx_fail(tg_ctx *ctx, tg_status status, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Memory through the context's allocator hook, for code built on tapegrad (so it shares the
+ * hook's accounting and failure injection). tg_alloc returns NULL on failure; tg_free needs the
+ * size that was allocated; tg_free(ctx, NULL, n) is a no-op. */
+void *tg_alloc(tg_ctx *ctx, size_t size);
+void *tg_realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size);
+void tg_free(tg_ctx *ctx, void *ptr, size_t size);
 /* Worker threads kernels may use on this context's tapes (>= 1). */
 tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads);
 int tg_ctx_threads(const tg_ctx *ctx);
@@ -284,7 +297,7 @@ tg_param *tg_param_find(const tg_ctx *ctx, const char *name);
 
 /* Backpropagates from a one-element output with seed 1, adding into the gradients of every
  * parameter and requires_grad leaf it depends on. Releases the graph (a second backward through
- * it fails with TG_ERR_RELEASED). On failure nothing is added anywhere. */
+ * it fails with TG_RELEASED). On failure nothing is added anywhere. */
 tg_status tg_backward(tg_tensor loss);
 /* Same with an explicit seed (same shape as `out`; none allowed only for one element) and
  * flags (TG_RETAIN_GRAPH, TG_CREATE_GRAPH). */
@@ -414,8 +427,8 @@ tg_tensor tg_logsumexp(tg_tensor a, int axis, bool keepdim);
  * (no failure, no allocation) and a backward rule, either
  *   - composite: written with tapegrad ops, so the gradient is differentiable again; or
  *   - kernel: a C function adding into the input gradients; first order only (differentiating
- *     through it fails with TG_ERR_FIRST_ORDER, never a wrong number).
- * An op with neither rule may be registered; a gradient through it fails with TG_ERR_NO_BACKWARD.
+ *     through it fails with TG_FIRST_ORDER, never a wrong number).
+ * An op with neither rule may be registered; a gradient through it fails with TG_NO_BACKWARD.
  */
 
 /* A tensor as kernels see it: contiguous row-major data plus its metadata. Filled by the engine;
@@ -516,7 +529,7 @@ typedef struct tg_op_def {
 } tg_op_def;
 
 /* Registers a copy of `def` (the name is copied too). *out, if not NULL, receives the op, owned
- * by ctx until tg_ctx_free. Fails with TG_ERR_EXISTS on a duplicate name. */
+ * by ctx until tg_ctx_free. Fails with TG_EXISTS on a duplicate name. */
 tg_status tg_op_register(tg_ctx *ctx, const tg_op_def *def, const tg_op **out);
 /* Applies a registered op to n inputs on their (common) tape; `attr` points at def->attr_size
  * bytes (may be NULL when attr_size is 0). */
@@ -560,6 +573,9 @@ typedef struct tg_gradcheck_result {
  * tg_ctx_error). */
 tg_status tg_gradcheck(tg_ctx *ctx, tg_graph_fn fn, void *user, int n, const tg_tensor *inputs,
                        const tg_gradcheck_options *opts, tg_gradcheck_result *result);
+
+/* Layers, losses, optimisers, checkpoints and data. */
+#include "tapegrad/nn.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC visibility pop

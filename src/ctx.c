@@ -1,6 +1,7 @@
 /* ctx.c — the context: allocator hook, op registry, settings. */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "../ops/ops.h"
@@ -60,6 +61,36 @@ void tg_ctx_free(tg_ctx *ctx)
 }
 
 const char *tg_ctx_error(const tg_ctx *ctx) { return ctx ? ctx->error : "NULL context"; }
+
+tg_status tg_ctx_fail(tg_ctx *ctx, tg_status status, const char *fmt, ...)
+{
+    if ((unsigned)status >= TG_STATUS_COUNT)
+        status = TG_INVALID;
+    if (ctx && fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+void *tg_alloc(tg_ctx *ctx, size_t size) { return ctx ? tg__alloc(ctx, size ? size : 1) : NULL; }
+
+void *tg_realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size)
+{
+    if (!ctx)
+        return NULL;
+    if (!ptr)
+        return tg__alloc(ctx, new_size ? new_size : 1);
+    return tg__realloc(ctx, ptr, old_size, new_size ? new_size : 1);
+}
+
+void tg_free(tg_ctx *ctx, void *ptr, size_t size)
+{
+    if (ctx && ptr)
+        tg__free(ctx, ptr, size ? size : 1);
+}
 
 tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads)
 {
