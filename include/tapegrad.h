@@ -189,6 +189,8 @@ tg_status tg_tape_fail(tg_tape *tp, tg_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* The error handle of `tp`, as failing ops return it (call after tg_tape_fail). */
+tg_tensor tg_error(tg_tape *tp);
 /* Turns gradient recording on or off (a no-grad scope) and returns the previous setting.
  * With it off, ops still compute values but link nothing for backward. */
 bool tg_tape_set_grad(tg_tape *tp, bool enabled);
@@ -253,6 +255,8 @@ tg_tensor tg_tensor_grad(tg_tensor t);
  * tg_param_free or tg_ctx_free. Not thread-safe with other calls on the same context. */
 tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, const int64_t *shape,
                        tg_param **out);
+/* Renames the parameter (the name is copied; NULL or "" makes it unnamed). */
+tg_status tg_param_rename(tg_param *p, const char *name);
 /* Removes the parameter from its context and frees it. No tape may still use it. */
 void tg_param_free(tg_param *p);
 /* The parameter as a tensor on `tp` (no copy). Gradients reaching it are added into the
@@ -266,6 +270,7 @@ tg_tensor tg_param_grad_tensor(tg_tape *tp, tg_param *p);
 const void *tg_param_data(const tg_param *p);
 void *tg_param_grad(tg_param *p);
 const char *tg_param_name(const tg_param *p); /* "" if unnamed */
+tg_ctx *tg_param_ctx(const tg_param *p);
 tg_dtype tg_param_dtype(const tg_param *p);
 int tg_param_ndim(const tg_param *p);
 const int64_t *tg_param_shape(const tg_param *p);

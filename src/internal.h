@@ -15,10 +15,12 @@
 #define TG__LIKELY(x) __builtin_expect(!!(x), 1)
 #define TG__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TG__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define TG__NOINLINE __attribute__((noinline))
 #else
 #define TG__LIKELY(x) (x)
 #define TG__UNLIKELY(x) (x)
 #define TG__PRINTF(f, a)
+#define TG__NOINLINE
 #endif
 
 #define TG__ALIGN 64      /* alignment of every tensor buffer */

@@ -56,6 +56,20 @@ tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, con
     return TG_OK;
 }
 
+tg_status tg_param_rename(tg_param *p, const char *name)
+{
+    if (!p)
+        return TG_INVALID;
+    size_t size;
+    char *copy = tg__strdup(p->ctx, name ? name : "", &size);
+    if (!copy)
+        return tg__ctx_fail(p->ctx, TG_NOMEM, "tg_param_rename: out of memory");
+    tg__free(p->ctx, p->name, p->name_size);
+    p->name = copy;
+    p->name_size = size;
+    return TG_OK;
+}
+
 void tg_param_free(tg_param *p)
 {
     if (!p)
@@ -111,6 +125,7 @@ tg_tensor tg_param_grad_tensor(tg_tape *tp, tg_param *p)
 const void *tg_param_data(const tg_param *p) { return p ? p->value.data : NULL; }
 void *tg_param_grad(tg_param *p) { return p ? p->grad : NULL; }
 const char *tg_param_name(const tg_param *p) { return p ? p->name : ""; }
+tg_ctx *tg_param_ctx(const tg_param *p) { return p ? p->ctx : NULL; }
 tg_dtype tg_param_dtype(const tg_param *p) { return p ? p->value.dtype : (tg_dtype)0; }
 int tg_param_ndim(const tg_param *p) { return p ? p->value.ndim : -1; }
 const int64_t *tg_param_shape(const tg_param *p) { return p ? p->value.shape : NULL; }

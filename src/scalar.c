@@ -82,36 +82,56 @@ static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
     return r;
 }
 
-#define LIVE2(tp, x, y)                                                                            \
-    (TG__LIKELY((tp) && (y).tape_ == (tp) && (x).gen_ == (tp)->gen && (y).gen_ == (tp)->gen        \
-                && (x).id_ - 1u < (tp)->ns - 1u && (y).id_ - 1u < (tp)->ns - 1u && !(tp)->status   \
-                && (tp)->ns < (tp)->scap))
+/* All the checks of a record in one branch: same tape and generation, live operands, no error,
+ * room for one more entry. */
+static inline bool fast_ok(const tg_tape *tp, tg_scalar x, tg_scalar y)
+{
+    uint32_t bad = (uint32_t)(y.tape_ != tp) | (x.gen_ ^ tp->gen) | (y.gen_ ^ tp->gen)
+                   | (uint32_t)(x.id_ - 1u >= tp->ns - 1u) | (uint32_t)(y.id_ - 1u >= tp->ns - 1u)
+                   | (uint32_t)tp->status | (uint32_t)(tp->ns >= tp->scap);
+    return TG__LIKELY(bad == 0);
+}
 
+/* Each op: an inline fast path that touches no callee-saved registers, and an out-of-line slow
+ * path that reports the error or grows the storage and records again. */
 #define RECORD_BINARY(NAME, VALUE, DA, DB)                                                         \
-    static tg_scalar record_##NAME(const char *fn, tg_scalar x, tg_scalar z)                       \
+    static tg_scalar slow_##NAME(const char *fn, tg_scalar x, tg_scalar z);                        \
+    static inline tg_scalar record_##NAME(const char *fn, tg_scalar x, tg_scalar z)                \
     {                                                                                              \
         tg_tape *tp = x.tape_;                                                                     \
-        while (!LIVE2(tp, x, z))                                                                   \
-            if (!slow(tp ? tp : z.tape_, fn, 2, x, z))                                             \
-                return none(tp ? tp : z.tape_);                                                    \
+        if (!tp || !fast_ok(tp, x, z))                                                             \
+            return slow_##NAME(fn, x, z);                                                          \
         const tg__sentry *s = tp->s;                                                               \
         double a = s[x.id_].v, b = s[z.id_].v;                                                     \
         tg_scalar r = push(tp, S_##NAME, VALUE, x.id_);                                            \
         tp->s[r.id_].u.b = z.id_;                                                                  \
         return r;                                                                                  \
+    }                                                                                              \
+    static TG__NOINLINE tg_scalar slow_##NAME(const char *fn, tg_scalar x, tg_scalar z)            \
+    {                                                                                              \
+        tg_tape *tp = x.tape_ ? x.tape_ : z.tape_;                                                 \
+        if (!slow(tp, fn, 2, x, z))                                                                \
+            return none(tp);                                                                       \
+        return record_##NAME(fn, x, z);                                                            \
     }
 #define RECORD_UNARY(NAME, VALUE, DA)                                                              \
-    static tg_scalar record_##NAME(const char *fn, tg_scalar x, double c)                          \
+    static tg_scalar slow_##NAME(const char *fn, tg_scalar x, double c);                           \
+    static inline tg_scalar record_##NAME(const char *fn, tg_scalar x, double c)                   \
     {                                                                                              \
         tg_tape *tp = x.tape_;                                                                     \
-        while (!LIVE2(tp, x, x))                                                                   \
-            if (!slow(tp, fn, 1, x, x))                                                            \
-                return none(tp);                                                                   \
+        if (!tp || !fast_ok(tp, x, x))                                                             \
+            return slow_##NAME(fn, x, c);                                                          \
         double a = tp->s[x.id_].v;                                                                 \
         (void)c;                                                                                   \
         tg_scalar r = push(tp, S_##NAME, VALUE, x.id_);                                            \
         tp->s[r.id_].u.c = c;                                                                      \
         return r;                                                                                  \
+    }                                                                                              \
+    static TG__NOINLINE tg_scalar slow_##NAME(const char *fn, tg_scalar x, double c)               \
+    {                                                                                              \
+        if (!slow(x.tape_, fn, 1, x, x))                                                           \
+            return none(x.tape_);                                                                  \
+        return record_##NAME(fn, x, c);                                                            \
     }
 TG__SCALAR_BINARY(RECORD_BINARY)
 TG__SCALAR_UNARY(RECORD_UNARY)

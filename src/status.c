@@ -105,3 +105,8 @@ int tg__format_view(char *buf, size_t size, const tg_view *v)
         n += snprintf(buf + n, size - (size_t)n, "]");
     return n;
 }
+
+tg_tensor tg_error(tg_tape *tp)
+{
+    return tg__error_handle(tp);
+}
