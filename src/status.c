@@ -106,7 +106,4 @@ int tg__format_view(char *buf, size_t size, const tg_view *v)
     return n;
 }
 
-tg_tensor tg_error(tg_tape *tp)
-{
-    return tg__error_handle(tp);
-}
+tg_tensor tg_error(tg_tape *tp) { return tg__error_handle(tp); }

@@ -241,7 +241,8 @@ static void every_function_on_errored_tape(void **state)
         tg_log_softmax(m, 1),
         tg_logsumexp(m, 1, false),
         tg_op_apply(add, 2, pair, NULL),
-        tg_tensor_grad(good), tg_error(tp),
+        tg_tensor_grad(good),
+        tg_error(tp),
     };
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
         if (tg_ok(results[i]))
