@@ -110,8 +110,7 @@ tg_tensor tg_neg(tg_tensor a) { return tg__apply1(TG__OP_neg, a, NULL); }
 /* y = a + c;  da += g */
 static void add_scalar_forward(const tg_kernel *k)
 {
-    double c = ((const scalar_attr *)k->attr)->c;
-    TG__MAP1(k, x + c);
+    TG__MAP1C(k, ((const scalar_attr *)k->attr)->c, x + c);
 }
 static void add_scalar_backward(const tg_backward_io *io) { io->grad_inputs[0] = io->grad_output; }
 static int example_scalar(tg_tape *tp, int index, tg_tensor *in, void *attr)
@@ -135,8 +134,7 @@ tg_tensor tg_add_scalar(tg_tensor a, double c)
 /* y = a * c;  da += g * c */
 static void mul_scalar_forward(const tg_kernel *k)
 {
-    double c = ((const scalar_attr *)k->attr)->c;
-    TG__MAP1(k, x * c);
+    TG__MAP1C(k, ((const scalar_attr *)k->attr)->c, x * c);
 }
 static void mul_scalar_backward(const tg_backward_io *io)
 {

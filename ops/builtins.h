@@ -26,6 +26,19 @@
     X(slice) X(slice_backward) X(concat) X(stack)                                                  \
     /* ops/index.c */                                                                              \
     X(index_select) X(index_add) X(gather) X(scatter_add)                                          \
+    /* ops/norm.c */                                                                               \
+    X(layer_norm) X(layer_norm_backward)                                                           \
+    /* ops/embedding.c */                                                                          \
+    X(embedding) X(embedding_backward)                                                             \
+    /* ops/dropout.c */                                                                            \
+    X(dropout)                                                                                     \
+    /* ops/loss.c */                                                                               \
+    X(one_hot) X(cross_entropy) X(nll_loss)                                                        \
+    /* ops/conv.c */                                                                               \
+    X(conv2d) X(conv2d_backward_input) X(conv2d_backward_weight)                                   \
+    /* ops/pool.c */                                                                               \
+    X(max_pool2d) X(max_pool2d_select) X(max_pool2d_backward) X(avg_pool2d)                        \
+    X(avg_pool2d_backward)                                                                         \
     /* ops/matmul.c */                                                                             \
     X(matmul)
 /* clang-format on */

@@ -18,12 +18,27 @@ typedef struct gather_attr {
     int64_t shape[TG_MAX_DIMS];
 } gather_attr;
 
-/* Input i is an i64 index tensor. */
-static tg_status check_index_dtype(tg_check *c, int i)
+/* Input 0 is data of a known dtype, a float gradient where `grad` (index_add, scatter_add);
+ * input 1 is an i64 index tensor. */
+static tg_status check_operands(tg_check *c, bool grad)
 {
-    if (c->in[i]->dtype != TG_I64)
-        return tg_check_fail(c, TG_DTYPE, "index (input %d) must be i64, not %s", i,
-                             tg_dtype_name(c->in[i]->dtype));
+    tg_status st = grad ? tg_check_float(c, 0) : TG_OK;
+    if (!st && c->in[1]->dtype != TG_I64)
+        st = tg_check_fail(c, TG_DTYPE, "index (input 1) must be i64, not %s",
+                           tg_dtype_name(c->in[1]->dtype));
+    if (!st && tg_dtype_size(c->in[0]->dtype) == 0)
+        st = tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)c->in[0]->dtype);
+    return st;
+}
+
+/* index_select / index_add: the index is 1-d and axis names one of ndim dims (*ax). */
+static tg_status check_select_axis(tg_check *c, int ndim, int axis, int *ax)
+{
+    if (c->in[1]->ndim != 1)
+        return tg_check_fail(c, TG_SHAPE, "index must be 1-d, not %d-d", c->in[1]->ndim);
+    *ax = tg__axis(axis, ndim);
+    if (*ax < 0)
+        return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", axis, ndim);
     return TG_OK;
 }
 
@@ -78,17 +93,12 @@ static tg_status index_select_check(tg_check *c)
 {
     const select_attr *at = c->attr;
     const tg_view *a = c->in[0], *idx = c->in[1];
-    tg_status st = check_index_dtype(c, 1);
-    if (st)
-        return st;
-    if (tg_dtype_size(a->dtype) == 0)
-        return tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)a->dtype);
-    if (idx->ndim != 1)
-        return tg_check_fail(c, TG_SHAPE, "index must be 1-d, not %d-d", idx->ndim);
-    int ax = tg__axis(at->axis, a->ndim);
-    if (ax < 0)
-        return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, a->ndim);
-    st = check_index_values(c, idx, a->shape[ax], ax);
+    int ax = 0;
+    tg_status st = check_operands(c, false);
+    if (!st)
+        st = check_select_axis(c, a->ndim, at->axis, &ax);
+    if (!st)
+        st = check_index_values(c, idx, a->shape[ax], ax);
     if (st)
         return st;
     *c->out = *a;
@@ -181,16 +191,12 @@ static tg_status index_add_check(tg_check *c)
 {
     const select_attr *at = c->attr;
     const tg_view *g = c->in[0], *idx = c->in[1];
-    tg_status st = tg_check_float(c, 0);
+    int ax = 0;
+    tg_status st = check_operands(c, true);
     if (!st)
-        st = check_index_dtype(c, 1);
+        st = check_select_axis(c, g->ndim, at->axis, &ax);
     if (st)
         return st;
-    if (idx->ndim != 1)
-        return tg_check_fail(c, TG_SHAPE, "index must be 1-d, not %d-d", idx->ndim);
-    int ax = tg__axis(at->axis, g->ndim);
-    if (ax < 0)
-        return tg_check_fail(c, TG_RANGE, "axis %d out of range for %d dims", at->axis, g->ndim);
     if (g->shape[ax] != idx->numel)
         return tg_check_fail(c, TG_SHAPE,
                              "index has %lld entries, the source has %lld along "
@@ -312,11 +318,9 @@ static tg_status gather_check(tg_check *c)
 {
     const gather_attr *at = c->attr;
     const tg_view *a = c->in[0], *idx = c->in[1];
-    tg_status st = check_index_dtype(c, 1);
+    tg_status st = check_operands(c, false);
     if (st)
         return st;
-    if (tg_dtype_size(a->dtype) == 0)
-        return tg_check_fail(c, TG_DTYPE, "unknown dtype %d", (int)a->dtype);
     int ax;
     st = check_gather_shapes(c, idx, a->ndim, a->shape, at->axis, &ax);
     if (st)
@@ -408,9 +412,7 @@ static tg_status scatter_add_check(tg_check *c)
 {
     const gather_attr *at = c->attr;
     const tg_view *g = c->in[0], *idx = c->in[1];
-    tg_status st = tg_check_float(c, 0);
-    if (!st)
-        st = check_index_dtype(c, 1);
+    tg_status st = check_operands(c, true);
     if (st)
         return st;
     int64_t numel;

@@ -140,6 +140,38 @@ static inline tg_status tg__check_unary(tg_check *c)
     return TG_OK;
 }
 
+/* Window ops (conv, pooling): the outputs [*lo, *hi) of m whose input position q * stride + off
+ * lies in [0, n). */
+static inline void tg__valid_range(int64_t off, int64_t stride, int64_t n, int64_t m, int64_t *lo,
+                                   int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int64_t h = n - 1 - off < 0 ? 0 : (n - 1 - off) / stride + 1;
+    h = h < m ? h : m;
+    *lo = l < h ? l : h;
+    *hi = h;
+}
+
+/* Window ops: every input is f32 or f64 of one dtype, and the first `nimages` are 4-d (NCHW);
+ * `names` name the inputs in messages. */
+static inline tg_status tg__check_images(tg_check *c, const char *const *names, int nimages)
+{
+    for (int i = 0; i < c->ninputs; i++) {
+        tg_status st = tg_check_float(c, i);
+        if (st)
+            return st;
+        if (c->in[i]->dtype != c->in[0]->dtype)
+            return tg_check_fail(c, TG_DTYPE, "%s is %s, %s is %s", names[i],
+                                 tg_dtype_name(c->in[i]->dtype), names[0],
+                                 tg_dtype_name(c->in[0]->dtype));
+    }
+    for (int i = 0; i < nimages && i < c->ninputs; i++)
+        if (c->in[i]->ndim != 4)
+            return tg_check_fail(c, TG_SHAPE, "%s must be 4-d (NCHW), got %d dims", names[i],
+                                 c->in[i]->ndim);
+    return TG_OK;
+}
+
 /* A tensor's metadata (no data) as a view, through the public accessors. */
 static inline tg_view tg__meta(tg_tensor t)
 {
@@ -167,6 +199,30 @@ static inline bool tg__shape_ok(int ndim, const int64_t *shape, int64_t *numel)
     *numel = n;
     return true;
 }
+
+/* y = EXPR(x, c) with the constant c in the element type (as PyTorch rounds a Python scalar to
+ * the tensor's dtype first), so f32 results match number for number. */
+#define TG__MAP1C(k, cval, EXPR)                                                                   \
+    do {                                                                                           \
+        int64_t n_ = (k)->out->numel;                                                              \
+        if ((k)->out->dtype == TG_F32) {                                                           \
+            const float *X_ = (const float *)(k)->in[0]->data;                                     \
+            float *Y_ = (float *)(k)->out->data;                                                   \
+            const float c = (float)(cval);                                                         \
+            for (int64_t i_ = 0; i_ < n_; i_++) {                                                  \
+                float x = X_[i_];                                                                  \
+                Y_[i_] = (EXPR);                                                                   \
+            }                                                                                      \
+        } else {                                                                                   \
+            const double *X_ = (const double *)(k)->in[0]->data;                                   \
+            double *Y_ = (double *)(k)->out->data;                                                 \
+            const double c = (double)(cval);                                                       \
+            for (int64_t i_ = 0; i_ < n_; i_++) {                                                  \
+                double x = X_[i_];                                                                 \
+                Y_[i_] = (EXPR);                                                                   \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
 
 /* Example inputs: f64 uniform on [low, high) with magnitude at least `gap` (keeps inputs away
  * from kinks such as relu's at 0 when gap > 0). */
