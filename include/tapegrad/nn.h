@@ -63,8 +63,9 @@ tg_tensor tg_layer_norm(tg_tensor x, int naxes, tg_tensor weight, tg_tensor bias
 /* Rows of `table` [V, D] picked by `indices` (i64, any shape): output indices.shape + [D]. */
 tg_tensor tg_embedding(tg_tensor table, tg_tensor indices);
 
-/* Zeroes each element with probability p and scales the rest by 1/(1-p), with a mask that
- * depends only on (seed, element index). training == false: identity. */
+/* Zeroes each element with probability p (0 <= p < 1) and scales the rest by 1/(1-p), with a
+ * mask that depends only on (seed, element index). training == false or p == 0: returns x itself
+ * (no node). */
 tg_tensor tg_dropout(tg_tensor x, double p, bool training, uint64_t seed);
 
 /* ---------------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ tg_tensor tg_cross_entropy(tg_tensor logits, tg_tensor labels, tg_reduction r,
 tg_tensor tg_nll_loss(tg_tensor log_probs, tg_tensor labels, tg_reduction r);
 /* Binary cross-entropy from logits and targets in [0, 1] of one shape, stable. */
 tg_tensor tg_bce_with_logits(tg_tensor logits, tg_tensor targets, tg_reduction r);
-/* Penalties over a list of tensors: sum of |x| and sum of x^2 (no 1/2 factor). */
+/* Penalties over n >= 1 tensors: sum of |x| and sum of x^2 (no 1/2 factor). */
 tg_tensor tg_l1_penalty(int n, const tg_tensor *ts);
 tg_tensor tg_l2_penalty(int n, const tg_tensor *ts);
 
@@ -217,7 +218,12 @@ typedef struct tg_rmsprop_options {
         1e-2, 0.99, 1e-8, 0.0, 0.0, false                                                          \
     }
 
-/* Each optimiser keeps its own list of the n parameters (all of one context). */
+/* Each optimiser keeps its own list of the n parameters (n >= 1, all of one context, no repeats;
+ * they must outlive the optimiser). `o` may be NULL (the defaults). Options are checked as
+ * PyTorch checks them (lr, eps, momentum, weight_decay, alpha >= 0; 0 <= beta < 1; nesterov
+ * needs momentum > 0 and dampening 0): a bad one fails with TG_RANGE or TG_INVALID and a message
+ * in tg_ctx_error. Every parameter gets a gradient each step (zeros count as a gradient, unlike a
+ * PyTorch parameter whose .grad is None). */
 tg_status tg_sgd_new(tg_ctx *ctx, size_t n, tg_param *const *params, const tg_sgd_options *o,
                      tg_optim **out);
 tg_status tg_adam_new(tg_ctx *ctx, size_t n, tg_param *const *params, const tg_adam_options *o,
@@ -228,32 +234,69 @@ tg_status tg_rmsprop_new(tg_ctx *ctx, size_t n, tg_param *const *params,
                          const tg_rmsprop_options *o, tg_optim **out);
 void tg_optim_free(tg_optim *opt);
 
-/* One step from the parameters' gradients. The arithmetic runs as ops on `tp` (not recorded,
- * whatever the tape's grad mode); all parameters and state are written only if every update
- * succeeded. On failure nothing changes and the tape holds the error. */
+/* One step from the parameters' gradients. The arithmetic runs as ops on `tp` (a tape of the
+ * parameters' context; not recorded, whatever the tape's grad mode); all parameters and state are
+ * written only if every update succeeded, and the step count then grows by one. On failure
+ * (including a tape already in error) nothing changes and the tape holds the error. */
 tg_status tg_optim_step(tg_optim *opt, tg_tape *tp);
-/* One step as recorded ops on tensors: new_params[i] from params[i] and grads[i], with the
- * learning rate `lr` (a 0-d tensor, so it can be differentiated; none: the optimiser's lr).
- * The optimiser's state stays untouched; graph state (momenta) is carried in `state`, which the
- * optimiser fills on the first call (state[i] none) and updates on each: see tg_optim_state_size.
- */
+/* One step as recorded ops on tensors: new_params[i] from params[i] and grads[i] (same dtype and
+ * shape, all on one tape), with the learning rate `lr` (a 0-d tensor of the parameters' dtype, so
+ * it can be differentiated; none: the optimiser's lr as a constant). Same rule, same arithmetic
+ * as tg_optim_step. The optimiser itself is untouched (its buffers and step count are not used):
+ * graph state is carried in `state`, tg_optim_state_size(opt) tensors per parameter (parameter
+ * i's at state[i*k .. i*k+k-1]), in this order:
+ *   SGD:          momentum_buffer (momentum != 0 only)
+ *   Adam, AdamW:  exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad only), step
+ *   RMSprop:      square_avg, momentum_buffer (momentum > 0 only), grad_avg (centered only)
+ * Buffers have the parameter's dtype and shape; `step` is a 0-d f64 count of the steps taken
+ * (Adam's bias correction uses step + 1). Entries that are none start as PyTorch's fresh state
+ * (momentum buffer = the gradient, moments zero, step 0). On success the call replaces every
+ * entry with the new state; on failure state is unchanged, new_params[i] are error handles and
+ * the tape holds the error. */
 tg_status tg_optim_step_graph(tg_optim *opt, tg_tensor lr, size_t n, const tg_tensor *params,
                               const tg_tensor *grads, tg_tensor *state, tg_tensor *new_params);
-/* Tensors of graph state per parameter for tg_optim_step_graph (0 for plain SGD). */
+/* Tensors of graph state per parameter for tg_optim_step_graph (0 for SGD without momentum). */
 size_t tg_optim_state_size(const tg_optim *opt);
+/* Zeroes the gradients of the optimiser's parameters (only those). */
 void tg_optim_zero_grad(tg_optim *opt);
 double tg_optim_lr(const tg_optim *opt);
+/* Sets the lr used by later steps (e.g. from a tg_lr_* schedule). A negative or non-finite lr is
+ * refused: the lr is kept and tg_ctx_error says why. */
 void tg_optim_set_lr(tg_optim *opt, double lr);
+/* Steps taken by tg_optim_step (graph steps do not count). */
 int64_t tg_optim_steps(const tg_optim *opt);
 size_t tg_optim_param_count(const tg_optim *opt);
 tg_param *tg_optim_param(const tg_optim *opt, size_t i);
 
-/* Gradient clipping over a set of parameters' gradients (PyTorch's clip_grad_norm_ and
- * clip_grad_value_). Returns the total norm before clipping (NaN on bad arguments). */
+/* Optimiser state for checkpoints. The optimiser owns one buffer per (parameter, state name),
+ * with the parameter's dtype and numel, zeroed at creation; they hold state only once
+ * tg_optim_steps > 0 (before that a step starts fresh, as PyTorch's empty state does).
+ * tg_optim_state_count: buffers in all (parameters x names per parameter; 0 for plain SGD). */
+size_t tg_optim_state_count(const tg_optim *opt);
+/* Buffer i (0 <= i < count, grouped by parameter in the optimiser's order): its PyTorch state
+ * name ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "grad_avg";
+ * a static string), its parameter, and its data (owned by the optimiser, valid until it is
+ * freed; write it to restore state). Any output pointer may be NULL. TG_RANGE past the end. */
+tg_status tg_optim_state_info(const tg_optim *opt, size_t i, const char **name, tg_param **param,
+                              void **data);
+/* Sets the step count (after restoring the buffers; Adam's bias correction uses it). A negative
+ * count is refused (kept, with a message in tg_ctx_error). */
+void tg_optim_set_steps(tg_optim *opt, int64_t steps);
+
+/* Gradient clipping over a set of parameters' gradients, in place (PyTorch's clip_grad_norm_ and
+ * clip_grad_value_). tg_clip_grad_norm: the total norm of all the gradients together (norm_type
+ * p > 0, or INFINITY for the max-norm); when max_norm / (norm + 1e-6) < 1 every gradient is
+ * multiplied by it. Returns the total norm before clipping (0 for n == 0), or NaN on bad
+ * arguments (NULL parameter, max_norm < 0, norm_type <= 0), changing nothing.
+ * tg_clip_grad_value clamps every gradient element to [-clip, clip] (clip >= 0). */
 double tg_clip_grad_norm(size_t n, tg_param *const *params, double max_norm, double norm_type);
 void tg_clip_grad_value(size_t n, tg_param *const *params, double clip);
 
-/* Learning-rate schedules: lr for epoch/step `t` from the base lr. */
+/* Learning-rate schedules: lr for epoch/step `t` (>= 0) from the base lr, the closed forms of
+ * torch.optim.lr_scheduler's StepLR (gamma^floor(t/step_size)), ExponentialLR (gamma^t),
+ * CosineAnnealingLR (eta_min + (base - eta_min)(1 + cos(pi t / t_max)) / 2) and LinearLR with
+ * end_factor 1. NaN on bad arguments (t < 0, step_size < 1, t_max < 1, warmup < 0,
+ * start_factor outside (0, 1]). */
 double tg_lr_step(double base, int64_t t, int64_t step_size, double gamma);
 double tg_lr_exponential(double base, int64_t t, double gamma);
 double tg_lr_cosine(double base, int64_t t, int64_t t_max, double eta_min);

@@ -1,0 +1,826 @@
+/* checkpoint.c — parameters and optimiser state in the safetensors format, on the public API only.
+ *
+ * Layout: a little-endian u64 N, N bytes of JSON header, then the data section. The header maps
+ * each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the
+ * data section) and may hold "__metadata__", an object of strings. We write the header padded
+ * with spaces to a multiple of 8 bytes and the tensors contiguously in the order given
+ * (parameters, then the optimiser's buffers), with {"format": "tapegrad", "optim_steps": "<n>"}
+ * as metadata ("optim_steps" only with an optimiser).
+ *
+ * The JSON is built and parsed with cJSON. cJSON allocates with malloc: its only hooks are
+ * process-global (cJSON_InitHooks), which a library without global state must not set, so the
+ * header's parse tree and printed text bypass the context's allocator. Everything else (the
+ * header bytes, the name tables, the staging buffer of a load) goes through tg_alloc.
+ *
+ * Saving is atomic: the file is written as "<path>.tmp.<pid>.<random>" (created exclusively, so
+ * concurrent saves never share one), flushed and fsynced, renamed over `path`, and the directory
+ * is fsynced. On any failure the temporary file is removed and `path` is untouched.
+ *
+ * Loading validates the whole header (structure, dtypes, shapes, byte ranges against the file's
+ * size) and every requested tensor's dtype and shape, reads the requested data into a staging
+ * buffer, and only then writes parameters and optimiser state: a failed load changes nothing.
+ * Tensors in the file that nobody asked for are ignored (a PyTorch state_dict with more entries
+ * loads), but they are validated too.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include <tapegrad.h>
+
+#define MAX_HEADER 100000000u /* the reference implementation's limit on the header's length */
+#define MAX_EXACT 9007199254740992.0 /* 2^53: integers above are not exact in JSON doubles */
+
+/* ---- dtypes ------------------------------------------------------------------------------ */
+
+/* The safetensors dtypes: all are recognised (so a file's other tensors can be validated), three
+ * map to tapegrad dtypes. */
+static const struct {
+    const char *name;
+    size_t size;
+    tg_dtype dt; /* 0: no tapegrad equivalent */
+} dtypes[] = {
+    {"F32", 4, TG_F32}, {"F64", 8, TG_F64}, {"I64", 8, TG_I64}, {"BOOL", 1, 0},
+    {"U8", 1, 0},       {"I8", 1, 0},       {"F8_E5M2", 1, 0},  {"F8_E4M3", 1, 0},
+    {"F8_E8M0", 1, 0},  {"I16", 2, 0},      {"U16", 2, 0},      {"F16", 2, 0},
+    {"BF16", 2, 0},     {"I32", 4, 0},      {"U32", 4, 0},      {"U64", 8, 0},
+};
+#define NDTYPES (sizeof dtypes / sizeof dtypes[0])
+
+static int dtype_index(const char *name)
+{
+    for (size_t i = 0; i < NDTYPES; i++)
+        if (strcmp(dtypes[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static const char *st_dtype_name(tg_dtype dt)
+{
+    for (size_t i = 0; i < NDTYPES; i++)
+        if (dtypes[i].dt == dt)
+            return dtypes[i].name;
+    return NULL;
+}
+
+/* ---- byte order -------------------------------------------------------------------------- */
+
+static bool host_is_little(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* Reverses each `size`-byte element in place (big-endian hosts only). */
+static void swap_elements(void *data, size_t bytes, size_t size)
+{
+    unsigned char *p = data;
+    for (size_t i = 0; size > 1 && i + size <= bytes; i += size)
+        for (size_t a = 0, b = size - 1; a < b; a++, b--) {
+            unsigned char t = p[i + a];
+            p[i + a] = p[i + b];
+            p[i + b] = t;
+        }
+}
+
+/* ---- the tensors of a checkpoint --------------------------------------------------------- */
+
+/* One tensor to save or load: a parameter's value or one of the optimiser's buffers. */
+typedef struct item {
+    const char *name;
+    tg_param *param; /* the parameter, or the buffer's parameter (dtype and shape) */
+    void *buffer;    /* the optimiser's buffer; NULL for a parameter's value */
+    size_t bytes;
+} item;
+
+typedef struct item_list {
+    tg_ctx *ctx;
+    item *items;
+    size_t n;
+    char *names; /* "<param>.<state>" strings */
+    size_t names_size;
+} item_list;
+
+static void items_free(item_list *l)
+{
+    tg_free(l->ctx, l->items, l->n * sizeof *l->items);
+    tg_free(l->ctx, l->names, l->names_size);
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Lists the parameters and the optimiser's buffers under their names, refusing NULL or unnamed
+ * parameters and names that repeat. */
+static tg_status items_make(tg_ctx *ctx, const char *fn, const char *path, size_t n,
+                            tg_param *const *params, const tg_optim *opt, item_list *l)
+{
+    memset(l, 0, sizeof *l);
+    l->ctx = ctx;
+    if (n && !params)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s(%s): params is NULL", fn, path);
+    size_t nstate = opt ? tg_optim_state_count(opt) : 0;
+    size_t total = n + nstate;
+    if (total > SIZE_MAX / sizeof(item))
+        return tg_ctx_fail(ctx, TG_INVALID, "%s(%s): too many tensors", fn, path);
+    /* Names of the optimiser's buffers: "<param name>.<state name>". */
+    size_t names_size = 0;
+    for (size_t i = 0; i < nstate; i++) {
+        const char *sname = NULL;
+        tg_param *p = NULL;
+        tg_status st = tg_optim_state_info(opt, i, &sname, &p, NULL);
+        if (st != TG_OK || !p || !sname)
+            return tg_ctx_fail(ctx, st ? st : TG_INVALID,
+                               "%s(%s): the optimiser's buffer %zu cannot be read", fn, path, i);
+        names_size += strlen(tg_param_name(p)) + 1 + strlen(sname) + 1;
+    }
+    l->items = tg_alloc(ctx, total * sizeof *l->items);
+    l->n = total;
+    l->names = tg_alloc(ctx, names_size);
+    l->names_size = names_size;
+    const char **sorted = tg_alloc(ctx, total * sizeof *sorted);
+    tg_status st = TG_OK;
+    if (!l->items || !l->names || !sorted) {
+        st = tg_ctx_fail(ctx, TG_NOMEM, "%s(%s): out of memory", fn, path);
+        goto done;
+    }
+    char *w = l->names;
+    for (size_t i = 0; i < total; i++) {
+        item *it = &l->items[i];
+        memset(it, 0, sizeof *it);
+        if (i < n) {
+            it->param = params[i];
+            if (!it->param) {
+                st = tg_ctx_fail(ctx, TG_INVALID, "%s(%s): parameter %zu is NULL", fn, path, i);
+                goto done;
+            }
+            it->name = tg_param_name(it->param);
+        } else {
+            const char *sname = NULL;
+            tg_optim_state_info(opt, i - n, &sname, &it->param, &it->buffer);
+            int len = sprintf(w, "%s.%s", tg_param_name(it->param), sname);
+            it->name = w;
+            w += len + 1;
+            if (!it->buffer) {
+                st = tg_ctx_fail(ctx, TG_INVALID, "%s(%s): the optimiser's buffer %s is NULL", fn,
+                                 path, it->name);
+                goto done;
+            }
+        }
+        const tg_param *p = it->param;
+        if (tg_param_name(p)[0] == '\0') {
+            st = tg_ctx_fail(ctx, TG_INVALID,
+                             "%s(%s): %s %zu is unnamed (checkpoints store tensors by name)", fn,
+                             path, i < n ? "parameter" : "the optimiser's parameter for buffer",
+                             i < n ? i : i - n);
+            goto done;
+        }
+        if (strcmp(it->name, "__metadata__") == 0) {
+            st = tg_ctx_fail(ctx, TG_INVALID, "%s(%s): \"__metadata__\" is reserved", fn, path);
+            goto done;
+        }
+        if (!st_dtype_name(tg_param_dtype(p))) {
+            st = tg_ctx_fail(ctx, TG_DTYPE, "%s(%s): %s has an unknown dtype", fn, path, it->name);
+            goto done;
+        }
+        it->bytes = (size_t)tg_param_numel(p) * tg_dtype_size(tg_param_dtype(p));
+        sorted[i] = it->name;
+    }
+    qsort(sorted, total, sizeof *sorted, cmp_names);
+    for (size_t i = 1; i < total; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            st = tg_ctx_fail(ctx, TG_EXISTS, "%s(%s): two tensors are named \"%s\"", fn, path,
+                             sorted[i]);
+            goto done;
+        }
+done:
+    tg_free(ctx, sorted, total * sizeof *sorted);
+    if (st != TG_OK)
+        items_free(l);
+    return st;
+}
+
+/* "[2,3]" into buf. */
+static const char *shape_str(char *buf, size_t size, int ndim, const int64_t *shape)
+{
+    size_t k = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < ndim && k < size; d++)
+        k += (size_t)snprintf(buf + k, size - k, d ? ",%lld" : "%lld", (long long)shape[d]);
+    if (k < size)
+        snprintf(buf + k, size - k, "]");
+    return buf;
+}
+
+/* ---- saving ------------------------------------------------------------------------------ */
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* A JSON integer written exactly (cJSON's numbers are doubles printed with 15 digits). */
+static cJSON *json_int(uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    return cJSON_CreateRaw(buf);
+}
+
+/* Builds the header text (cJSON-allocated; free with cJSON_free), NULL when out of memory. */
+static char *header_json(const item_list *l, const tg_optim *opt)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *meta = cJSON_CreateObject();
+    bool ok = root && meta && cJSON_AddItemToObject(root, "__metadata__", meta);
+    if (!ok)
+        cJSON_Delete(meta);
+    ok = ok && cJSON_AddStringToObject(meta, "format", "tapegrad");
+    if (ok && opt) {
+        char steps[24];
+        snprintf(steps, sizeof steps, "%lld", (long long)tg_optim_steps(opt));
+        ok = cJSON_AddStringToObject(meta, "optim_steps", steps) != NULL;
+    }
+    uint64_t offset = 0;
+    for (size_t i = 0; ok && i < l->n; i++) {
+        const item *it = &l->items[i];
+        cJSON *t = cJSON_CreateObject();
+        if (!t || !cJSON_AddItemToObject(root, it->name, t)) {
+            cJSON_Delete(t);
+            ok = false;
+            break;
+        }
+        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
+        cJSON *range = cJSON_AddArrayToObject(t, "data_offsets");
+        ok = cJSON_AddStringToObject(t, "dtype", st_dtype_name(tg_param_dtype(it->param))) && shape
+             && range;
+        const int64_t *s = tg_param_shape(it->param);
+        for (int d = 0; ok && d < tg_param_ndim(it->param); d++) {
+            cJSON *v = json_int((uint64_t)s[d]);
+            ok = v && cJSON_AddItemToArray(shape, v);
+            if (!ok)
+                cJSON_Delete(v);
+        }
+        uint64_t ends[2] = {offset, offset + it->bytes};
+        for (int k = 0; ok && k < 2; k++) {
+            cJSON *v = json_int(ends[k]);
+            ok = v && cJSON_AddItemToArray(range, v);
+            if (!ok)
+                cJSON_Delete(v);
+        }
+        offset += it->bytes;
+    }
+    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    return text;
+}
+
+/* Writes `bytes` of little-endian elements of `esize` bytes; false on a write error. */
+static bool write_data(FILE *f, const void *data, size_t bytes, size_t esize, unsigned char *swap,
+                       size_t swap_size)
+{
+    if (bytes == 0)
+        return true;
+    if (host_is_little() || esize < 2)
+        return fwrite(data, 1, bytes, f) == bytes;
+    const unsigned char *p = data;
+    size_t step = swap_size / esize * esize;
+    for (size_t done = 0; done < bytes; done += step) {
+        size_t k = bytes - done < step ? bytes - done : step;
+        memcpy(swap, p + done, k);
+        swap_elements(swap, k, esize);
+        if (fwrite(swap, 1, k, f) != k)
+            return false;
+    }
+    return true;
+}
+
+/* The directory holding `path` into dir (of at least strlen(path) + 2 bytes): "." for a bare
+ * name, "/" for a name in the root. */
+static void dir_of(const char *path, char *dir)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        strcpy(dir, ".");
+        return;
+    }
+    size_t len = slash == path ? 1 : (size_t)(slash - path);
+    memcpy(dir, path, len);
+    dir[len] = '\0';
+}
+
+/* fsyncs a directory so that a rename in it is durable. Returns 0 or an errno value; file
+ * systems that cannot sync directories (EINVAL) count as success. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int err = 0;
+    if (fsync(fd) != 0 && errno != EINVAL)
+        err = errno;
+    close(fd);
+    return err;
+}
+
+tg_status tg_checkpoint_save(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,
+                             const tg_optim *opt)
+{
+    static const char fn[] = "tg_checkpoint_save";
+    if (!ctx)
+        return TG_INVALID;
+    if (!path || !path[0])
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: no path", fn);
+    item_list l;
+    tg_status st = items_make(ctx, fn, path, n, params, opt, &l);
+    if (st != TG_OK)
+        return st;
+
+    char *header = header_json(&l, opt);
+    /* Everything is allocated before the temporary file exists: nothing after the rename can
+     * fail for want of memory. */
+    size_t tmp_size = strlen(path) + 64;
+    char *tmp = tg_alloc(ctx, tmp_size);
+    char *dir = tg_alloc(ctx, tmp_size);
+    size_t swap_size = host_is_little() ? 0 : 65536;
+    unsigned char *swap = swap_size ? tg_alloc(ctx, swap_size) : NULL;
+    FILE *f = NULL;
+    bool created = false;
+    if (!header || !tmp || !dir || (swap_size && !swap)) {
+        st = tg_ctx_fail(ctx, TG_NOMEM, "%s(%s): out of memory", fn, path);
+        goto done;
+    }
+
+    /* A fresh temporary file next to the target, created exclusively (mode 0666 less the
+     * umask, as fopen would). The suffix mixes the pid, the time and an address. */
+    int fd = -1;
+    struct timespec ts = {0, 0};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t salt = mix64((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec)
+                    ^ mix64((uint64_t)(uintptr_t)&ts);
+    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+        snprintf(tmp, tmp_size, "%s.tmp.%ld.%08x", path, (long)getpid(),
+                 (unsigned)(mix64(salt + (uint64_t)attempt) & 0xffffffffu));
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot create the temporary file %s: %s", fn, path,
+                         tmp, strerror(errno));
+        goto done;
+    }
+    created = true;
+    f = fdopen(fd, "wb");
+    if (!f) {
+        int err = errno;
+        close(fd);
+        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot open a stream on %s: %s", fn, path, tmp,
+                         strerror(err));
+        goto done;
+    }
+
+    size_t len = strlen(header);
+    size_t padded = (len + 7) / 8 * 8;
+    unsigned char len8[8];
+    for (int b = 0; b < 8; b++)
+        len8[b] = (unsigned char)((uint64_t)padded >> (8 * b));
+    bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
+    for (size_t k = len; ok && k < padded; k++)
+        ok = fputc(' ', f) != EOF;
+    for (size_t i = 0; ok && i < l.n; i++) {
+        const item *it = &l.items[i];
+        const void *data = it->buffer ? it->buffer : tg_param_data(it->param);
+        ok = write_data(f, data, it->bytes, tg_dtype_size(tg_param_dtype(it->param)), swap,
+                        swap_size);
+    }
+    ok = ok && fflush(f) == 0;
+    if (!ok || fsync(fileno(f)) != 0) {
+        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): writing %s failed: %s", fn, path, tmp,
+                         strerror(errno));
+        goto done;
+    }
+    int rc = fclose(f);
+    f = NULL;
+    if (rc != 0) {
+        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): closing %s failed: %s", fn, path, tmp,
+                         strerror(errno));
+        goto done;
+    }
+    if (rename(tmp, path) != 0) {
+        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot rename %s over it: %s", fn, path, tmp,
+                         strerror(errno));
+        goto done;
+    }
+    created = false;
+    dir_of(path, dir);
+    int err = sync_dir(dir);
+    if (err)
+        st = tg_ctx_fail(ctx, TG_IO,
+                         "%s(%s): the file was replaced but its directory could not be synced: %s",
+                         fn, path, strerror(err));
+done:
+    if (f)
+        fclose(f);
+    if (created)
+        unlink(tmp);
+    tg_free(ctx, tmp, tmp_size);
+    tg_free(ctx, dir, tmp_size);
+    tg_free(ctx, swap, swap_size);
+    cJSON_free(header);
+    items_free(&l);
+    return st;
+}
+
+/* ---- loading ----------------------------------------------------------------------------- */
+
+/* A tensor of the file's header, validated. */
+typedef struct entry {
+    const char *name;
+    int dtype; /* index into dtypes */
+    int ndim;
+    int64_t shape[TG_MAX_DIMS]; /* the first TG_MAX_DIMS dims */
+    uint64_t begin, end;
+} entry;
+
+static int cmp_entries(const void *a, const void *b)
+{
+    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+/* A JSON number that is an exact integer in [0, 2^53]. */
+static bool json_uint(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v))
+        return false;
+    double d = v->valuedouble;
+    if (!(d >= 0 && d <= MAX_EXACT) || d != (double)(uint64_t)d)
+        return false;
+    *out = (uint64_t)d;
+    return true;
+}
+
+typedef struct loader {
+    tg_ctx *ctx;
+    const char *path;
+    uint64_t data_size;
+} loader;
+
+#define LOAD_FAIL(L, status, ...) tg_ctx_fail((L)->ctx, (status), __VA_ARGS__)
+
+/* Validates one header entry into *e. */
+static tg_status parse_entry(const loader *L, const cJSON *t, entry *e)
+{
+    static const char fn[] = "tg_checkpoint_load";
+    const char *name = t->string;
+    memset(e, 0, sizeof *e);
+    e->name = name;
+    if (!cJSON_IsObject(t))
+        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" is not a JSON object", fn, L->path,
+                         name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
+    const cJSON *range = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+    if (!dt || !shape || !range)
+        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" has no \"%s\"", fn, L->path, name,
+                         !dt      ? "dtype"
+                         : !shape ? "shape"
+                                  : "data_offsets");
+    if (!cJSON_IsString(dt) || (e->dtype = dtype_index(dt->valuestring)) < 0)
+        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" has an unknown dtype %s%s%s", fn,
+                         L->path, name, cJSON_IsString(dt) ? "\"" : "",
+                         cJSON_IsString(dt) ? dt->valuestring : "(not a string)",
+                         cJSON_IsString(dt) ? "\"" : "");
+    if (!cJSON_IsArray(shape))
+        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": shape is not an array", fn, L->path,
+                         name);
+    uint64_t numel = 1;
+    bool overflow = false;
+    for (const cJSON *v = shape->child; v; v = v->next) {
+        uint64_t d;
+        if (!json_uint(v, &d))
+            return LOAD_FAIL(L, TG_FORMAT,
+                             "%s(%s): tensor \"%s\": shape entry %d is not an integer in [0, "
+                             "2^53]",
+                             fn, L->path, name, e->ndim);
+        if (e->ndim < TG_MAX_DIMS)
+            e->shape[e->ndim] = (int64_t)d;
+        if (e->ndim == INT_MAX)
+            return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": too many dims", fn, L->path,
+                             name);
+        e->ndim++;
+        if (d != 0 && numel > UINT64_MAX / d)
+            overflow = true;
+        else
+            numel *= d;
+    }
+    size_t esize = dtypes[e->dtype].size;
+    if (numel == 0)
+        overflow = false; /* a zero dim makes any product empty */
+    if (overflow || numel > UINT64_MAX / esize)
+        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": the shape's size overflows", fn,
+                         L->path, name);
+    if (!cJSON_IsArray(range) || cJSON_GetArraySize(range) != 2
+        || !json_uint(cJSON_GetArrayItem(range, 0), &e->begin)
+        || !json_uint(cJSON_GetArrayItem(range, 1), &e->end))
+        return LOAD_FAIL(L, TG_FORMAT,
+                         "%s(%s): tensor \"%s\": data_offsets is not a pair of integers [begin, "
+                         "end]",
+                         fn, L->path, name);
+    if (e->begin > e->end || e->end > L->data_size)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         "%s(%s): tensor \"%s\": data_offsets [%llu, %llu] lie outside the %llu "
+                         "bytes of data",
+                         fn, L->path, name, (unsigned long long)e->begin,
+                         (unsigned long long)e->end, (unsigned long long)L->data_size);
+    if (e->end - e->begin != numel * esize)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         "%s(%s): tensor \"%s\": data_offsets span %llu bytes, but %llu elements "
+                         "of %s need %llu",
+                         fn, L->path, name, (unsigned long long)(e->end - e->begin),
+                         (unsigned long long)numel, dtypes[e->dtype].name,
+                         (unsigned long long)(numel * esize));
+    return TG_OK;
+}
+
+/* Reads `bytes` at `offset` of f; 0 or an errno value (EIO-like -1 for a short read). */
+static int read_at(FILE *f, uint64_t offset, void *dst, size_t bytes)
+{
+    if (bytes == 0)
+        return 0;
+    if (offset > (uint64_t)LLONG_MAX || fseeko(f, (off_t)offset, SEEK_SET) != 0)
+        return errno ? errno : EINVAL;
+    errno = 0;
+    if (fread(dst, 1, bytes, f) != bytes)
+        return ferror(f) && errno ? errno : -1;
+    return 0;
+}
+
+tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,
+                             tg_optim *opt)
+{
+    static const char fn[] = "tg_checkpoint_load";
+    if (!ctx)
+        return TG_INVALID;
+    if (!path || !path[0])
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: no path", fn);
+    item_list l;
+    tg_status st = items_make(ctx, fn, path, n, params, opt, &l);
+    if (st != TG_OK)
+        return st;
+
+    loader L = {ctx, path, 0};
+    FILE *f = NULL;
+    char *header = NULL;
+    size_t header_size = 0;
+    cJSON *root = NULL;
+    entry *entries = NULL;
+    size_t nentries = 0, entries_size = 0;
+    const entry **found = NULL;
+    unsigned char *stage = NULL;
+    size_t stage_size = 0;
+    int64_t steps = 0;
+
+    f = fopen(path, "rb");
+    if (!f) {
+        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot open: %s", fn, path, strerror(errno));
+        goto done;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0) {
+        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot stat: %s", fn, path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = LOAD_FAIL(&L, TG_IO, "%s(%s): not a regular file", fn, path);
+        goto done;
+    }
+    uint64_t file_size = (uint64_t)sb.st_size;
+    unsigned char len8[8];
+    if (file_size < 8) {
+        st = LOAD_FAIL(&L, TG_FORMAT,
+                       "%s(%s): the file is %llu bytes, too short for a safetensors header", fn,
+                       path, (unsigned long long)file_size);
+        goto done;
+    }
+    int err = read_at(f, 0, len8, 8);
+    if (err) {
+        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read the header length: %s", fn, path,
+                       err > 0 ? strerror(err) : "short read");
+        goto done;
+    }
+    uint64_t hlen = 0;
+    for (int b = 0; b < 8; b++)
+        hlen |= (uint64_t)len8[b] << (8 * b);
+    if (hlen > MAX_HEADER || hlen > file_size - 8) {
+        st = LOAD_FAIL(&L, TG_FORMAT,
+                       "%s(%s): the header length %llu is %s (the file is %llu bytes; at most "
+                       "%u allowed)",
+                       fn, path, (unsigned long long)hlen,
+                       hlen > MAX_HEADER ? "too large" : "past the end of the file",
+                       (unsigned long long)file_size, MAX_HEADER);
+        goto done;
+    }
+    L.data_size = file_size - 8 - hlen;
+    header_size = (size_t)hlen + 1;
+    header = tg_alloc(ctx, header_size);
+    if (!header) {
+        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory for a %llu-byte header", fn, path,
+                       (unsigned long long)hlen);
+        goto done;
+    }
+    err = read_at(f, 8, header, (size_t)hlen);
+    if (err) {
+        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read the header: %s", fn, path,
+                       err > 0 ? strerror(err) : "short read");
+        goto done;
+    }
+    header[hlen] = '\0';
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &end, 0);
+    if (!root) {
+        /* cJSON points `end` where it stopped (its global error pointer is not thread-safe). */
+        st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header is not valid JSON (near byte %lld)", fn,
+                       path, (long long)(end ? end - header : -1));
+        goto done;
+    }
+    /* Only padding may follow the JSON value. */
+    for (const char *c = end; c && c < header + hlen; c++)
+        if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r') {
+            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header has bytes after its JSON (at %lld)",
+                           fn, path, (long long)(c - header));
+            goto done;
+        }
+    if (!cJSON_IsObject(root)) {
+        st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header is not a JSON object", fn, path);
+        goto done;
+    }
+
+    /* Every entry, validated; the metadata apart. */
+    const cJSON *meta = NULL;
+    size_t count = (size_t)cJSON_GetArraySize(root);
+    entries_size = (count ? count : 1) * sizeof *entries;
+    entries = tg_alloc(ctx, entries_size);
+    if (!entries) {
+        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory", fn, path);
+        goto done;
+    }
+    for (const cJSON *t = root->child; t; t = t->next) {
+        if (!t->string) {
+            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): a header entry has no name", fn, path);
+            goto done;
+        }
+        if (strcmp(t->string, "__metadata__") == 0) {
+            if (meta || !cJSON_IsObject(t)) {
+                st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): __metadata__ is %s", fn, path,
+                               meta ? "repeated" : "not an object");
+                goto done;
+            }
+            for (const cJSON *m = t->child; m; m = m->next)
+                if (!cJSON_IsString(m)) {
+                    st = LOAD_FAIL(&L, TG_FORMAT,
+                                   "%s(%s): __metadata__ entry \"%s\" is not a string", fn, path,
+                                   m->string ? m->string : "?");
+                    goto done;
+                }
+            meta = t;
+            continue;
+        }
+        st = parse_entry(&L, t, &entries[nentries]);
+        if (st != TG_OK)
+            goto done;
+        nentries++;
+    }
+    qsort(entries, nentries, sizeof *entries, cmp_entries);
+    for (size_t i = 1; i < nentries; i++)
+        if (strcmp(entries[i - 1].name, entries[i].name) == 0) {
+            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): tensor \"%s\" appears twice", fn, path,
+                           entries[i].name);
+            goto done;
+        }
+
+    /* Every requested tensor: present, same dtype, same shape. */
+    found = tg_alloc(ctx, (l.n ? l.n : 1) * sizeof *found);
+    if (!found) {
+        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory", fn, path);
+        goto done;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        const item *it = &l.items[i];
+        entry key;
+        key.name = it->name;
+        const entry *e =
+            nentries ? bsearch(&key, entries, nentries, sizeof *entries, cmp_entries) : NULL;
+        const char *what = it->buffer ? "optimiser state" : "parameter";
+        if (!e) {
+            st = LOAD_FAIL(&L, TG_NOT_FOUND, "%s(%s): no tensor \"%s\" for the %s", fn, path,
+                           it->name, what);
+            goto done;
+        }
+        tg_dtype pdt = tg_param_dtype(it->param);
+        if (dtypes[e->dtype].dt != pdt) {
+            st = LOAD_FAIL(&L, TG_DTYPE, "%s(%s): tensor \"%s\" is %s, the %s is %s (%s)", fn, path,
+                           it->name, dtypes[e->dtype].name, what, tg_dtype_name(pdt),
+                           st_dtype_name(pdt));
+            goto done;
+        }
+        int nd = tg_param_ndim(it->param);
+        const int64_t *ps = tg_param_shape(it->param);
+        bool same = e->ndim == nd;
+        for (int d = 0; same && d < nd; d++)
+            same = e->shape[d] == ps[d];
+        if (!same) {
+            char a[160], b[160];
+            if (e->ndim > TG_MAX_DIMS)
+                snprintf(a, sizeof a, "%d dims", e->ndim);
+            else
+                shape_str(a, sizeof a, e->ndim, e->shape);
+            st = LOAD_FAIL(&L, TG_SHAPE, "%s(%s): tensor \"%s\" has shape %s, the %s %s", fn, path,
+                           it->name, a, what, shape_str(b, sizeof b, nd, ps));
+            goto done;
+        }
+        found[i] = e;
+    }
+    if (opt) {
+        const cJSON *s = meta ? cJSON_GetObjectItemCaseSensitive(meta, "optim_steps") : NULL;
+        if (!s) {
+            st = LOAD_FAIL(&L, TG_NOT_FOUND,
+                           "%s(%s): no optimiser step count (__metadata__ \"optim_steps\")", fn,
+                           path);
+            goto done;
+        }
+        char *stop = NULL;
+        errno = 0;
+        long long v = strtoll(s->valuestring, &stop, 10);
+        if (errno || stop == s->valuestring || *stop || v < 0) {
+            st = LOAD_FAIL(&L, TG_FORMAT,
+                           "%s(%s): the optimiser step count \"%s\" is not an integer >= 0", fn,
+                           path, s->valuestring);
+            goto done;
+        }
+        steps = v;
+    }
+
+    /* Read everything into a staging buffer; nothing is written before the last byte arrived. */
+    for (size_t i = 0; i < l.n; i++)
+        stage_size += l.items[i].bytes;
+    stage = tg_alloc(ctx, stage_size);
+    if (!stage) {
+        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory for %zu bytes of data", fn, path,
+                       stage_size);
+        goto done;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        err = read_at(f, 8 + hlen + found[i]->begin, stage + at, l.items[i].bytes);
+        if (err) {
+            st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read tensor \"%s\": %s", fn, path,
+                           l.items[i].name, err > 0 ? strerror(err) : "short read");
+            goto done;
+        }
+        if (!host_is_little())
+            swap_elements(stage + at, l.items[i].bytes,
+                          tg_dtype_size(tg_param_dtype(l.items[i].param)));
+        at += l.items[i].bytes;
+    }
+
+    /* Commit: nothing below can fail. */
+    at = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        const item *it = &l.items[i];
+        if (it->buffer) {
+            if (it->bytes)
+                memcpy(it->buffer, stage + at, it->bytes);
+        } else {
+            tg_param_set(it->param, stage + at);
+        }
+        at += it->bytes;
+    }
+    if (opt)
+        tg_optim_set_steps(opt, steps);
+
+done:
+    tg_free(ctx, stage, stage_size);
+    tg_free(ctx, found, (l.n ? l.n : 1) * sizeof *found);
+    tg_free(ctx, entries, entries_size);
+    cJSON_Delete(root);
+    tg_free(ctx, header, header_size);
+    if (f)
+        fclose(f);
+    items_free(&l);
+    return st;
+}

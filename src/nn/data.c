@@ -1,0 +1,521 @@
+/* data.c — datasets (IDX files, plain or gzip-compressed, or memory) and a shuffling batch
+ * iterator, on the public API only.
+ *
+ * IDX: a big-endian magic 0x0000TTNN (TT the element type, 0x08 for unsigned bytes; NN the number
+ * of dims), NN big-endian u32 dims, then the elements row-major. Images are 0x00000803 [N, H, W],
+ * labels 0x00000801 [N]. zlib's gzread reads gzip-compressed and plain files alike.
+ *
+ * Memory: everything through the context's allocator. A file's payload is read in fixed chunks
+ * into an output buffer that grows with the data actually present, so a header claiming an
+ * absurd size costs no more memory than the file holds before it is found truncated.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include <tapegrad.h>
+
+struct tg_dataset {
+    tg_ctx *ctx;
+    int64_t n;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    int64_t sample_numel;
+    int64_t classes;
+    float *x;
+    size_t x_bytes;
+    int64_t *labels;
+    size_t labels_bytes;
+};
+
+struct tg_batches {
+    const tg_dataset *d;
+    tg_ctx *ctx;
+    int64_t batch;
+    bool shuffle, drop_last;
+    uint64_t seed;
+    int64_t *perm; /* n entries (shuffle only) */
+    float *xstage; /* one batch of samples, gathered (shuffle only) */
+    int64_t *lstage;
+    size_t perm_bytes, xstage_bytes, lstage_bytes;
+    int64_t pos; /* next sample of the epoch */
+    int64_t end; /* samples served this epoch */
+    bool started;
+};
+
+/* Largest payload accepted from a file, in elements: far above any real dataset, far below
+ * anything whose byte count could overflow. */
+#define IDX_MAX_ELEMENTS (INT64_C(1) << 36)
+#define IDX_CHUNK 65536
+
+/* ---- datasets ---------------------------------------------------------------------------- */
+
+static void dataset_release(tg_dataset *d)
+{
+    if (!d)
+        return;
+    tg_free(d->ctx, d->x, d->x_bytes);
+    tg_free(d->ctx, d->labels, d->labels_bytes);
+    tg_free(d->ctx, d, sizeof *d);
+}
+
+void tg_dataset_free(tg_dataset *d) { dataset_release(d); }
+
+/* Classes = max label + 1; labels must be >= 0. Returns -1 at the first negative label. */
+static int64_t count_classes(const int64_t *labels, int64_t n, int64_t *bad)
+{
+    int64_t classes = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (labels[i] < 0) {
+            *bad = i;
+            return -1;
+        }
+        if (labels[i] >= classes)
+            classes = labels[i] + 1;
+    }
+    return classes;
+}
+
+tg_status tg_dataset_new(tg_ctx *ctx, int64_t n, int ndim, const int64_t *sample_shape,
+                         const float *x, const int64_t *labels, tg_dataset **out)
+{
+    static const char fn[] = "tg_dataset_new";
+    if (!ctx)
+        return TG_INVALID;
+    if (!out)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn);
+    *out = NULL;
+    if (n < 0)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: %lld samples", fn, (long long)n);
+    /* A batch adds one dim in front of the sample's. */
+    if (ndim < 0 || ndim > TG_MAX_DIMS - 1)
+        return tg_ctx_fail(ctx, TG_SHAPE, "%s: samples of %d dims (0 to %d allowed)", fn, ndim,
+                           TG_MAX_DIMS - 1);
+    if (ndim > 0 && !sample_shape)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: sample_shape is NULL", fn);
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (sample_shape[i] < 0)
+            return tg_ctx_fail(ctx, TG_SHAPE, "%s: dim %d of the sample shape is %lld", fn, i,
+                               (long long)sample_shape[i]);
+        if (sample_shape[i] > 0 && numel > IDX_MAX_ELEMENTS / sample_shape[i])
+            return tg_ctx_fail(ctx, TG_RANGE, "%s: samples too large", fn);
+        numel *= sample_shape[i];
+    }
+    if (numel > 0 && n > IDX_MAX_ELEMENTS / numel)
+        return tg_ctx_fail(ctx, TG_RANGE, "%s: %lld samples of %lld values are too many", fn,
+                           (long long)n, (long long)numel);
+    if (n > 0 && ((numel > 0 && !x) || !labels))
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: %s is NULL", fn, labels ? "x" : "labels");
+    int64_t bad = 0;
+    int64_t classes = n > 0 ? count_classes(labels, n, &bad) : 0;
+    if (classes < 0)
+        return tg_ctx_fail(ctx, TG_RANGE, "%s: label %lld is %lld (labels must be >= 0)", fn,
+                           (long long)bad, (long long)labels[bad]);
+
+    tg_dataset *d = tg_alloc(ctx, sizeof *d);
+    if (!d)
+        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
+    memset(d, 0, sizeof *d);
+    d->ctx = ctx;
+    d->n = n;
+    d->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        d->shape[i] = sample_shape[i];
+    d->sample_numel = numel;
+    d->classes = classes;
+    d->x_bytes = (size_t)(n * numel) * sizeof(float);
+    d->labels_bytes = (size_t)n * sizeof(int64_t);
+    d->x = tg_alloc(ctx, d->x_bytes);
+    d->labels = d->x ? tg_alloc(ctx, d->labels_bytes) : NULL;
+    if (!d->labels) {
+        dataset_release(d);
+        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory for %lld samples", fn, (long long)n);
+    }
+    if (d->x_bytes)
+        memcpy(d->x, x, d->x_bytes);
+    if (d->labels_bytes)
+        memcpy(d->labels, labels, d->labels_bytes);
+    *out = d;
+    return TG_OK;
+}
+
+int64_t tg_dataset_size(const tg_dataset *d) { return d ? d->n : -1; }
+int tg_dataset_sample_ndim(const tg_dataset *d) { return d ? d->ndim : -1; }
+const int64_t *tg_dataset_sample_shape(const tg_dataset *d) { return d ? d->shape : NULL; }
+int64_t tg_dataset_classes(const tg_dataset *d) { return d ? d->classes : -1; }
+
+/* ---- IDX files --------------------------------------------------------------------------- */
+
+/* An open IDX file with its header read. */
+typedef struct idx_file {
+    const char *path;
+    gzFile gz;
+    int ndim;
+    int64_t dims[3];
+    int64_t numel; /* elements after the header */
+} idx_file;
+
+/* Reads up to n bytes (n <= IDX_CHUNK); returns the count read (< n only at the end of the
+ * data), or -1 with *st and the context's error set. */
+static int64_t idx_read(tg_ctx *ctx, idx_file *f, void *buf, size_t n, tg_status *st)
+{
+    static const char fn[] = "tg_dataset_load_idx";
+    errno = 0;
+    int r = gzread(f->gz, buf, (unsigned)n);
+    if (r >= 0 && (size_t)r == n)
+        return r;
+    /* An error, the end of the data, or a gzip stream cut short (reported only by gzerror). */
+    int code = 0;
+    const char *msg = gzerror(f->gz, &code);
+    if (code == Z_ERRNO) {
+        *st = tg_ctx_fail(ctx, TG_IO, "%s: error reading %s: %s", fn, f->path,
+                          errno ? strerror(errno) : "unknown error");
+        return -1;
+    }
+    if (code == Z_MEM_ERROR) {
+        *st = tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory reading %s", fn, f->path);
+        return -1;
+    }
+    if (r < 0 || (code != Z_OK && code != Z_STREAM_END)) {
+        *st = tg_ctx_fail(ctx, TG_FORMAT, "%s: %s is truncated or corrupt gzip data (%s)", fn,
+                          f->path, msg ? msg : "?");
+        return -1;
+    }
+    return r;
+}
+
+static uint32_t be32(const unsigned char *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
+}
+
+/* Opens `path` and reads its header, which must be unsigned bytes of `ndim` dims. */
+static tg_status idx_open(tg_ctx *ctx, const char *path, int ndim, const char *what, idx_file *f)
+{
+    static const char fn[] = "tg_dataset_load_idx";
+    f->path = path;
+    f->ndim = ndim;
+    errno = 0;
+    f->gz = gzopen(path, "rb");
+    if (!f->gz)
+        return tg_ctx_fail(ctx, errno == 0 ? TG_NOMEM : TG_IO, "%s: cannot open %s file %s: %s", fn,
+                           what, path, errno == 0 ? "out of memory" : strerror(errno));
+    gzbuffer(f->gz, 1u << 17);
+    unsigned char head[4 + 4 * 3];
+    size_t want = 4 + 4 * (size_t)ndim;
+    tg_status st = TG_OK;
+    int64_t got = idx_read(ctx, f, head, 4, &st);
+    if (got < 0)
+        return st;
+    uint32_t expected = 0x00000800u | (uint32_t)ndim;
+    if (got < 4)
+        return tg_ctx_fail(ctx, TG_FORMAT,
+                           "%s: %s file %s is too short for an IDX header (%lld bytes)", fn, what,
+                           path, (long long)got);
+    uint32_t magic = be32(head);
+    if (magic != expected) {
+        if ((magic & 0xffff0000u) == 0 && head[2] != 0x08)
+            return tg_ctx_fail(ctx, TG_FORMAT,
+                               "%s: %s file %s has IDX element type 0x%02x (only unsigned bytes, "
+                               "0x08, are supported)",
+                               fn, what, path, head[2]);
+        return tg_ctx_fail(ctx, TG_FORMAT,
+                           "%s: %s file %s has magic 0x%08x, expected 0x%08x (IDX unsigned "
+                           "bytes, %d dims)",
+                           fn, what, path, (unsigned)magic, (unsigned)expected, ndim);
+    }
+    got = idx_read(ctx, f, head + 4, want - 4, &st);
+    if (got < 0)
+        return st;
+    if ((size_t)got < want - 4)
+        return tg_ctx_fail(ctx, TG_FORMAT, "%s: %s file %s is truncated in its header", fn, what,
+                           path);
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        f->dims[i] = be32(head + 4 + 4 * i);
+        if (f->dims[i] > 0 && numel > IDX_MAX_ELEMENTS / f->dims[i])
+            return tg_ctx_fail(ctx, TG_FORMAT,
+                               "%s: %s file %s claims an absurd size (dims too large)", fn, what,
+                               path);
+        numel *= f->dims[i];
+    }
+    if (ndim == 3 && (f->dims[1] == 0 || f->dims[2] == 0))
+        return tg_ctx_fail(ctx, TG_FORMAT, "%s: %s file %s has empty images (%lld x %lld)", fn,
+                           what, path, (long long)f->dims[1], (long long)f->dims[2]);
+    f->numel = numel;
+    return TG_OK;
+}
+
+/* Reads the f->numel bytes of payload, converting each with `convert` into *out (allocated here,
+ * of *out_bytes), and checks that nothing follows them. */
+typedef void (*convert_fn)(const unsigned char *src, size_t n, void *dst);
+
+static void to_f32(const unsigned char *src, size_t n, void *dst)
+{
+    float *o = dst;
+    for (size_t i = 0; i < n; i++)
+        o[i] = (float)src[i] / 255.0f;
+}
+
+static void to_i64(const unsigned char *src, size_t n, void *dst)
+{
+    int64_t *o = dst;
+    for (size_t i = 0; i < n; i++)
+        o[i] = src[i];
+}
+
+static tg_status idx_payload(tg_ctx *ctx, idx_file *f, const char *what, unsigned char *chunk,
+                             size_t elem, convert_fn convert, void **out, size_t *out_bytes)
+{
+    static const char fn[] = "tg_dataset_load_idx";
+    size_t total = (size_t)f->numel, done = 0;
+    /* Start small and grow with the data present: a lying header cannot make us allocate. */
+    size_t cap = total < (size_t)1 << 20 ? total : (size_t)1 << 20;
+    char *buf = tg_alloc(ctx, cap * elem);
+    if (!buf)
+        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory reading %s", fn, f->path);
+    tg_status st = TG_OK;
+    while (done < total) {
+        size_t want = total - done < IDX_CHUNK ? total - done : IDX_CHUNK;
+        int64_t got = idx_read(ctx, f, chunk, want, &st);
+        if (got < 0) {
+            tg_free(ctx, buf, cap * elem);
+            return st;
+        }
+        if (got == 0)
+            break;
+        if (done + (size_t)got > cap) {
+            size_t ncap = cap * 2 > total ? total : cap * 2;
+            if (ncap < done + (size_t)got)
+                ncap = done + (size_t)got;
+            char *nbuf = tg_realloc(ctx, buf, cap * elem, ncap * elem);
+            if (!nbuf) {
+                tg_free(ctx, buf, cap * elem);
+                return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory reading %s", fn, f->path);
+            }
+            buf = nbuf;
+            cap = ncap;
+        }
+        convert(chunk, (size_t)got, buf + done * elem);
+        done += (size_t)got;
+    }
+    if (done < total) {
+        st = tg_ctx_fail(ctx, TG_FORMAT,
+                         "%s: %s file %s is truncated: its header promises %lld bytes of data, "
+                         "it holds %lld",
+                         fn, what, f->path, (long long)total, (long long)done);
+    } else {
+        int64_t extra = idx_read(ctx, f, chunk, 1, &st);
+        if (extra > 0)
+            st = tg_ctx_fail(ctx, TG_FORMAT,
+                             "%s: %s file %s holds more data than its header's dims (%lld bytes)",
+                             fn, what, f->path, (long long)total);
+    }
+    if (st != TG_OK) {
+        tg_free(ctx, buf, cap * elem);
+        return st;
+    }
+    *out = buf;
+    *out_bytes = cap * elem;
+    return TG_OK;
+}
+
+tg_status tg_dataset_load_idx(tg_ctx *ctx, const char *images_path, const char *labels_path,
+                              tg_dataset **out)
+{
+    static const char fn[] = "tg_dataset_load_idx";
+    if (!ctx)
+        return TG_INVALID;
+    if (!out)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn);
+    *out = NULL;
+    if (!images_path || !labels_path)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: a path is NULL", fn);
+
+    idx_file img = {0}, lab = {0};
+    tg_dataset *d = NULL;
+    unsigned char *chunk = NULL;
+    void *xs = NULL, *ls = NULL;
+    size_t xs_bytes = 0, ls_bytes = 0;
+    tg_status st = idx_open(ctx, images_path, 3, "images", &img);
+    if (st == TG_OK)
+        st = idx_open(ctx, labels_path, 1, "labels", &lab);
+    if (st == TG_OK && img.dims[0] != lab.dims[0])
+        st = tg_ctx_fail(ctx, TG_FORMAT, "%s: %s holds %lld labels but %s holds %lld images", fn,
+                         labels_path, (long long)lab.dims[0], images_path, (long long)img.dims[0]);
+    if (st == TG_OK && !(chunk = tg_alloc(ctx, IDX_CHUNK)))
+        st = tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
+    if (st == TG_OK)
+        st = idx_payload(ctx, &img, "images", chunk, sizeof(float), to_f32, &xs, &xs_bytes);
+    if (st == TG_OK)
+        st = idx_payload(ctx, &lab, "labels", chunk, sizeof(int64_t), to_i64, &ls, &ls_bytes);
+    if (st == TG_OK && !(d = tg_alloc(ctx, sizeof *d)))
+        st = tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
+    if (st == TG_OK) {
+        memset(d, 0, sizeof *d);
+        d->ctx = ctx;
+        d->n = img.dims[0];
+        d->ndim = 2;
+        d->shape[0] = img.dims[1];
+        d->shape[1] = img.dims[2];
+        d->sample_numel = img.dims[1] * img.dims[2];
+        d->x = xs;
+        d->x_bytes = xs_bytes;
+        d->labels = ls;
+        d->labels_bytes = ls_bytes;
+        int64_t bad = 0;
+        d->classes = count_classes(d->labels, d->n, &bad); /* u8 labels: never negative */
+        xs = ls = NULL;
+        *out = d;
+    }
+    tg_free(ctx, xs, xs_bytes);
+    tg_free(ctx, ls, ls_bytes);
+    tg_free(ctx, chunk, IDX_CHUNK);
+    if (img.gz)
+        gzclose(img.gz);
+    if (lab.gz)
+        gzclose(lab.gz);
+    return st;
+}
+
+/* ---- batches ----------------------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* A counter-based draw: a pure function of (seed, epoch, i, k). */
+static uint64_t draw(uint64_t seed, uint64_t epoch, uint64_t i, uint64_t k)
+{
+    return mix64(mix64(mix64(mix64(seed) ^ epoch) ^ i) ^ k);
+}
+
+tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, uint64_t seed,
+                         bool drop_last, tg_batches **out)
+{
+    static const char fn[] = "tg_batches_new";
+    if (!d)
+        return TG_INVALID;
+    tg_ctx *ctx = d->ctx;
+    if (!out)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn);
+    *out = NULL;
+    if (batch_size < 1)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: batch size %lld (need >= 1)", fn,
+                           (long long)batch_size);
+    tg_batches *b = tg_alloc(ctx, sizeof *b);
+    if (!b)
+        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
+    memset(b, 0, sizeof *b);
+    b->d = d;
+    b->ctx = ctx;
+    b->batch = batch_size;
+    b->shuffle = shuffle;
+    b->seed = seed;
+    b->drop_last = drop_last;
+    if (shuffle) {
+        /* Allocated once: no allocator call while iterating. */
+        int64_t rows = batch_size < d->n ? batch_size : d->n;
+        b->perm_bytes = (size_t)d->n * sizeof *b->perm;
+        b->xstage_bytes = (size_t)(rows * d->sample_numel) * sizeof *b->xstage;
+        b->lstage_bytes = (size_t)rows * sizeof *b->lstage;
+        b->perm = tg_alloc(ctx, b->perm_bytes);
+        b->xstage = b->perm ? tg_alloc(ctx, b->xstage_bytes) : NULL;
+        b->lstage = b->xstage ? tg_alloc(ctx, b->lstage_bytes) : NULL;
+        if (!b->lstage) {
+            tg_batches_free(b);
+            return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
+        }
+    }
+    *out = b;
+    return TG_OK;
+}
+
+void tg_batches_free(tg_batches *b)
+{
+    if (!b)
+        return;
+    tg_ctx *ctx = b->ctx;
+    tg_free(ctx, b->perm, b->perm_bytes);
+    tg_free(ctx, b->xstage, b->xstage_bytes);
+    tg_free(ctx, b->lstage, b->lstage_bytes);
+    tg_free(ctx, b, sizeof *b);
+}
+
+int64_t tg_batches_start(tg_batches *b, int64_t epoch)
+{
+    if (!b)
+        return -1;
+    int64_t n = b->d->n;
+    if (b->shuffle) {
+        /* Fisher-Yates, each swap index an unbiased draw from a hash of (seed, epoch, i). */
+        for (int64_t i = 0; i < n; i++)
+            b->perm[i] = i;
+        for (int64_t i = n - 1; i > 0; i--) {
+            uint64_t range = (uint64_t)i + 1;
+            uint64_t reject = (0 - range) % range; /* 2^64 mod range: values below are biased */
+            uint64_t r, k = 0;
+            do
+                r = draw(b->seed, (uint64_t)epoch, (uint64_t)i, k++);
+            while (r < reject);
+            int64_t j = (int64_t)(r % range);
+            int64_t t = b->perm[i];
+            b->perm[i] = b->perm[j];
+            b->perm[j] = t;
+        }
+    }
+    b->pos = 0;
+    b->end = b->drop_last ? n / b->batch * b->batch : n;
+    b->started = true;
+    return b->drop_last ? n / b->batch : (n + b->batch - 1) / b->batch;
+}
+
+bool tg_batches_next(tg_batches *b, tg_tape *tp, tg_tensor *x, tg_tensor *labels)
+{
+    if (!b || !tp)
+        return false;
+    if (!x || !labels) {
+        tg_tape_fail(tp, TG_INVALID, "tg_batches_next: x or labels is NULL");
+        return false;
+    }
+    if (!b->started)
+        tg_batches_start(b, 0);
+    if (b->pos >= b->end)
+        return false;
+    if (tg_tape_status(tp) != TG_OK)
+        return false;
+    const tg_dataset *d = b->d;
+    int64_t rows = b->end - b->pos < b->batch ? b->end - b->pos : b->batch;
+    int64_t sn = d->sample_numel;
+    const float *xs = d->x + b->pos * sn;
+    const int64_t *ls = d->labels + b->pos;
+    if (b->shuffle) {
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t s = b->perm[b->pos + r];
+            if (sn > 0)
+                memcpy(b->xstage + r * sn, d->x + s * sn, (size_t)sn * sizeof(float));
+            b->lstage[r] = d->labels[s];
+        }
+        xs = b->xstage;
+        ls = b->lstage;
+    }
+    int64_t shape[TG_MAX_DIMS];
+    shape[0] = rows;
+    for (int i = 0; i < d->ndim; i++)
+        shape[i + 1] = d->shape[i];
+    tg_tensor tx = tg_tensor_from(tp, TG_F32, d->ndim + 1, shape, xs);
+    tg_tensor tl = tg_tensor_from(tp, TG_I64, 1, shape, ls);
+    if (!tg_ok(tx) || !tg_ok(tl))
+        return false; /* the tape holds the error; the position stays, so a retry repeats it */
+    b->pos += rows;
+    *x = tx;
+    *labels = tl;
+    return true;
+}
