@@ -167,6 +167,18 @@ static void every_function_on_errored_tape(void **state)
     tg_param *p;
     tg_param_new(f->ctx, "p", TG_F64, 1, (int64_t[]){4}, &p);
     const tg_op *add = tg_op_find(f->ctx, "add");
+    tg_tensor none = {0};
+    tg_tensor img = tg_ones(tp, TG_F64, 4, (int64_t[]){1, 1, 2, 2});
+    tg_pool2d_params pool = {.kernel = {2, 2}};
+    tg_module *lin;
+    tg_optim *opt;
+    tg_linear_new(f->ctx, "lin", 2, 2, NULL, &lin);
+    tg_sgd_options so = TG_SGD_DEFAULTS;
+    tg_sgd_new(f->ctx, tg_module_param_count(lin), tg_module_params(lin), &so, &opt);
+    tg_dataset *data;
+    tg_dataset_new(f->ctx, 2, 1, (int64_t[]){2}, (float[]){1, 2, 3, 4}, (int64_t[]){0, 1}, &data);
+    tg_batches *batches;
+    tg_batches_new(data, 1, false, 0, false, &batches);
     assert_tape_ok(tp);
 
     /* The first error. */
@@ -243,6 +255,20 @@ static void every_function_on_errored_tape(void **state)
         tg_op_apply(add, 2, pair, NULL),
         tg_tensor_grad(good),
         tg_error(tp),
+        /* nn.h */
+        tg_conv2d(img, img, none, NULL),
+        tg_max_pool2d(img, &pool),
+        tg_avg_pool2d(img, &pool),
+        tg_layer_norm(m, 1, none, none, 1e-5),
+        tg_embedding(m, idx),
+        tg_dropout(good, 0.5, true, 1),
+        tg_mse_loss(good, good, TG_REDUCE_MEAN),
+        tg_cross_entropy(m, idx, TG_REDUCE_MEAN, 0),
+        tg_nll_loss(m, idx, TG_REDUCE_SUM),
+        tg_bce_with_logits(good, good, TG_REDUCE_MEAN),
+        tg_l1_penalty(1, &good),
+        tg_l2_penalty(1, &good),
+        tg_forward(lin, m),
     };
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
         if (tg_ok(results[i]))
@@ -260,6 +286,14 @@ static void every_function_on_errored_tape(void **state)
     assert_status(tg_backward_ex(good, good, 0), TG_SHAPE);
     assert_status(tg_grad(1, &good, NULL, 1, &good, grads, 0), TG_SHAPE);
     assert_status(tg_s_backward(sv, 0), TG_SHAPE);
+    /* nn.h calls that take a tape or tensors. */
+    uint64_t version = tg_param_version(tg_module_params(lin)[0]);
+    assert_status(tg_optim_step(opt, tp), TG_SHAPE);
+    assert_int_equal(tg_param_version(tg_module_params(lin)[0]), version); /* nothing written */
+    tg_tensor ng[2] = {good, good}, gstate[2] = {none, none}, newp[2];
+    assert_int_not_equal(tg_optim_step_graph(opt, none, 1, ng, ng, gstate, newp), TG_OK);
+    tg_tensor bx, by;
+    assert_false(tg_batches_next(batches, tp, &bx, &by));
     /* Reads still work on handles made before the error. */
     assert_true(tg_ok(good));
     assert_close(tg_s_value(sv), 1.0, 0);
@@ -292,6 +326,10 @@ static void every_function_on_errored_tape(void **state)
     assert_string_equal(tg_tape_error(tp), "first error 1");
     tg_tape_reset(tp);
     assert_status(tg_tape_status(tp), TG_OK);
+    tg_batches_free(batches);
+    tg_dataset_free(data);
+    tg_optim_free(opt);
+    tg_module_free(lin);
 }
 
 /* Every function the header declares that takes a tape, tensor or scalar must be called in
@@ -318,7 +356,16 @@ static char *slurp(const char *path)
 static void sweep_covers_the_header(void **state)
 {
     (void)state;
-    char *header = slurp(TG_SOURCE_DIR "/include/tapegrad.h");
+    char *core = slurp(TG_SOURCE_DIR "/include/tapegrad.h");
+    char *nn = slurp(TG_SOURCE_DIR "/include/tapegrad/nn.h");
+    assert_non_null(core);
+    assert_non_null(nn);
+    char *header = malloc(strlen(core) + strlen(nn) + 1);
+    assert_non_null(header);
+    strcpy(header, core);
+    strcat(header, nn);
+    free(core);
+    free(nn);
     char *self = slurp(TG_SOURCE_DIR "/tests/test_errors.c");
     assert_non_null(header);
     assert_non_null(self);
@@ -329,10 +376,10 @@ static void sweep_covers_the_header(void **state)
     for (char *line = header; line && *line;
          line = strchr(line, '\n'), line = line ? line + 1 : 0) {
         if (strncmp(line, "tg_tensor tg_", 13) && strncmp(line, "tg_scalar tg_", 13)
-            && strncmp(line, "tg_status tg_", 13))
+            && strncmp(line, "tg_status tg_", 13) && strncmp(line, "bool tg_", 8))
             continue;
         char name[64];
-        if (sscanf(line + 10, "%63[a-z0-9_]", name) != 1)
+        if (sscanf(line + (line[0] == 'b' ? 5 : 10), "%63[a-z0-9_]", name) != 1)
             continue;
         const char *paren = strchr(line, '('), *end = strchr(line, ';');
         char args[512] = "";

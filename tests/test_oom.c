@@ -55,6 +55,24 @@ static tg_status scenario(counting *c, char *message, size_t size)
         st = tg_param_uniform(w, -0.5, 0.5, 1);
     if (!st)
         st = tg_tape_new(ctx, &tp);
+    /* The nn layer on the same allocator: a small Sequential and its Adam optimiser. */
+    tg_module *layers[3] = {NULL, NULL, NULL}, *net = NULL;
+    tg_optim *opt = NULL;
+    if (!st)
+        st = tg_linear_new(ctx, "a", 8, 16, NULL, &layers[0]);
+    if (!st)
+        st = tg_activation_new(ctx, TG_ACT_RELU, &layers[1]);
+    if (!st)
+        st = tg_linear_new(ctx, "b", 16, 3, NULL, &layers[2]);
+    if (!st) {
+        st = tg_sequential_new(ctx, "net", 3, layers, &net);
+        layers[0] = layers[1] = layers[2] = NULL; /* owned by net, even on failure */
+    }
+    tg_adam_options ao = TG_ADAM_DEFAULTS;
+    if (!st)
+        st = tg_adam_new(ctx, tg_module_param_count(net), tg_module_params(net), &ao, &opt);
+    if (st)
+        snprintf(message, size, "%s", tg_ctx_error(ctx));
     for (int step = 0; step < 2 && !st; step++) {
         tg_tensor x = tg_uniform(tp, TG_F32, 2, (int64_t[]){16, 8}, -1, 1, (uint64_t)step);
         tg_tensor h = tg_add(tg_matmul(x, tg_param_tensor(tp, w)), tg_param_tensor(tp, b));
@@ -65,6 +83,13 @@ static tg_status scenario(counting *c, char *message, size_t size)
             for (int i = 0; i < 3000; i++) /* enough entries to grow the scalar store */
                 s = tg_s_tanh(tg_s_addc(s, 0.001));
             st = tg_s_backward(s, 0);
+        }
+        if (!st) {
+            tg_tensor x = tg_uniform(tp, TG_F32, 2, (int64_t[]){4, 8}, -1, 1, 5);
+            tg_tensor y = tg_tensor_from(tp, TG_I64, 1, (int64_t[]){4}, (int64_t[]){0, 1, 2, 1});
+            st = tg_backward(tg_cross_entropy(tg_forward(net, x), y, TG_REDUCE_MEAN, 0.0));
+            if (!st)
+                st = tg_optim_step(opt, tp);
         }
         if (!st) {
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;
@@ -79,6 +104,10 @@ static tg_status scenario(counting *c, char *message, size_t size)
     }
     if (st && !message[0] && ctx)
         snprintf(message, size, "%s", tg_ctx_error(ctx));
+    for (int i = 0; i < 3; i++)
+        tg_module_free(layers[i]);
+    tg_optim_free(opt);
+    tg_module_free(net);
     tg_tape_free(tp);
     tg_ctx_free(ctx);
     return st;

@@ -3,129 +3,15 @@
  * there) to 1e-10 relative. Each test builds the same graph as generate.py from the file's
  * inputs; no PyTorch is needed at test time. */
 #include "common.h"
+#include "reference.h"
 
 #define REF_PATH TG_SOURCE_DIR "/tests/reference/reference.txt"
 #define REL_TOL 1e-10
 
-/* One tensor of the reference file. */
-typedef struct ref_tensor {
-    char graph[32];
-    char name[32];
-    int ndim;
-    int64_t shape[TG_MAX_DIMS];
-    int64_t numel;
-    double *v;
-} ref_tensor;
-
-static ref_tensor *refs;
-static size_t nrefs;
-static char load_error[256];
-
-/* Parses one data line; false (with load_error set) if it is malformed. */
-static bool parse_line(char *line, int lineno, ref_tensor *r)
-{
-    int used = 0;
-    memset(r, 0, sizeof *r);
-    if (sscanf(line, "%31s %31s %d%n", r->graph, r->name, &r->ndim, &used) != 3 || r->ndim < 0
-        || r->ndim > TG_MAX_DIMS)
-        goto bad;
-    char *p = line + used, *end;
-    r->numel = 1;
-    for (int d = 0; d < r->ndim; d++) {
-        r->shape[d] = strtoll(p, &end, 10);
-        if (end == p || r->shape[d] < 0)
-            goto bad;
-        r->numel *= r->shape[d];
-        p = end;
-    }
-    while (*p == ' ')
-        p++;
-    if (*p++ != ':')
-        goto bad;
-    r->v = malloc((size_t)(r->numel ? r->numel : 1) * sizeof *r->v);
-    if (!r->v)
-        goto bad;
-    for (int64_t i = 0; i < r->numel; i++) {
-        r->v[i] = strtod(p, &end);
-        if (end == p) {
-            free(r->v);
-            goto bad;
-        }
-        p = end;
-    }
-    while (*p == ' ' || *p == '\r')
-        p++;
-    if (*p == '\0')
-        return true;
-    free(r->v);
-bad:
-    snprintf(load_error, sizeof load_error, "%s:%d: malformed line", REF_PATH, lineno);
-    return false;
-}
-
 static int load_refs(void **state)
 {
     (void)state;
-    FILE *f = fopen(REF_PATH, "rb");
-    if (!f) {
-        snprintf(load_error, sizeof load_error, "cannot open %s", REF_PATH);
-        return 0; /* each test reports it */
-    }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)size + 1);
-    if (!text || fread(text, 1, (size_t)size, f) != (size_t)size) {
-        snprintf(load_error, sizeof load_error, "cannot read %s", REF_PATH);
-        free(text);
-        fclose(f);
-        return 0;
-    }
-    fclose(f);
-    text[size] = '\0';
-    size_t cap = 0;
-    int lineno = 0;
-    for (char *line = text, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        lineno++;
-        if (line[0] == '#' || line[strspn(line, " \r\t")] == '\0')
-            continue;
-        if (nrefs == cap) {
-            cap = cap ? 2 * cap : 64;
-            ref_tensor *grown = realloc(refs, cap * sizeof *refs);
-            if (!grown)
-                break;
-            refs = grown;
-        }
-        if (!parse_line(line, lineno, &refs[nrefs]))
-            break;
-        nrefs++;
-    }
-    free(text);
-    return 0;
-}
-
-static int free_refs(void **state)
-{
-    (void)state;
-    for (size_t i = 0; i < nrefs; i++)
-        free(refs[i].v);
-    free(refs);
-    return 0;
-}
-
-static const ref_tensor *ref(const char *graph, const char *name)
-{
-    if (load_error[0])
-        fail_msg("%s", load_error);
-    for (size_t i = 0; i < nrefs; i++)
-        if (!strcmp(refs[i].graph, graph) && !strcmp(refs[i].name, name))
-            return &refs[i];
-    fail_msg("%s: no tensor %s.%s (regenerate with tests/reference/generate.py)", REF_PATH, graph,
-             name);
-    return NULL;
+    return ref_load(REF_PATH, "tests/reference/generate.py");
 }
 
 /* A reference input as an f64 leaf on tp. */
@@ -377,5 +263,5 @@ int main(void)
         FIXTURE_TEST(test_mlp),   FIXTURE_TEST(test_fanout),  FIXTURE_TEST(test_diamond),
         FIXTURE_TEST(test_chain), FIXTURE_TEST(test_batched), FIXTURE_TEST(test_broadcast),
     };
-    return cmocka_run_group_tests(tests, load_refs, free_refs);
+    return cmocka_run_group_tests(tests, load_refs, ref_free);
 }
