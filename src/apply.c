@@ -29,30 +29,12 @@ static void fail_check(tg_tape *tp, const tg_op *op, tg_status st, const char *m
              shapes, tp->nnodes);
 }
 
-tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const void *attr)
+/* The body of every op application, once the op is known to be registered with tp's context,
+ * n to fit its arity and attr to be present when it has attributes. */
+static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inputs,
+                       const void *attr)
 {
-    tg_tape *tp = NULL;
-    for (int i = 0; inputs && i < n && !tp; i++)
-        tp = inputs[i].tape_;
-    if (!tp || tp->status)
-        return tg__error_handle(tp);
-    if (!op) {
-        tg__fail(tp, TG_INVALID, "tg_op_apply: op is NULL");
-        return tg__error_handle(tp);
-    }
     const tg_op_def *d = &op->def;
-    if (op->ctx != tp->ctx) {
-        tg__fail(tp, TG_INVALID, "%s: op is registered with another context", op->name);
-        return tg__error_handle(tp);
-    }
-    if (d->ninputs != TG_VARIADIC ? n != d->ninputs : n < 1) {
-        tg__fail(tp, TG_INVALID, "%s: takes %d inputs, got %d", op->name, d->ninputs, n);
-        return tg__error_handle(tp);
-    }
-    if (d->attr_size && !attr) {
-        tg__fail(tp, TG_INVALID, "%s: attributes are NULL", op->name);
-        return tg__error_handle(tp);
-    }
 
     const tg_view *small[SMALL_INPUTS];
     const tg_view **views = small;
@@ -88,8 +70,9 @@ tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const voi
         return tg__error_handle(tp);
     }
     int64_t numel;
-    if (tg_dtype_size(node->v.dtype) == 0 || !tg__shape_valid(node->v.ndim, node->v.shape, &numel)
-        || c.alias < -1 || c.alias >= n
+    size_t es = tg__dtype_size(node->v.dtype);
+    if (es == 0 || !tg__shape_valid(node->v.ndim, node->v.shape, &numel) || c.alias < -1
+        || c.alias >= n
         || (c.alias >= 0
             && (views[c.alias]->numel != numel || views[c.alias]->dtype != node->v.dtype))
         || (c.alias < 0 && !d->forward)) {
@@ -98,33 +81,38 @@ tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const voi
     }
     node->v.numel = numel;
 
-    /* Inputs, attributes and saved scratch share one arena block; data gets its own. */
+    /* One arena block per op: [data | input ids | attributes | saved scratch], data and scratch
+     * 64-byte aligned. */
     bool link = tp->grad_enabled && !(d->flags & TG_OP_NONDIFF);
-    size_t ids_bytes = link ? (size_t)n * sizeof(uint32_t) : 0;
-    size_t attr_off = (ids_bytes + 15) & ~(size_t)15;
-    size_t saved_off = (attr_off + d->attr_size + 63) & ~(size_t)63;
-    size_t meta_bytes = saved_off + c.saved_bytes;
-    unsigned char *meta = NULL;
-    if (meta_bytes) {
-        meta = tg__arena_alloc(tp->ctx, &tp->arena, meta_bytes);
-        if (!meta) {
-            tg__fail(tp, TG_NOMEM, "%s: out of memory", op->name);
+    size_t data_bytes = 0;
+    if (c.alias < 0) {
+        if ((uint64_t)numel > (SIZE_MAX / 4) / es) {
+            tg__fail(tp, TG_NOMEM, "%s: output of %lld elements is too large", op->name,
+                     (long long)numel);
             return tg__error_handle(tp);
         }
+        data_bytes = ((size_t)numel * es + TG__ALIGN - 1) & ~(size_t)(TG__ALIGN - 1);
     }
-    if (c.alias >= 0) {
-        node->v.data = views[c.alias]->data;
-    } else {
-        node->v.data = tg__tape_buffer(tp, node->v.dtype, numel);
-        if (!node->v.data)
-            return tg__error_handle(tp);
+    size_t ids_off = data_bytes;
+    size_t attr_off = (ids_off + (link ? (size_t)n * sizeof(uint32_t) : 0) + 15) & ~(size_t)15;
+    size_t saved_off = (attr_off + d->attr_size + TG__ALIGN - 1) & ~(size_t)(TG__ALIGN - 1);
+    if (c.saved_bytes > SIZE_MAX / 4) {
+        tg__fail(tp, TG_NOMEM, "%s: scratch of %zu bytes is too large", op->name, c.saved_bytes);
+        return tg__error_handle(tp);
     }
+    size_t total = c.saved_bytes ? saved_off + c.saved_bytes : saved_off;
+    unsigned char *block = total ? tg__arena_alloc(tp->ctx, &tp->arena, total) : NULL;
+    if (total && !block) {
+        tg__fail(tp, TG_NOMEM, "%s: out of memory allocating %zu bytes", op->name, total);
+        return tg__error_handle(tp);
+    }
+    node->v.data = c.alias >= 0 ? views[c.alias]->data : block;
     if (d->attr_size) {
-        node->attr = meta + attr_off;
+        node->attr = block + attr_off;
         memcpy(node->attr, attr, d->attr_size);
     }
     if (c.saved_bytes)
-        node->saved = meta + saved_off;
+        node->saved = block + saved_off;
     if (c.alias < 0) {
         tg_kernel k = {n, views, &node->v, node->attr, node->saved, tp->ctx->threads};
         d->forward(&k);
@@ -132,7 +120,7 @@ tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const voi
     node->kind = TG__OPNODE;
     node->op = op;
     if (link) {
-        node->inputs = (uint32_t *)meta;
+        node->inputs = (uint32_t *)(block + ids_off);
         node->ninputs = (uint32_t)n;
         for (int i = 0; i < n; i++)
             node->inputs[i] = inputs[i].id_;
@@ -141,14 +129,43 @@ tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const voi
     return tg__handle(tp, tp->nnodes++);
 }
 
-tg_tensor tg__apply(int builtin, int n, const tg_tensor *inputs, const void *attr)
+tg_tensor tg_op_apply(const tg_op *op, int n, const tg_tensor *inputs, const void *attr)
 {
     tg_tape *tp = NULL;
-    for (int i = 0; i < n && !tp; i++)
+    for (int i = 0; inputs && i < n && !tp; i++)
         tp = inputs[i].tape_;
     if (!tp || tp->status)
         return tg__error_handle(tp);
-    return tg_op_apply(tp->ctx->builtin[builtin], n, inputs, attr);
+    if (!op) {
+        tg__fail(tp, TG_INVALID, "tg_op_apply: op is NULL");
+        return tg__error_handle(tp);
+    }
+    const tg_op_def *d = &op->def;
+    if (op->ctx != tp->ctx) {
+        tg__fail(tp, TG_INVALID, "%s: op is registered with another context", op->name);
+        return tg__error_handle(tp);
+    }
+    if (d->ninputs != TG_VARIADIC ? n != d->ninputs : n < 1) {
+        tg__fail(tp, TG_INVALID, "%s: takes %d inputs, got %d", op->name, d->ninputs, n);
+        return tg__error_handle(tp);
+    }
+    if (d->attr_size && !attr) {
+        tg__fail(tp, TG_INVALID, "%s: attributes are NULL", op->name);
+        return tg__error_handle(tp);
+    }
+    return apply(tp, op, n, inputs, attr);
+}
+
+/* Built-in wrappers pass their own arity and attributes: only the tape needs finding (the first
+ * input's, or any input's when that one is none). */
+tg_tensor tg__apply(int builtin, int n, const tg_tensor *inputs, const void *attr)
+{
+    tg_tape *tp = n > 0 ? inputs[0].tape_ : NULL;
+    for (int i = 1; i < n && !tp; i++)
+        tp = inputs[i].tape_;
+    if (TG__UNLIKELY(!tp || tp->status))
+        return tg__error_handle(tp);
+    return apply(tp, tp->ctx->builtin[builtin], n, inputs, attr);
 }
 
 /* ---- check helpers ------------------------------------------------------------------------ */
@@ -200,6 +217,18 @@ tg_status tg_check_float(tg_check *c, int i)
 
 tg_status tg_check_elementwise(tg_check *c)
 {
+    /* The common case first: all operands of one float dtype and one shape. */
+    const tg_view *a = c->in[0];
+    bool same = a->dtype == TG_F32 || a->dtype == TG_F64;
+    for (int i = 1; same && i < c->ninputs; i++)
+        same = c->in[i]->dtype == a->dtype && c->in[i]->numel == a->numel
+               && tg__same_shape(c->in[i], a);
+    if (same) {
+        c->out->dtype = a->dtype;
+        c->out->ndim = a->ndim;
+        memcpy(c->out->shape, a->shape, (size_t)a->ndim * sizeof a->shape[0]);
+        return TG_OK;
+    }
     for (int i = 0; i < c->ninputs; i++) {
         tg_status st = tg_check_float(c, i);
         if (st)

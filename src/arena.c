@@ -35,12 +35,7 @@ char *tg__strdup(tg_ctx *ctx, const char *s, size_t *size_out)
 #define ARENA_FIRST ((size_t)64 << 10)
 #define ARENA_MAX_STEP ((size_t)64 << 20)
 
-static size_t header_size(void)
-{
-    return (sizeof(tg__block) + TG__ALIGN - 1) & ~(size_t)(TG__ALIGN - 1);
-}
-
-static unsigned char *block_base(tg__block *b) { return (unsigned char *)b + header_size(); }
+static unsigned char *block_base(tg__block *b) { return (unsigned char *)b + TG__BLOCK_HEADER; }
 
 static void *bump(tg__block *b, size_t size)
 {
@@ -52,7 +47,7 @@ static void *bump(tg__block *b, size_t size)
     return (void *)p;
 }
 
-void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t size)
+void *tg__arena_grow(tg_ctx *ctx, tg__arena *a, size_t size)
 {
     if (size == 0)
         size = 1;
@@ -73,12 +68,12 @@ void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t size)
             }
         }
     }
-    if (size > SIZE_MAX / 2 - header_size() - TG__ALIGN)
+    if (size > SIZE_MAX / 2 - TG__BLOCK_HEADER - TG__ALIGN)
         return NULL;
     if (a->next_size == 0)
         a->next_size = ARENA_FIRST;
     size_t want = size + TG__ALIGN > a->next_size ? size + TG__ALIGN : a->next_size;
-    tg__block *b = tg__alloc(ctx, header_size() + want);
+    tg__block *b = tg__alloc(ctx, TG__BLOCK_HEADER + want);
     if (!b)
         return NULL;
     b->size = want;
@@ -111,7 +106,7 @@ void tg__arena_release(tg_ctx *ctx, tg__arena *a)
     tg__block *b = a->first;
     while (b) {
         tg__block *next = b->next;
-        tg__free(ctx, b, header_size() + b->size);
+        tg__free(ctx, b, TG__BLOCK_HEADER + b->size);
         b = next;
     }
     memset(a, 0, sizeof *a);

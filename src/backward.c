@@ -15,9 +15,9 @@ struct tg__bw {
     bool create, retain, accumulate;
 };
 
-static uint32_t *slot(struct tg__bw *bw, uint32_t id) { return &bw->slot[id - bw->lo]; }
+static inline uint32_t *slot(struct tg__bw *bw, uint32_t id) { return &bw->slot[id - bw->lo]; }
 
-static bool needs(const struct tg__bw *bw, uint32_t id)
+static inline bool needs(const struct tg__bw *bw, uint32_t id)
 {
     if (id < bw->lo || id > bw->hi)
         return false;
@@ -35,8 +35,10 @@ static tg_status accumulate(struct tg__bw *bw, uint32_t id, tg_tensor c, bool fr
 {
     tg_tape *tp = bw->tp;
     tg__node *dst = tg__node_at(tp, id);
-    tg__node *cn = tg__resolve(tp, c, "backward");
-    if (!cn)
+    tg__node *cn;
+    if (TG__LIKELY(c.tape_ == tp && c.gen_ == tp->gen && c.id_ != 0 && c.id_ < tp->nnodes))
+        cn = tg__node_at(tp, c.id_);
+    else if (!(cn = tg__resolve(tp, c, "backward")))
         return tp->status;
     if (cn->v.dtype != dst->v.dtype)
         return tg__fail(tp, TG_DTYPE,
@@ -211,7 +213,7 @@ static tg_status process(struct tg__bw *bw, uint32_t id)
                             "TG_CREATE_GRAPH through scalar entries is not "
                             "supported (node %u comes from a scalar)",
                             id);
-        tp->s[n->scalar_src].adj += tg_item(tg__handle(tp, g));
+        tp->sadj[n->scalar_src] += tg_item(tg__handle(tp, g));
         return TG_OK;
     case TG__BARRIER:
         return tg__fail(tp, TG_FIRST_ORDER,
@@ -406,7 +408,7 @@ static tg_status run(tg_tape *tp, const char *fn, int nout, const tg_tensor *out
     if (tp->ns > 1)
         tg__scalar_prepare(tp, scur, false);
     if (scalar_out) {
-        tp->s[scalar_out].adj += 1.0;
+        tp->sadj[scalar_out] += 1.0;
     } else if (!empty) {
         for (int k = 0; k < nout && !st; k++)
             st = seed_output(&bw, outs[k], seeds ? &seeds[k] : NULL, fn);

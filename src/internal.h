@@ -16,11 +16,13 @@
 #define TG__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TG__PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define TG__NOINLINE __attribute__((noinline))
+#define TG__ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define TG__LIKELY(x) (x)
 #define TG__UNLIKELY(x) (x)
 #define TG__PRINTF(f, a)
 #define TG__NOINLINE
+#define TG__ALWAYS_INLINE
 #endif
 
 #define TG__ALIGN 64      /* alignment of every tensor buffer */
@@ -49,7 +51,27 @@ typedef struct tg__arena {
     size_t next_size; /* size of the next fresh block */
 } tg__arena;
 
-void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t size);
+void *tg__arena_grow(tg_ctx *ctx, tg__arena *a, size_t size);
+
+/* Bytes before a block's first usable byte (its header, rounded up to the alignment). */
+#define TG__BLOCK_HEADER ((sizeof(tg__block) + TG__ALIGN - 1) & ~(size_t)(TG__ALIGN - 1))
+
+/* Bump allocation in the current block; the rest (next block, a new one) out of line. NULL on
+ * failure. Every pointer returned is TG__ALIGN-aligned. */
+static inline void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t size)
+{
+    tg__block *b = a->cur;
+    if (TG__LIKELY(b != NULL && size > 0)) {
+        uintptr_t base = (uintptr_t)b + TG__BLOCK_HEADER;
+        uintptr_t p = (base + b->used + TG__ALIGN - 1) & ~(uintptr_t)(TG__ALIGN - 1);
+        if (TG__LIKELY(size <= b->size && p - base <= b->size - size)) {
+            b->used = (size_t)(p + size - base);
+            a->bytes += size;
+            return (void *)p;
+        }
+    }
+    return tg__arena_grow(ctx, a, size);
+}
 void tg__arena_rewind(tg__arena *a);
 void tg__arena_release(tg_ctx *ctx, tg__arena *a);
 
@@ -116,20 +138,17 @@ typedef struct tg__node {
     uint64_t param_version;
 } tg__node;
 
-/* A scalar entry: 32 bytes. `b` is an operand for binary ops; `c` a constant for the rest. */
+/* A scalar entry: 24 bytes (its adjoint lives in a parallel array, written only by backward).
+ * `b` is an operand for binary ops; `c` a constant for the rest. */
 typedef struct tg__sentry {
     double v;
-    double adj;
     union {
         double c;
         uint32_t b;
     } u;
     uint32_t a;
-    uint16_t op;
-    uint16_t flags;
+    uint32_t op;
 } tg__sentry;
-
-#define TG__S_RELEASED 1u
 
 struct tg_tape {
     tg_ctx *ctx;
@@ -142,8 +161,13 @@ struct tg_tape {
     tg__node **chunks;
     uint32_t nchunks, chunks_cap;
     uint32_t nnodes; /* node 0 is a placeholder: id 0 means none/error */
-    tg__sentry *s;
-    uint32_t ns, scap; /* entry 0 is a placeholder too */
+    tg__sentry *s;   /* entries, then (same block) scap adjoints and released flags */
+    double *sadj;
+    uint8_t *sreleased;  /* set when a backward without TG_RETAIN_GRAPH went through the entry */
+    uint32_t ns, scap;   /* entry 0 is a placeholder too */
+    uint32_t slimit;     /* records allowed while ns < slimit: scap, or 0 once the tape failed */
+    bool sreleased_any;  /* some entry was released since the last reset */
+    uint32_t sadj_valid; /* adjoints [0, sadj_valid) are initialised */
     char error[TG__MESSAGE];
 };
 
@@ -168,16 +192,74 @@ tg_status tg__vfail(tg_tape *tp, tg_status st, const char *fmt, va_list ap);
  * TG_ERR_STALE / TG_ERR_INVALID with `what` in the message and returns NULL on failure. */
 tg__node *tg__resolve(tg_tape *tp, tg_tensor t, const char *what);
 
-/* Reserves a node slot (not yet counted); NULL (and TG_NOMEM recorded) on failure. */
-tg__node *tg__node_reserve(tg_tape *tp);
+/* Every field of a fresh node but its view's shape and data (set by whoever fills it). Field
+ * by field: a memset of the whole record costs a string instruction's start-up on every op. */
+static inline void tg__node_clear(tg__node *n, uint32_t scalar_mark)
+{
+    n->v.data = NULL;
+    n->v.numel = 0;
+    n->v.dtype = (tg_dtype)0;
+    n->v.ndim = 0;
+    n->op = NULL;
+    n->inputs = NULL;
+    n->ninputs = 0;
+    n->scalar_mark = scalar_mark;
+    n->kind = TG__LEAF;
+    n->requires_grad = 0;
+    n->released = 0;
+    n->leaf_marked = 0;
+    n->leaf_grad = 0;
+    n->scalar_src = 0;
+    n->attr = NULL;
+    n->saved = NULL;
+    n->param = NULL;
+    n->param_version = 0;
+}
+
+/* Reserves a node slot (not yet counted), cleared; NULL (and TG_NOMEM recorded) on failure. */
+tg__node *tg__node_reserve_slow(tg_tape *tp);
+static inline tg__node *tg__node_reserve(tg_tape *tp)
+{
+    uint32_t id = tp->nnodes;
+    if (TG__UNLIKELY((id >> TG__CHUNK_BITS) >= tp->nchunks || id >= TG__MAX_NODES))
+        return tg__node_reserve_slow(tp);
+    tg__node *n = tg__node_at(tp, id);
+    tg__node_clear(n, tp->ns);
+    return n;
+}
 /* Allocates `numel` elements of `dt`, aligned; records TG_NOMEM on failure. */
 void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel);
 /* Creates a leaf tensor with uninitialised data (error handle on failure). */
 tg_tensor tg__leaf(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, tg__node **out);
 
 /* Shape helpers. */
-bool tg__shape_valid(int ndim, const int64_t *shape, int64_t *numel);
-bool tg__same_shape(const tg_view *a, const tg_view *b);
+static inline size_t tg__dtype_size(tg_dtype dt)
+{
+    return dt == TG_F32 ? 4 : (dt == TG_F64 || dt == TG_I64) ? 8 : 0;
+}
+/* Valid (0..TG_MAX_DIMS dims, none negative, no overflow); *numel receives the element count. */
+static inline bool tg__shape_valid(int ndim, const int64_t *shape, int64_t *numel)
+{
+    if (ndim < 0 || ndim > TG_MAX_DIMS || (ndim > 0 && !shape))
+        return false;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 16 / shape[i]))
+            return false;
+        n *= shape[i];
+    }
+    *numel = n;
+    return true;
+}
+static inline bool tg__same_shape(const tg_view *a, const tg_view *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return false;
+    return true;
+}
 int tg__format_view(char *buf, size_t size, const tg_view *v); /* "f32[3,4]" */
 bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *shape);
 

@@ -24,23 +24,37 @@ static tg_scalar none(tg_tape *tp)
     return s;
 }
 
+/* Entries, adjoints and released flags share one block: [cap entries][cap adjoints][cap flags].
+ * Backward writes only the last two, so the entries' cache lines stay clean. Growing moves the
+ * adjoints and flags up behind the larger entry array. */
 static bool grow(tg_tape *tp)
 {
-    uint32_t cap = tp->scap ? tp->scap : 512;
+    uint32_t old = tp->scap, cap = old ? old : 512;
     if (cap > UINT32_MAX / 4) {
         tg__fail(tp, TG_NOMEM, "scalar entries: tape full (%u entries)", tp->ns);
         return false;
     }
     cap *= 2;
-    tg__sentry *s = tg__realloc(tp->ctx, tp->s, tp->scap * sizeof *s, cap * sizeof *s);
-    if (!s) {
+    size_t per = sizeof(tg__sentry) + sizeof(double) + 1;
+    unsigned char *block = tg__realloc(tp->ctx, tp->s, (size_t)old * per, (size_t)cap * per);
+    if (!block) {
         tg__fail(tp, TG_NOMEM, "scalar entries: out of memory growing to %u entries", cap);
         return false;
     }
-    if (!tp->s)
-        memset(&s[0], 0, sizeof s[0]);
-    tp->s = s;
+    double *adj = (double *)(block + (size_t)cap * sizeof(tg__sentry));
+    uint8_t *released = (uint8_t *)(adj + cap);
+    if (old) {
+        /* Flags first: they move furthest, and the adjoints' new place overlaps their old one. */
+        memmove(released, block + (size_t)old * (sizeof(tg__sentry) + sizeof(double)), old);
+        memmove(adj, block + (size_t)old * sizeof(tg__sentry), (size_t)old * sizeof(double));
+    } else {
+        memset(block, 0, sizeof(tg__sentry)); /* entry 0: the placeholder */
+    }
+    tp->s = (tg__sentry *)block;
+    tp->sadj = adj;
+    tp->sreleased = released;
     tp->scap = cap;
+    tp->slimit = tp->status ? 0 : cap;
     return true;
 }
 
@@ -74,22 +88,25 @@ static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
 {
     tg__sentry *e = &tp->s[tp->ns];
     e->v = v;
-    e->adj = 0;
     e->a = a;
     e->op = tp->grad_enabled ? op : S_CONST;
-    e->flags = 0;
     tg_scalar r = {tp, tp->ns++, tp->gen};
     return r;
 }
 
-/* All the checks of a record in one branch: same tape and generation, live operands, no error,
- * room for one more entry. */
+/* The checks of a record: same tape and generation, live operands, room for one more entry and
+ * no error (slimit is 0 on an errored tape). Separate predicted branches are cheaper here than
+ * one combined test. */
 static inline bool fast_ok(const tg_tape *tp, tg_scalar x, tg_scalar y)
 {
-    uint32_t bad = (uint32_t)(y.tape_ != tp) | (x.gen_ ^ tp->gen) | (y.gen_ ^ tp->gen)
-                   | (uint32_t)(x.id_ - 1u >= tp->ns - 1u) | (uint32_t)(y.id_ - 1u >= tp->ns - 1u)
-                   | (uint32_t)tp->status | (uint32_t)(tp->ns >= tp->scap);
-    return TG__LIKELY(bad == 0);
+    uint32_t ns = tp->ns;
+    if (TG__UNLIKELY(y.tape_ != tp))
+        return false;
+    if (TG__UNLIKELY(x.gen_ != tp->gen || y.gen_ != tp->gen))
+        return false;
+    if (TG__UNLIKELY(x.id_ - 1u >= ns - 1u || y.id_ - 1u >= ns - 1u))
+        return false;
+    return TG__LIKELY(ns < tp->slimit);
 }
 
 /* Each op: an inline fast path that touches no callee-saved registers, and an out-of-line slow
@@ -172,7 +189,13 @@ bool tg_s_ok(tg_scalar s) { return s.tape_ && live(s.tape_, s); }
 
 double tg_s_value(tg_scalar s) { return tg_s_ok(s) ? s.tape_->s[s.id_].v : NAN; }
 
-double tg_s_grad(tg_scalar s) { return tg_s_ok(s) ? s.tape_->s[s.id_].adj : NAN; }
+double tg_s_grad(tg_scalar s)
+{
+    if (!tg_s_ok(s))
+        return NAN;
+    /* Entries no backward has reached yet have no adjoint stored: their gradient is 0. */
+    return s.id_ < s.tape_->sadj_valid ? s.tape_->sadj[s.id_] : 0.0;
+}
 
 /* ---- conversions -------------------------------------------------------------------------- */
 
@@ -229,27 +252,56 @@ tg_scalar tg_s_from(tg_tensor t)
 
 void tg__scalar_prepare(tg_tape *tp, uint32_t hi, bool reset_leaves)
 {
-    if (!tp->scalars_dirty && !reset_leaves)
-        return;
-    tg__sentry *s = tp->s;
-    for (uint32_t i = 1; i < tp->ns; i++)
-        if (reset_leaves || s[i].op != S_VAR)
-            s[i].adj = 0;
+    const tg__sentry *s = tp->s;
+    double *adj = tp->sadj;
     (void)hi;
+    /* A previous backward left values: clear all but the leaves', which accumulate. */
+    if (tp->scalars_dirty || reset_leaves)
+        for (uint32_t i = 1; i < tp->sadj_valid; i++)
+            if (reset_leaves || s[i].op != S_VAR)
+                adj[i] = 0;
+    /* Entries recorded since then start at zero, unreleased. */
+    if (tp->ns > tp->sadj_valid) {
+        memset(adj + tp->sadj_valid, 0, (size_t)(tp->ns - tp->sadj_valid) * sizeof *adj);
+        memset(tp->sreleased + tp->sadj_valid, 0, tp->ns - tp->sadj_valid);
+        tp->sadj_valid = tp->ns;
+    }
     tp->scalars_dirty = false;
 }
 
-tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain, struct tg__bw *bw)
+/* The sweep, specialised by the caller on constant flags: `check` whether entries may be released
+ * already (nothing can be before the first non-retaining backward), `mark` whether to release
+ * what it passes. */
+static inline TG__ALWAYS_INLINE tg_status sweep(tg_tape *tp, uint32_t lo, uint32_t hi,
+                                                struct tg__bw *bw, const bool check,
+                                                const bool mark)
 {
     tg__sentry *s = tp->s;
-    if (hi > lo)
-        tp->scalars_dirty = true;
+    double *adj = tp->sadj;
+    uint8_t *released = tp->sreleased;
+    /* Most operands are the entry just before: their contribution is carried in a register to
+     * the next iteration instead of going through memory, which breaks the store-to-load chain
+     * that would otherwise serialise the sweep. */
+    double carry = 0;
+#define GIVE(to, amount)                                                                           \
+    do {                                                                                           \
+        uint32_t to_ = (to);                                                                       \
+        double amount_ = (amount);                                                                 \
+        if (to_ == i - 1)                                                                          \
+            carry += amount_;                                                                      \
+        else                                                                                       \
+            adj[to_] += amount_;                                                                   \
+    } while (0)
     for (uint32_t i = hi; i-- > lo;) {
         tg__sentry *e = &s[i];
-        double g = e->adj;
-        if (g == 0)
+        double g = adj[i] + carry;
+        carry = 0;
+        adj[i] = g;
+        uint64_t bits;
+        memcpy(&bits, &g, sizeof bits);
+        if ((bits << 1) == 0) /* +0 or -0: nothing flows from here (a cheaper test than g == 0) */
             continue;
-        if (TG__UNLIKELY(e->flags & TG__S_RELEASED))
+        if (check && TG__UNLIKELY(released[i]))
             return tg__fail(tp, TG_RELEASED,
                             "scalar entry %u: backward through a graph already released by an "
                             "earlier backward (pass TG_RETAIN_GRAPH to the first)",
@@ -269,15 +321,15 @@ tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain, s
     case S_##NAME: {                                                                               \
         double a = s[e->a].v, b = s[e->u.b].v, y = e->v;                                           \
         (void)a, (void)b, (void)y;                                                                 \
-        s[e->a].adj += g * (DA);                                                                   \
-        s[e->u.b].adj += g * (DB);                                                                 \
+        GIVE(e->a, g *(DA));                                                                       \
+        GIVE(e->u.b, g *(DB));                                                                     \
         break;                                                                                     \
     }
 #define SWEEP_U(NAME, VALUE, DA)                                                                   \
     case S_##NAME: {                                                                               \
         double a = s[e->a].v, c = e->u.c, y = e->v;                                                \
         (void)a, (void)c, (void)y;                                                                 \
-        s[e->a].adj += g * (DA);                                                                   \
+        GIVE(e->a, g *(DA));                                                                       \
         break;                                                                                     \
     }
             TG__SCALAR_BINARY(SWEEP_B)
@@ -285,8 +337,23 @@ tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain, s
 #undef SWEEP_B
 #undef SWEEP_U
         }
-        if (!retain)
-            e->flags |= TG__S_RELEASED;
+        if (mark)
+            released[i] = 1;
     }
+#undef GIVE
+    if (lo > 0)
+        adj[lo - 1] += carry; /* what entry lo gave the entry below the swept range */
     return TG_OK;
+}
+
+tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain, struct tg__bw *bw)
+{
+    if (hi <= lo)
+        return TG_OK;
+    tp->scalars_dirty = true;
+    if (retain)
+        return sweep(tp, lo, hi, bw, tp->sreleased_any, false);
+    bool any = tp->sreleased_any;
+    tp->sreleased_any = true;
+    return any ? sweep(tp, lo, hi, bw, true, true) : sweep(tp, lo, hi, bw, false, true);
 }

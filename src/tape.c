@@ -17,6 +17,7 @@ tg_status tg_tape_new(tg_ctx *ctx, tg_tape **out)
     tp->grad_enabled = true;
     tp->nnodes = 1; /* id 0: none */
     tp->ns = 1;
+    tp->sadj_valid = 1;
     *out = tp;
     return TG_OK;
 }
@@ -29,7 +30,7 @@ void tg_tape_free(tg_tape *tp)
     for (uint32_t i = 0; i < tp->nchunks; i++)
         tg__free(ctx, tp->chunks[i], TG__CHUNK * sizeof(tg__node));
     tg__free(ctx, tp->chunks, tp->chunks_cap * sizeof *tp->chunks);
-    tg__free(ctx, tp->s, tp->scap * sizeof *tp->s);
+    tg__free(ctx, tp->s, tp->scap * (sizeof *tp->s + sizeof(double) + 1));
     tg__arena_release(ctx, &tp->arena);
     tg__free(ctx, tp, sizeof *tp);
 }
@@ -40,11 +41,14 @@ void tg_tape_reset(tg_tape *tp)
         return;
     tp->gen = tp->gen + 1 ? tp->gen + 1 : 1;
     tp->status = TG_OK;
+    tp->slimit = tp->scap;
+    tp->sreleased_any = false;
     tp->error[0] = '\0';
     tp->grad_enabled = true;
     tp->scalars_dirty = false;
     tp->nnodes = 1;
     tp->ns = 1;
+    tp->sadj_valid = 1;
     tg__arena_rewind(&tp->arena);
 }
 
@@ -71,7 +75,7 @@ size_t tg_tape_scalar_count(const tg_tape *tp) { return tp ? tp->ns - 1 : 0; }
 
 size_t tg_tape_bytes(const tg_tape *tp) { return tp ? tp->arena.bytes : 0; }
 
-tg__node *tg__node_reserve(tg_tape *tp)
+tg__node *tg__node_reserve_slow(tg_tape *tp)
 {
     uint32_t id = tp->nnodes;
     if (TG__UNLIKELY(id >= TG__MAX_NODES)) {
@@ -99,8 +103,7 @@ tg__node *tg__node_reserve(tg_tape *tp)
         tp->chunks[tp->nchunks++] = nodes;
     }
     tg__node *n = tg__node_at(tp, id);
-    memset(n, 0, sizeof *n);
-    n->scalar_mark = tp->ns;
+    tg__node_clear(n, tp->ns);
     return n;
 }
 

@@ -3,32 +3,6 @@
 
 #include <math.h>
 
-bool tg__shape_valid(int ndim, const int64_t *shape, int64_t *numel)
-{
-    if (ndim < 0 || ndim > TG_MAX_DIMS || (ndim > 0 && !shape))
-        return false;
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0)
-            return false;
-        if (shape[i] > 0 && n > INT64_MAX / 16 / shape[i])
-            return false;
-        n *= shape[i];
-    }
-    *numel = n;
-    return true;
-}
-
-bool tg__same_shape(const tg_view *a, const tg_view *b)
-{
-    if (a->ndim != b->ndim)
-        return false;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i])
-            return false;
-    return true;
-}
-
 static bool dtype_valid(tg_dtype dt) { return dt == TG_F32 || dt == TG_F64 || dt == TG_I64; }
 
 static bool check_leaf_args(tg_tape *tp, const char *fn, tg_dtype dt, int ndim,
