@@ -165,6 +165,10 @@ tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads);
 int tg_ctx_threads(const tg_ctx *ctx);
 /* Number of calls the context made to its allocator so far (allocations, frees, resizes). */
 uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx);
+/* How this build of the library computes, for benchmark reports: a static string such as
+ * "vmath=avx512f gemm=openblas openmp=yes" (the vector-math instruction set chosen on this CPU,
+ * the GEMM backend, and whether kernels can use threads). */
+const char *tg_build_info(void);
 
 /* ---------------------------------------------------------------------------------------------
  * Tape.

@@ -5,10 +5,13 @@
 #include "ops.h"
 #include "vmath.h"
 
-/* Fused elementwise loops over contiguous arrays of the output's shape: one function per dtype,
- * with the attributes (c0, c1) converted to the element type (as PyTorch does) so the f32 loops
- * stay in f32 and vectorise. The named operands are the inputs' elements; the output may be one
- * of the inputs (in place: same index read, then written). */
+/* The hot kernels (tanh, sigmoid, gelu, softplus and the fused backward kernels of tanh,
+ * sigmoid, relu and gelu) run through vmath, which vectorises them for the CPU at hand and
+ * splits large arrays over the context's threads. The lighter ones use these plain fused loops
+ * over contiguous arrays of the output's shape: one function per dtype, with the attributes
+ * (c0, c1) converted to the element type (as PyTorch does) so the f32 loops stay in f32 and
+ * vectorise. The named operands are the inputs' elements; the output may be one of the inputs
+ * (in place: same index read, then written). */
 #define FUSED1_T(fname, T, X, EXPR)                                                                \
     static void fname(int64_t n, const T *X##_, T *Y_, T c0, T c1)                                 \
     {                                                                                              \
@@ -27,21 +30,10 @@
             Y_[i] = (EXPR);                                                                        \
         }                                                                                          \
     }
-#define FUSED3_T(fname, T, A, B, C, EXPR)                                                          \
-    static void fname(int64_t n, const T *A##_, const T *B##_, const T *C##_, T *Y_, T c0, T c1)   \
-    {                                                                                              \
-        (void)c0, (void)c1;                                                                        \
-        for (int64_t i = 0; i < n; i++) {                                                          \
-            T A = A##_[i], B = B##_[i], C = C##_[i];                                               \
-            Y_[i] = (EXPR);                                                                        \
-        }                                                                                          \
-    }
 #define FUSED1(fname, X, EXPR)                                                                     \
     FUSED1_T(fname##_f32, float, X, EXPR) FUSED1_T(fname##_f64, double, X, EXPR)
 #define FUSED2(fname, A, B, EXPR)                                                                  \
     FUSED2_T(fname##_f32, float, A, B, EXPR) FUSED2_T(fname##_f64, double, A, B, EXPR)
-#define FUSED3(fname, A, B, C, EXPR)                                                               \
-    FUSED3_T(fname##_f32, float, A, B, C, EXPR) FUSED3_T(fname##_f64, double, A, B, C, EXPR)
 
 /* Calls the dtype's loop: RUN_FUSED(loop, dtype, c0, c1, n, inputs..., output). */
 #define RUN_FUSED(fname, dt, c0, c1, ...)                                                          \
@@ -54,6 +46,7 @@
 
 /* Shorthands for a kernel's dtype, size and buffers. */
 #define DT(k) ((k)->out->dtype)
+#define THREADS(k) ((k)->threads)
 #define NUM(k) ((k)->out->numel)
 #define IN(k, i) ((k)->in[i]->data)
 #define OUT(k) ((k)->out->data)
@@ -97,7 +90,10 @@ static int example_pair(tg_tape *tp, int index, tg_tensor *in, double low, doubl
 }
 
 /* y = tanh(x);  dx += tanh_backward(g, y) = g * (1 - y^2) */
-static void tanh_forward(const tg_kernel *k) { tg__vm_tanh(DT(k), NUM(k), IN(k, 0), OUT(k)); }
+static void tanh_forward(const tg_kernel *k)
+{
+    tg__vm_tanh(THREADS(k), DT(k), NUM(k), IN(k, 0), OUT(k));
+}
 static void tanh_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg__apply2(TG__OP_tanh_backward, io->grad_output, io->output, NULL);
@@ -116,10 +112,9 @@ const tg_op_def tg__op_tanh = {.name = "tanh",
 tg_tensor tg_tanh(tg_tensor a) { return tg__apply1(TG__OP_tanh, a, NULL); }
 
 /* z = tanh_backward(g, y) = g * (1 - y^2);  dg += tanh_backward(gg, y),  dy += -2 gg g y */
-FUSED2(tanh_bw_loop, g, y, g *(1 - y * y))
 static void tanh_bw_forward(const tg_kernel *k)
 {
-    RUN_FUSED(tanh_bw_loop, DT(k), 0, 0, NUM(k), IN(k, 0), IN(k, 1), OUT(k));
+    tg__vm_binary(TG__VM_TANH_BACKWARD, THREADS(k), DT(k), NUM(k), IN(k, 0), IN(k, 1), OUT(k));
 }
 static void tanh_bw_backward(const tg_backward_io *io)
 {
@@ -142,7 +137,10 @@ const tg_op_def tg__op_tanh_backward = {.name = "tanh_backward",
                                         .example = example_tanh_bw};
 
 /* y = sigmoid(x);  dx += sigmoid_backward(g, y) = g * y * (1 - y) */
-static void sigmoid_forward(const tg_kernel *k) { tg__vm_sigmoid(DT(k), NUM(k), IN(k, 0), OUT(k)); }
+static void sigmoid_forward(const tg_kernel *k)
+{
+    tg__vm_sigmoid(THREADS(k), DT(k), NUM(k), IN(k, 0), OUT(k));
+}
 static void sigmoid_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg__apply2(TG__OP_sigmoid_backward, io->grad_output, io->output, NULL);
@@ -162,10 +160,9 @@ tg_tensor tg_sigmoid(tg_tensor a) { return tg__apply1(TG__OP_sigmoid, a, NULL); 
 
 /* z = sigmoid_backward(g, y) = g y (1 - y);  dg += sigmoid_backward(gg, y),
  * dy += gg g (1 - 2y) */
-FUSED2(sigmoid_bw_loop, g, y, g *y *(1 - y))
 static void sigmoid_bw_forward(const tg_kernel *k)
 {
-    RUN_FUSED(sigmoid_bw_loop, DT(k), 0, 0, NUM(k), IN(k, 0), IN(k, 1), OUT(k));
+    tg__vm_binary(TG__VM_SIGMOID_BACKWARD, THREADS(k), DT(k), NUM(k), IN(k, 0), IN(k, 1), OUT(k));
 }
 static void sigmoid_bw_backward(const tg_backward_io *io)
 {
@@ -210,10 +207,9 @@ const tg_op_def tg__op_relu = {.name = "relu",
 tg_tensor tg_relu(tg_tensor a) { return tg__apply1(TG__OP_relu, a, NULL); }
 
 /* z = relu_backward(g, y) = (y > 0 ? g : 0);  dg += relu_backward(gg, y),  dy: 0 a.e. */
-FUSED2(relu_bw_loop, g, y, y > 0 ? g : 0)
 static void relu_bw_forward(const tg_kernel *k)
 {
-    RUN_FUSED(relu_bw_loop, DT(k), 0, 0, NUM(k), IN(k, 0), IN(k, 1), OUT(k));
+    tg__vm_binary(TG__VM_RELU_BACKWARD, THREADS(k), DT(k), NUM(k), IN(k, 0), IN(k, 1), OUT(k));
 }
 static void relu_bw_backward(const tg_backward_io *io)
 {
@@ -326,16 +322,11 @@ const tg_op_def tg__op_leaky_relu_backward = {.name = "leaky_relu_backward",
 #define GELU_K0 0.7978845608028654 /* sqrt(2 / pi) */
 #define GELU_K1 0.044715
 
-/* u, written into the output so that vmath's tanh can run over it in place. */
-FUSED1(gelu_inner_loop, x, c0 *(x + c1 * (x * x * x)))
-
-/* y = 0.5 x (1 + t);  dx += gelu_backward(g, x) = g * dy/dx */
-FUSED2(gelu_out_loop, x, t, 0.5f * x * (1 + t))
+/* y = 0.5 x (1 + t);  dx += gelu_backward(g, x) = g * dy/dx. One pass through vmath (f32 as
+ * x sigmoid(2u), the same function; see vmath_simd.h). */
 static void gelu_forward(const tg_kernel *k)
 {
-    RUN_FUSED(gelu_inner_loop, DT(k), GELU_K0, GELU_K1, NUM(k), IN(k, 0), OUT(k));
-    tg__vm_tanh(DT(k), NUM(k), OUT(k), OUT(k));
-    RUN_FUSED(gelu_out_loop, DT(k), 0, 0, NUM(k), IN(k, 0), OUT(k), OUT(k));
+    tg__vm_gelu(THREADS(k), DT(k), NUM(k), IN(k, 0), OUT(k));
 }
 static void gelu_backward(const tg_backward_io *io)
 {
@@ -355,15 +346,11 @@ const tg_op_def tg__op_gelu = {.name = "gelu",
 tg_tensor tg_gelu(tg_tensor a) { return tg__apply1(TG__OP_gelu, a, NULL); }
 
 /* z = gelu_backward(g, x) = g * (0.5 (1 + t) + 0.5 x (1 - t^2) u'),  u' = K0 (1 + 3 K1 x^2);
- * dg += gelu_backward(gg, x),  dx += gg g y'' with y'' = (1 - t^2) (K0 + 6 K0 K1 x^2 - x t u'^2) */
-FUSED3(gelu_bw_loop, g, x, t,
-       g *(0.5f * (1 + t) + 0.5f * x * (1 - t * t) * (c0 * (1 + 3 * c1 * (x * x)))))
+ * dg += gelu_backward(gg, x),  dx += gg g y'' with y'' = (1 - t^2) (K0 + 6 K0 K1 x^2 - x t u'^2)
+ * One pass through vmath (f64 in PyTorch's order of operations). */
 static void gelu_bw_forward(const tg_kernel *k)
 {
-    /* Same order of operations as PyTorch's gelu_backward, t staged in the output. */
-    RUN_FUSED(gelu_inner_loop, DT(k), GELU_K0, GELU_K1, NUM(k), IN(k, 1), OUT(k));
-    tg__vm_tanh(DT(k), NUM(k), OUT(k), OUT(k));
-    RUN_FUSED(gelu_bw_loop, DT(k), GELU_K0, GELU_K1, NUM(k), IN(k, 0), IN(k, 1), OUT(k), OUT(k));
+    tg__vm_binary(TG__VM_GELU_BACKWARD, THREADS(k), DT(k), NUM(k), IN(k, 0), IN(k, 1), OUT(k));
 }
 static void gelu_bw_backward(const tg_backward_io *io)
 {
@@ -396,18 +383,11 @@ const tg_op_def tg__op_gelu_backward = {.name = "gelu_backward",
                                         .example = example_gelu_bw};
 
 /* y = x > 20 ? x : log1p(exp(x)) = max(x, 0) + log1p(exp(-|x|));  dx += g * sigmoid(x)
- * (PyTorch's softplus with beta 1, threshold 20; the stable form never overflows exp.) */
-FUSED1(softplus_negabs_loop, x, x < 0 ? x : -x)
-/* max(x, 0) + l below the threshold, x + 0 = x above it; the add is unconditional so that
- * the loop vectorises. NaN: 0 + NaN. */
-FUSED2(softplus_out_loop, x, l, (x > 0 ? x : 0) + (x > 20 ? 0 : l))
+ * (PyTorch's softplus with beta 1, threshold 20; the stable form never overflows exp.) One
+ * pass through vmath. */
 static void softplus_forward(const tg_kernel *k)
 {
-    /* -|x|, then exp and log1p in place through vmath, then the sum. */
-    RUN_FUSED(softplus_negabs_loop, DT(k), 0, 0, NUM(k), IN(k, 0), OUT(k));
-    tg__vm_exp(DT(k), NUM(k), OUT(k), OUT(k));
-    tg__vm_log1p(DT(k), NUM(k), OUT(k), OUT(k));
-    RUN_FUSED(softplus_out_loop, DT(k), 0, 0, NUM(k), IN(k, 0), OUT(k), OUT(k));
+    tg__vm_softplus(THREADS(k), DT(k), NUM(k), IN(k, 0), OUT(k));
 }
 static void softplus_backward(const tg_backward_io *io)
 {

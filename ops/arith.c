@@ -1,6 +1,7 @@
 /* arith.c — arithmetic: add sub mul div neg, scalar add/mul, pow, square. */
 #include "kernels.h"
 #include "ops.h"
+#include "vmath.h"
 
 typedef struct scalar_attr {
     double c;
@@ -12,9 +13,39 @@ static int example_any(tg_tape *tp, int index, tg_tensor *in, void *attr)
     return tg__example_binary(tp, index, in, -2, 2, -2, 2);
 }
 
+/* The contiguous cases of a binary op go to vmath (vectorised for the CPU, threaded when
+ * large): operands of the output's size (equal shapes, up to leading 1s), or, for `scalar_op`
+ * (TG__VM_NOPS: none), one of the output's size and a one-element `b` (or `a` when `commutes`),
+ * as y = a (op) c. False when the operands broadcast otherwise. */
+static bool binary_fast(const tg_kernel *k, tg__vm_op op, tg__vm_op scalar_op, bool commutes,
+                        bool negate)
+{
+    const tg_view *a = k->in[0], *b = k->in[1], *y = k->out;
+    int64_t n = y->numel;
+    if (a->numel == n && b->numel == n) {
+        tg__vm_binary(op, k->threads, y->dtype, n, a->data, b->data, y->data);
+        return true;
+    }
+    if (scalar_op == TG__VM_NOPS)
+        return false;
+    if (commutes && a->numel == 1 && b->numel == n) {
+        const tg_view *t = a;
+        a = b, b = t;
+    }
+    if (a->numel != n || b->numel != 1)
+        return false;
+    double c = y->dtype == TG_F32 ? *(const float *)b->data : *(const double *)b->data;
+    tg__vm_map(scalar_op, k->threads, y->dtype, n, a->data, NULL, negate ? -c : c, 0, y->data);
+    return true;
+}
+
 /* y = a + b;  da += g,  db += g */
 TG__LOOPS2(add_loop, a + b)
-static void add_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, add_loop); }
+static void add_forward(const tg_kernel *k)
+{
+    if (!binary_fast(k, TG__VM_ADD, TG__VM_ADD_SCALAR, true, false))
+        TG__RUN_LOOPS(k, add_loop);
+}
 static void add_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = io->grad_output;
@@ -31,7 +62,12 @@ tg_tensor tg_add(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_add, a, b,
 
 /* y = a - b;  da += g,  db -= g */
 TG__LOOPS2(sub_loop, a - b)
-static void sub_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, sub_loop); }
+static void sub_forward(const tg_kernel *k)
+{
+    /* a - c = a + (-c) exactly (negation is exact), so a scalar b becomes add_scalar. */
+    if (!binary_fast(k, TG__VM_SUB, TG__VM_ADD_SCALAR, false, true))
+        TG__RUN_LOOPS(k, sub_loop);
+}
 static void sub_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = io->grad_output;
@@ -49,7 +85,11 @@ tg_tensor tg_sub(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_sub, a, b,
 
 /* y = a * b;  da += g * b,  db += g * a */
 TG__LOOPS2(mul_loop, a *b)
-static void mul_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, mul_loop); }
+static void mul_forward(const tg_kernel *k)
+{
+    if (!binary_fast(k, TG__VM_MUL, TG__VM_MUL_SCALAR, true, false))
+        TG__RUN_LOOPS(k, mul_loop);
+}
 static void mul_backward(const tg_backward_io *io)
 {
     if (io->needs_grad[0])
@@ -68,7 +108,11 @@ tg_tensor tg_mul(tg_tensor a, tg_tensor b) { return tg__apply2(TG__OP_mul, a, b,
 
 /* y = a / b;  da += g / b,  db -= g * y / b */
 TG__LOOPS2(div_loop, a / b)
-static void div_forward(const tg_kernel *k) { TG__RUN_LOOPS(k, div_loop); }
+static void div_forward(const tg_kernel *k)
+{
+    if (!binary_fast(k, TG__VM_DIV, TG__VM_NOPS, false, false))
+        TG__RUN_LOOPS(k, div_loop);
+}
 static void div_backward(const tg_backward_io *io)
 {
     tg_tensor g = io->grad_output, b = io->inputs[1];
@@ -108,10 +152,13 @@ const tg_op_def tg__op_neg = {.name = "neg",
 tg_tensor tg_neg(tg_tensor a) { return tg__apply1(TG__OP_neg, a, NULL); }
 
 /* y = a + c;  da += g */
-static void add_scalar_forward(const tg_kernel *k)
+/* Scalar ops: y = a (op) c through vmath, c rounded to the element type there. */
+static void scalar_forward(const tg_kernel *k, tg__vm_op op)
 {
-    TG__MAP1C(k, ((const scalar_attr *)k->attr)->c, x + c);
+    tg__vm_map(op, k->threads, k->out->dtype, k->out->numel, k->in[0]->data, NULL,
+               ((const scalar_attr *)k->attr)->c, 0, k->out->data);
 }
+static void add_scalar_forward(const tg_kernel *k) { scalar_forward(k, TG__VM_ADD_SCALAR); }
 static void add_scalar_backward(const tg_backward_io *io) { io->grad_inputs[0] = io->grad_output; }
 static int example_scalar(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {
@@ -132,10 +179,7 @@ tg_tensor tg_add_scalar(tg_tensor a, double c)
 }
 
 /* y = a * c;  da += g * c */
-static void mul_scalar_forward(const tg_kernel *k)
-{
-    TG__MAP1C(k, ((const scalar_attr *)k->attr)->c, x * c);
-}
+static void mul_scalar_forward(const tg_kernel *k) { scalar_forward(k, TG__VM_MUL_SCALAR); }
 static void mul_scalar_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg_mul_scalar(io->grad_output, ((const scalar_attr *)io->attr)->c);
@@ -198,7 +242,11 @@ tg_tensor tg_pow(tg_tensor a, double exponent)
 }
 
 /* y = a^2;  da += 2 g a */
-static void square_forward(const tg_kernel *k) { TG__MAP1(k, x * x); }
+static void square_forward(const tg_kernel *k)
+{
+    const tg_view *x = k->in[0];
+    tg__vm_binary(TG__VM_MUL, k->threads, x->dtype, x->numel, x->data, x->data, k->out->data);
+}
 static void square_backward(const tg_backward_io *io)
 {
     io->grad_inputs[0] = tg_mul(io->grad_output, tg_mul_scalar(io->inputs[0], 2.0));

@@ -337,12 +337,14 @@ static void conv2d_forward(const tg_kernel *k)
             const void *bg = b ? CAT(b, gi * g.og, es) : NULL;
             void *yb = AT(y->data, (n0 * g.o + gi * g.og) * ohw, es);
             if (nb == 1) { /* straight into y, then the bias added in place */
-                tg__gemm(dt, false, false, g.og, ohw, g.ckk, wg, g.ckk, cols, ohw, 0.0, yb, ohw);
+                tg__gemm(dt, false, false, g.og, ohw, g.ckk, wg, g.ckk, cols, ohw, 0.0, yb, ohw,
+                         k->threads);
                 if (bg)
                     put_rows(dt, yb, ohw, yb, ohw, bg, g.og, ohw);
                 continue;
             }
-            tg__gemm(dt, false, false, g.og, ld, g.ckk, wg, g.ckk, cols, ld, 0.0, tmp, ld);
+            tg__gemm(dt, false, false, g.og, ld, g.ckk, wg, g.ckk, cols, ld, 0.0, tmp, ld,
+                     k->threads);
             for (int64_t i = 0; i < nb; i++)
                 put_rows(dt, AT(yb, i * g.o * ohw, es), ohw, CAT(tmp, i * ohw, es), ld, bg, g.og,
                          ohw);
@@ -465,7 +467,7 @@ static void conv2d_bwi_forward(const tg_kernel *k)
         for (int64_t gi = 0; gi < g.groups; gi++) {
             const void *gb = gather_grad(&g, gv->data, tmp, es, n0, nb, gi, &ld);
             tg__gemm(dt, true, false, g.ckk, ld, g.og, CAT(w->data, gi * g.og * g.ckk, es), g.ckk,
-                     gb, ld, 0.0, cols, ld);
+                     gb, ld, 0.0, cols, ld, k->threads);
             for (int64_t i = 0; i < nb; i++)
                 col2im(dt, CAT(cols, i * ohw, es), ld,
                        AT(dx->data, ((n0 + i) * g.c + gi * g.cg) * hw, es), &g);
@@ -547,7 +549,7 @@ static void conv2d_bww_forward(const tg_kernel *k)
                 im2col(dt, CAT(x->data, ((n0 + i) * g.c + gi * g.cg) * hw, es),
                        AT(cols, i * ohw, es), ld, &g);
             tg__gemm(dt, false, true, g.og, g.ckk, ld, gb, ld, cols, ld, 1.0,
-                     AT(dw->data, gi * g.og * g.ckk, es), g.ckk);
+                     AT(dw->data, gi * g.og * g.ckk, es), g.ckk, k->threads);
         }
     }
 }

@@ -3,19 +3,10 @@
  * bce_with_logits and the l1/l2 penalties are composites of existing ops. */
 #include "kernels.h"
 #include "ops.h"
+#include "parallel.h"
 #include "vmath.h"
 
 #include <stdio.h>
-
-/* Elements per stack buffer: the kernels may not allocate, so rows go through exp in pieces. */
-#define CHUNK 256
-
-/* Independent accumulators of the row loops, and their sum (pairwise). */
-#define LANES 8
-static double lanes_total(const double *acc)
-{
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
 
 /* The tape of the first of a, b that has one. */
 static tg_tape *tape_of(tg_tensor a, tg_tensor b)
@@ -191,73 +182,48 @@ static tg_status cross_entropy_check(tg_check *c)
         return tg_check_fail(c, TG_RANGE, "label_smoothing = %g is out of range (need 0..1)", eps);
     return check_classification(c, "logits");
 }
-/* Per row: m = max (NaN if any element is NaN), s = sum exp(x - m) through vmath in chunks;
- * lse - x[y] is taken as (m - x[y]) + log(s), exact in its large part at any magnitude. The max
- * and the sums (in double) run in LANES independent accumulators, so that neither is bound by
- * one chain of dependent operations. */
-#define CROSS_ENTROPY_LOOP(T, name, DT)                                                            \
-    static void name(const T *x, const int64_t *labels, T *y, int64_t rows, int64_t cls,           \
-                     double eps)                                                                   \
-    {                                                                                              \
-        T tmp[CHUNK];                                                                              \
-        for (int64_t r = 0; r < rows; r++) {                                                       \
-            const T *xr = x + r * cls;                                                             \
-            T mx[LANES];                                                                           \
-            int nan = 0;                                                                           \
-            for (int l = 0; l < LANES; l++)                                                        \
-                mx[l] = -INFINITY;                                                                 \
-            int64_t j = 0;                                                                         \
-            for (; j + LANES <= cls; j += LANES)                                                   \
-                for (int l = 0; l < LANES; l++) {                                                  \
-                    mx[l] = xr[j + l] > mx[l] ? xr[j + l] : mx[l];                                 \
-                    nan |= xr[j + l] != xr[j + l];                                                 \
-                }                                                                                  \
-            for (; j < cls; j++) {                                                                 \
-                mx[0] = xr[j] > mx[0] ? xr[j] : mx[0];                                             \
-                nan |= xr[j] != xr[j];                                                             \
-            }                                                                                      \
-            T m = mx[0];                                                                           \
-            for (int l = 1; l < LANES; l++)                                                        \
-                m = mx[l] > m ? mx[l] : m;                                                         \
-            if (nan)                                                                               \
-                m = NAN;                                                                           \
-            else if (m == -INFINITY)                                                               \
-                m = 0; /* a row of -inf: keep the shift finite (the loss is then NaN or inf) */    \
-            double s[LANES] = {0}, sx[LANES] = {0};                                                \
-            for (int64_t j0 = 0; j0 < cls; j0 += CHUNK) {                                          \
-                int64_t w = cls - j0 < CHUNK ? cls - j0 : CHUNK, i = 0;                            \
-                for (i = 0; i < w; i++)                                                            \
-                    tmp[i] = xr[j0 + i] - m;                                                       \
-                tg__vm_exp(DT, w, tmp, tmp);                                                       \
-                for (i = 0; i + LANES <= w; i += LANES)                                            \
-                    for (int l = 0; l < LANES; l++)                                                \
-                        s[l] += tmp[i + l];                                                        \
-                for (; i < w; i++)                                                                 \
-                    s[0] += tmp[i];                                                                \
-            }                                                                                      \
-            double ls = log(lanes_total(s)), nll = ((double)m - xr[labels[r]]) + ls;               \
-            if (eps == 0) {                                                                        \
-                y[r] = (T)nll;                                                                     \
-                continue;                                                                          \
-            }                                                                                      \
-            for (j = 0; j + LANES <= cls; j += LANES)                                              \
-                for (int l = 0; l < LANES; l++)                                                    \
-                    sx[l] += (double)m - xr[j + l];                                                \
-            for (; j < cls; j++)                                                                   \
-                sx[0] += (double)m - xr[j];                                                        \
-            y[r] = (T)((1 - eps) * nll + eps * (lanes_total(sx) / (double)cls + ls));              \
-        }                                                                                          \
+/* Per row, through vmath's row reductions (as softmax's): m = max (NaN if any element is NaN),
+ * s = sum exp(x - m) in double in one pass, both in independent SIMD lanes; lse - x[y] is taken
+ * as (m - x[y]) + log(s), exact in its large part at any magnitude. Label smoothing needs
+ * sum_c (m - x_c) = C m - sum_c x_c (the sum in double). Rows are independent: large batches
+ * split over the threads. */
+typedef struct ce_job {
+    const tg_view *x;
+    const int64_t *labels;
+    const tg_view *y;
+    double eps;
+} ce_job;
+
+static void cross_entropy_rows(void *user, int64_t r0, int64_t r1)
+{
+    const ce_job *j = user;
+    tg_dtype dt = j->x->dtype;
+    int64_t cls = j->x->shape[1];
+    size_t es = tg_dtype_size(dt);
+    for (int64_t r = r0; r < r1; r++) {
+        const char *xr = (const char *)j->x->data + (size_t)(r * cls) * es;
+        double m = tg__vm_reduce(TG__VM_MAXALL, dt, cls, xr, 0, NULL);
+        if (m == -INFINITY)
+            m = 0; /* a row of -inf: keep the shift finite (the loss is then NaN or inf) */
+        double ls = log(tg__vm_reduce(TG__VM_EXP_SUM, dt, cls, xr, m, NULL));
+        int64_t at = j->labels[r];
+        double xy = dt == TG_F32 ? ((const float *)xr)[at] : ((const double *)xr)[at];
+        double v = (m - xy) + ls;
+        if (j->eps != 0) {
+            double sx = (double)cls * m - tg__vm_reduce(TG__VM_SUM, dt, cls, xr, 0, NULL);
+            v = (1 - j->eps) * v + j->eps * (sx / (double)cls + ls);
+        }
+        if (dt == TG_F32)
+            ((float *)j->y->data)[r] = (float)v;
+        else
+            ((double *)j->y->data)[r] = v;
     }
-CROSS_ENTROPY_LOOP(float, cross_entropy_f32, TG_F32)
-CROSS_ENTROPY_LOOP(double, cross_entropy_f64, TG_F64)
+}
 static void cross_entropy_forward(const tg_kernel *k)
 {
     const tg_view *x = k->in[0];
-    double eps = ((const ce_attr *)k->attr)->label_smoothing;
-    if (x->dtype == TG_F32)
-        cross_entropy_f32(x->data, k->in[1]->data, k->out->data, x->shape[0], x->shape[1], eps);
-    else
-        cross_entropy_f64(x->data, k->in[1]->data, k->out->data, x->shape[0], x->shape[1], eps);
+    ce_job j = {x, k->in[1]->data, k->out, ((const ce_attr *)k->attr)->label_smoothing};
+    tg__parallel_for(k->threads, x->shape[0], 4.0 * (double)x->numel, cross_entropy_rows, &j);
 }
 /* g [N] as a column [N, 1], to broadcast over the classes. */
 static tg_tensor column(tg_tensor g) { return tg_reshape(g, 2, (int64_t[]){tg_numel(g), 1}); }

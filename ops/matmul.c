@@ -80,7 +80,7 @@ static void matmul_forward(const tg_kernel *k)
         }
         tg__gemm(y->dtype, at->ta, at->tb, m, n, kk, (const char *)a->data + oa * asize * es, lda,
                  (const char *)b->data + ob * bsize * es, ldb, 0.0,
-                 (char *)y->data + bi * m * n * es, n);
+                 (char *)y->data + bi * m * n * es, n, k->threads);
         for (int d = nd - 1; d >= 0; d--) {
             if (++idx[d] < y->shape[d])
                 break;

@@ -1,6 +1,7 @@
 /* softmax.c — softmax, log_softmax and logsumexp along one axis, stable for any magnitude. */
 #include "kernels.h"
 #include "ops.h"
+#include "parallel.h"
 #include "vmath.h"
 
 typedef struct axis_attr {
@@ -64,123 +65,113 @@ static tg_status reduce_check(tg_check *c) { return axis_check(c, true); }
  * -inf), where subtracting it would turn the row into NaN. */
 #define SHIFT(m) ((m) == -INFINITY ? 0 : (m))
 
-/* One kernel per element type. `kind` picks what is written:
+/* What a softmax kernel works on: x as [outer, n, inner] around the axis, y, and what to write.
+ * `kind` picks it:
  *   softmax      y = exp(x - m) / s
  *   log_softmax  y = (x - m) - log(s)
  *   logsumexp    y = m + log(s)        with m = max along the axis, s = sum of exp(x - m).
- * The last axis (inner == 1) runs row by row over contiguous rows; any other axis walks column
- * blocks of up to CHUNK contiguous elements, so exp always sees contiguous runs. Sums are kept in
- * double for both types. */
-#define SOFTMAX_KERNEL(T, name, DT)                                                                \
-    static void name(const tg_view *xv, const tg_view *yv, int axis, int kind)                     \
+ * Sums are kept in double for both types. */
+typedef struct softmax_job {
+    const tg_view *x, *y;
+    int kind;
+    int64_t outer, n, inner, blocks; /* blocks: column blocks per outer index (inner > 1) */
+} softmax_job;
+
+/* The last axis (inner == 1): rows [r0, r1), each contiguous, through vmath's row reductions
+ * (max with its NaN check, then exp and its sum in one pass, both in independent SIMD lanes):
+ * two or three passes over a row that stays in cache. */
+static void last_axis_rows(void *user, int64_t r0, int64_t r1)
+{
+    const softmax_job *j = user;
+    tg_dtype dt = j->x->dtype;
+    size_t es = tg_dtype_size(dt);
+    int64_t n = j->n;
+    for (int64_t r = r0; r < r1; r++) {
+        const char *xr = (const char *)j->x->data + (size_t)(r * n) * es;
+        char *yr = (char *)j->y->data + (size_t)(j->kind == K_LOGSUMEXP ? r : r * n) * es;
+        double m = tg__vm_reduce(TG__VM_MAXALL, dt, n, xr, 0, NULL);
+        m = SHIFT(m);
+        if (j->kind == K_SOFTMAX) {
+            double s = tg__vm_reduce(TG__VM_EXP_SUM, dt, n, xr, m, yr);
+            tg__vm_map(TG__VM_MUL_SCALAR, 1, dt, n, yr, NULL, 1.0 / s, 0, yr);
+            continue;
+        }
+        double ls = log(tg__vm_reduce(TG__VM_EXP_SUM, dt, n, xr, m, NULL));
+        if (j->kind == K_LOG_SOFTMAX)
+            tg__vm_map(TG__VM_SUB2, 1, dt, n, xr, NULL, m, ls, yr);
+        else if (dt == TG_F32)
+            *(float *)yr = (float)(m + ls);
+        else
+            *(double *)yr = m + ls;
+    }
+}
+
+/* Any other axis: column blocks of up to CHUNK contiguous elements (block b of outer index
+ * b / blocks), so every vmath call sees contiguous runs; per column the same steps as a row. */
+#define COLUMN_BLOCKS(T, name, DT)                                                                 \
+    static void name(void *user, int64_t b0, int64_t b1)                                           \
     {                                                                                              \
-        const T *x = xv->data;                                                                     \
-        T *y = yv->data;                                                                           \
-        int64_t outer, n, inner;                                                                   \
-        split_axis(xv, axis, &outer, &n, &inner);                                                  \
-        T tmp[CHUNK];                                                                              \
-        if (inner == 1) {                                                                          \
-            for (int64_t r = 0; r < outer; r++) {                                                  \
-                const T *xr = x + r * n;                                                           \
-                T *yr = y + (kind == K_LOGSUMEXP ? r : r * n);                                     \
-                T m = -INFINITY;                                                                   \
-                for (int64_t j = 0; j < n; j++)                                                    \
-                    m = (xr[j] > m || isnan(xr[j])) ? xr[j] : m;                                   \
-                m = SHIFT(m);                                                                      \
-                double s = 0;                                                                      \
-                if (kind == K_SOFTMAX) {                                                           \
-                    for (int64_t j = 0; j < n; j++)                                                \
-                        yr[j] = xr[j] - m;                                                         \
-                    tg__vm_exp(DT, n, yr, yr);                                                     \
-                    for (int64_t j = 0; j < n; j++)                                                \
-                        s += yr[j];                                                                \
-                    T inv = (T)(1.0 / s);                                                          \
-                    for (int64_t j = 0; j < n; j++)                                                \
-                        yr[j] *= inv;                                                              \
-                    continue;                                                                      \
-                }                                                                                  \
-                for (int64_t j0 = 0; j0 < n; j0 += CHUNK) {                                        \
-                    int64_t w = n - j0 < CHUNK ? n - j0 : CHUNK;                                   \
-                    for (int64_t i = 0; i < w; i++)                                                \
-                        tmp[i] = xr[j0 + i] - m;                                                   \
-                    if (kind == K_LOG_SOFTMAX)                                                     \
-                        memcpy(yr + j0, tmp, (size_t)w * sizeof(T));                               \
-                    tg__vm_exp(DT, w, tmp, tmp);                                                   \
-                    for (int64_t i = 0; i < w; i++)                                                \
-                        s += tmp[i];                                                               \
-                }                                                                                  \
-                if (kind == K_LOGSUMEXP) {                                                         \
-                    yr[0] = (T)(m + log(s));                                                       \
-                } else {                                                                           \
-                    T ls = (T)log(s);                                                              \
-                    for (int64_t j = 0; j < n; j++)                                                \
-                        yr[j] -= ls;                                                               \
-                }                                                                                  \
-            }                                                                                      \
-            return;                                                                                \
-        }                                                                                          \
-        T mx[CHUNK];                                                                               \
+        const softmax_job *j = user;                                                               \
+        const int64_t n = j->n, inner = j->inner;                                                  \
+        T mx[CHUNK], tmp[CHUNK];                                                                   \
         double acc[CHUNK];                                                                         \
-        for (int64_t o = 0; o < outer; o++) {                                                      \
-            const T *xo = x + o * n * inner;                                                       \
-            T *yo = y + (kind == K_LOGSUMEXP ? o * inner : o * n * inner);                         \
-            for (int64_t c0 = 0; c0 < inner; c0 += CHUNK) {                                        \
-                int64_t w = inner - c0 < CHUNK ? inner - c0 : CHUNK;                               \
+        for (int64_t b = b0; b < b1; b++) {                                                        \
+            int64_t o = b / j->blocks, c0 = b % j->blocks * CHUNK;                                 \
+            int64_t w = inner - c0 < CHUNK ? inner - c0 : CHUNK;                                   \
+            const T *xo = (const T *)j->x->data + o * n * inner + c0;                              \
+            T *yo = (T *)j->y->data + (j->kind == K_LOGSUMEXP ? o * inner : o * n * inner) + c0;   \
+            for (int64_t i = 0; i < w; i++)                                                        \
+                mx[i] = -INFINITY, acc[i] = 0;                                                     \
+            for (int64_t r = 0; r < n; r++) /* NaN-propagating: x > m or x NaN takes x */          \
+                tg__vm_binary(TG__VM_MAX, 1, DT, w, xo + r * inner, mx, mx);                       \
+            for (int64_t i = 0; i < w; i++)                                                        \
+                mx[i] = SHIFT(mx[i]);                                                              \
+            for (int64_t r = 0; r < n; r++) {                                                      \
+                /* softmax keeps exp(x - m) in the output; the others need it only summed. */      \
+                T *e = j->kind == K_SOFTMAX ? yo + r * inner : tmp;                                \
+                tg__vm_binary(TG__VM_SUB, 1, DT, w, xo + r * inner, mx, e);                        \
+                if (j->kind == K_LOG_SOFTMAX)                                                      \
+                    memcpy(yo + r * inner, e, (size_t)w * sizeof(T));                              \
+                tg__vm_exp(1, DT, w, e, e);                                                        \
+                tg__vm_add_rows(DT, 1, w, 0, e, acc);                                              \
+            }                                                                                      \
+            if (j->kind == K_SOFTMAX) {                                                            \
                 for (int64_t i = 0; i < w; i++)                                                    \
-                    mx[i] = -INFINITY, acc[i] = 0;                                                 \
-                for (int64_t j = 0; j < n; j++) {                                                  \
-                    const T *xj = xo + j * inner + c0;                                             \
-                    for (int64_t i = 0; i < w; i++)                                                \
-                        mx[i] = (xj[i] > mx[i] || isnan(xj[i])) ? xj[i] : mx[i];                   \
-                }                                                                                  \
+                    tmp[i] = (T)(1.0 / acc[i]);                                                    \
+                for (int64_t r = 0; r < n; r++)                                                    \
+                    tg__vm_binary(TG__VM_MUL, 1, DT, w, yo + r * inner, tmp, yo + r * inner);      \
+                continue;                                                                          \
+            }                                                                                      \
+            tg__vm_log(1, TG_F64, w, acc, acc);                                                    \
+            if (j->kind == K_LOGSUMEXP) {                                                          \
                 for (int64_t i = 0; i < w; i++)                                                    \
-                    mx[i] = SHIFT(mx[i]);                                                          \
-                for (int64_t j = 0; j < n; j++) {                                                  \
-                    const T *xj = xo + j * inner + c0;                                             \
-                    /* softmax keeps exp(x - m) in the output; the others need it only summed. */  \
-                    T *e = kind == K_SOFTMAX ? yo + j * inner + c0 : tmp;                          \
-                    for (int64_t i = 0; i < w; i++)                                                \
-                        e[i] = xj[i] - mx[i];                                                      \
-                    if (kind == K_LOG_SOFTMAX)                                                     \
-                        memcpy(yo + j * inner + c0, e, (size_t)w * sizeof(T));                     \
-                    tg__vm_exp(DT, w, e, e);                                                       \
-                    for (int64_t i = 0; i < w; i++)                                                \
-                        acc[i] += e[i];                                                            \
-                }                                                                                  \
-                if (kind == K_SOFTMAX) {                                                           \
-                    for (int64_t i = 0; i < w; i++)                                                \
-                        tmp[i] = (T)(1.0 / acc[i]);                                                \
-                    for (int64_t j = 0; j < n; j++) {                                              \
-                        T *yj = yo + j * inner + c0;                                               \
-                        for (int64_t i = 0; i < w; i++)                                            \
-                            yj[i] *= tmp[i];                                                       \
-                    }                                                                              \
-                    continue;                                                                      \
-                }                                                                                  \
-                tg__vm_log(TG_F64, w, acc, acc);                                                   \
-                if (kind == K_LOGSUMEXP) {                                                         \
-                    for (int64_t i = 0; i < w; i++)                                                \
-                        yo[c0 + i] = (T)(mx[i] + acc[i]);                                          \
-                } else {                                                                           \
-                    for (int64_t j = 0; j < n; j++) {                                              \
-                        T *yj = yo + j * inner + c0;                                               \
-                        for (int64_t i = 0; i < w; i++)                                            \
-                            yj[i] = (T)(yj[i] - acc[i]);                                           \
-                    }                                                                              \
-                }                                                                                  \
+                    yo[i] = (T)(mx[i] + acc[i]);                                                   \
+                continue;                                                                          \
+            }                                                                                      \
+            for (int64_t r = 0; r < n; r++) {                                                      \
+                T *yr = yo + r * inner;                                                            \
+                for (int64_t i = 0; i < w; i++)                                                    \
+                    yr[i] = (T)(yr[i] - acc[i]);                                                   \
             }                                                                                      \
         }                                                                                          \
     }
-SOFTMAX_KERNEL(float, softmax_f32, TG_F32)
-SOFTMAX_KERNEL(double, softmax_f64, TG_F64)
+COLUMN_BLOCKS(float, column_blocks_f32, TG_F32)
+COLUMN_BLOCKS(double, column_blocks_f64, TG_F64)
 
+/* Rows (or column blocks) are independent: large inputs split them over the threads. */
 static void run(const tg_kernel *k, int kind)
 {
+    softmax_job j = {k->in[0], k->out, kind, 0, 0, 0, 0};
     int axis = span_axis(((const axis_attr *)k->attr)->axis, k->in[0]->ndim);
-    if (k->out->dtype == TG_F32)
-        softmax_f32(k->in[0], k->out, axis, kind);
-    else
-        softmax_f64(k->in[0], k->out, axis, kind);
+    split_axis(k->in[0], axis, &j.outer, &j.n, &j.inner);
+    double cost = 4.0 * (double)k->in[0]->numel;
+    if (j.inner == 1) {
+        tg__parallel_for(k->threads, j.outer, cost, last_axis_rows, &j);
+        return;
+    }
+    j.blocks = (j.inner + CHUNK - 1) / CHUNK;
+    tg__parallel_for(k->threads, j.outer * j.blocks, cost,
+                     k->out->dtype == TG_F32 ? column_blocks_f32 : column_blocks_f64, &j);
 }
 
 /* sum(t, axis, keepdim); a 0-d t is its own sum (tg_sum has no axis 0 there). */

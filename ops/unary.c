@@ -5,7 +5,8 @@
 #include "vmath.h"
 
 /* Input and output are contiguous and of one shape, so a unary op is one vmath call. */
-#define VM_FORWARD(k, fn) fn((k)->out->dtype, (k)->out->numel, (k)->in[0]->data, (k)->out->data)
+#define VM_FORWARD(k, fn)                                                                          \
+    fn((k)->threads, (k)->out->dtype, (k)->out->numel, (k)->in[0]->data, (k)->out->data)
 
 static int example_any(tg_tape *tp, int index, tg_tensor *in, void *attr)
 {

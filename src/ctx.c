@@ -5,6 +5,8 @@
 #include <stdlib.h>
 
 #include "../ops/ops.h"
+#include "gemm.h"
+#include "vmath.h"
 
 static void *default_alloc(void *user, void *ptr, size_t old_size, size_t new_size)
 {
@@ -105,6 +107,31 @@ tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads)
 int tg_ctx_threads(const tg_ctx *ctx) { return ctx ? ctx->threads : 0; }
 
 uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx) { return ctx ? ctx->alloc_calls : 0; }
+
+/* ---- build information --------------------------------------------------------------------- */
+
+#ifdef _OPENMP
+#define BUILD_OPENMP "yes"
+#else
+#define BUILD_OPENMP "no"
+#endif
+#define BUILD_INFO(vm, gemm) "vmath=" vm " gemm=" gemm " openmp=" BUILD_OPENMP
+
+/* One literal per combination: nothing is formatted, so nothing needs writable storage. */
+const char *tg_build_info(void)
+{
+    const char *vm = tg__vm_isa(), *gemm = tg__gemm_backend();
+    bool blas = !strcmp(gemm, "openblas"), portable = !strcmp(gemm, "portable");
+    if (!blas && !portable)
+        return BUILD_INFO("?", "?");
+    if (!strcmp(vm, "avx512f"))
+        return blas ? BUILD_INFO("avx512f", "openblas") : BUILD_INFO("avx512f", "portable");
+    if (!strcmp(vm, "avx2"))
+        return blas ? BUILD_INFO("avx2", "openblas") : BUILD_INFO("avx2", "portable");
+    if (!strcmp(vm, "scalar"))
+        return blas ? BUILD_INFO("scalar", "openblas") : BUILD_INFO("scalar", "portable");
+    return blas ? BUILD_INFO("?", "openblas") : BUILD_INFO("?", "portable");
+}
 
 /* ---- registry ------------------------------------------------------------------------------ */
 

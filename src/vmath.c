@@ -1,21 +1,38 @@
-/* vmath.c — vector math dispatch: picks the AVX-512F, AVX2+FMA or portable scalar kernels by
- * the CPU's features at run time, so one binary runs on any x86-64. */
+/* vmath.c — vector math dispatch: picks the AVX-512F, AVX2+FMA or portable kernel table by the
+ * CPU's features at run time (so one binary runs on any x86-64), and splits large arrays over
+ * threads. Small arrays go straight to the kernel: one feature test and one indirect call. */
 #include "vmath.h"
 
-#include <math.h>
+#include "parallel.h"
+#include "vmath_impl.h"
 
-enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512 };
+/* Whether this CPU runs instruction set `level`. */
+static bool supports(int level)
+{
+    switch (level) {
+    case TG__VM_ISA_SCALAR:
+        return true;
+#ifdef TG_VMATH_X86
+    case TG__VM_ISA_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case TG__VM_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f");
+#endif
+    default:
+        return false;
+    }
+}
 
 static int isa(void)
 {
-#ifdef TG_VMATH_X86
-    if (__builtin_cpu_supports("avx512f"))
-        return ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return ISA_AVX2;
-#endif
-    return ISA_SCALAR;
+    if (supports(TG__VM_ISA_AVX512))
+        return TG__VM_ISA_AVX512;
+    if (supports(TG__VM_ISA_AVX2))
+        return TG__VM_ISA_AVX2;
+    return TG__VM_ISA_SCALAR;
 }
+
+int tg__vm_isa_level(void) { return isa(); }
 
 const char *tg__vm_isa(void)
 {
@@ -23,78 +40,147 @@ const char *tg__vm_isa(void)
     return names[isa()];
 }
 
-void tg__vm_add_into(tg_dtype dt, int64_t n, const void *x, void *y)
+static const tg__vm_kernels *kernels(int level)
 {
-    if (dt == TG_F32) {
-        const float *a = x;
-        float *b = y;
-        for (int64_t i = 0; i < n; i++)
-            b[i] += a[i];
-    } else {
-        const double *a = x;
-        double *b = y;
-        for (int64_t i = 0; i < n; i++)
-            b[i] += a[i];
+#ifdef TG_VMATH_X86
+    if (level == TG__VM_ISA_AVX512)
+        return &tg__vm_kernels_avx512;
+    if (level == TG__VM_ISA_AVX2)
+        return &tg__vm_kernels_avx2;
+#else
+    (void)level;
+#endif
+    return &tg__vm_kernels_scalar;
+}
+
+static void run_map(const tg__vm_kernels *k, tg__vm_op op, tg_dtype dt, int64_t n, const void *a,
+                    const void *b, double c0, double c1, void *y)
+{
+    if (dt == TG_F32)
+        k->map_f32[op](n, a, b, y, (float)c0, (float)c1);
+    else
+        k->map_f64[op](n, a, b, y, c0, c1);
+}
+
+/* Rough work per element, in the element-operations of tg__parallel_for's threshold: the plain
+ * arithmetic is memory-bound (1); the fused transcendental kernels cost a few times more. */
+static double op_cost(tg__vm_op op)
+{
+    switch (op) {
+    case TG__VM_EXP:
+    case TG__VM_SQRT:
+    case TG__VM_TANH:
+    case TG__VM_SIGMOID:
+    case TG__VM_GELU:
+    case TG__VM_GELU_BACKWARD:
+        return 3;
+    case TG__VM_LOG:
+    case TG__VM_LOG1P:
+    case TG__VM_SIN:
+    case TG__VM_COS:
+    case TG__VM_SOFTPLUS:
+        return 6;
+    default:
+        return 1;
     }
 }
 
-static float sigmoidf_c(float x) { return 1.0f / (1.0f + expf(-x)); }
-static double sigmoid_c(double x) { return 1.0 / (1.0 + exp(-x)); }
+/* Threads get whole blocks of this many elements (whole cache lines, aligned alike). */
+#define BLOCK 1024
 
-#define DECLARE(name, isa)                                                                         \
-    void tg__vm_##name##_f32_##isa(int64_t n, const float *x, float *y);                           \
-    void tg__vm_##name##_f64_##isa(int64_t n, const double *x, double *y);
+typedef struct map_job {
+    const tg__vm_kernels *k;
+    tg__vm_op op;
+    tg_dtype dt;
+    int64_t n;
+    const char *a, *b;
+    char *y;
+    double c0, c1;
+} map_job;
 
-#ifdef TG_VMATH_X86
-#define DISPATCH_SIMD(name)                                                                        \
-    DECLARE(name, avx512)                                                                          \
-    DECLARE(name, avx2)                                                                            \
-    static bool simd_##name(tg_dtype dt, int64_t n, const void *x, void *y)                        \
-    {                                                                                              \
-        switch (isa()) {                                                                           \
-        case ISA_AVX512:                                                                           \
-            if (dt == TG_F32)                                                                      \
-                tg__vm_##name##_f32_avx512(n, x, y);                                               \
-            else                                                                                   \
-                tg__vm_##name##_f64_avx512(n, x, y);                                               \
-            return true;                                                                           \
-        case ISA_AVX2:                                                                             \
-            if (dt == TG_F32)                                                                      \
-                tg__vm_##name##_f32_avx2(n, x, y);                                                 \
-            else                                                                                   \
-                tg__vm_##name##_f64_avx2(n, x, y);                                                 \
-            return true;                                                                           \
-        }                                                                                          \
-        return false;                                                                              \
+static void map_range(void *user, int64_t lo, int64_t hi)
+{
+    const map_job *j = user;
+    size_t es = j->dt == TG_F32 ? sizeof(float) : sizeof(double);
+    int64_t b = lo * BLOCK, e = hi * BLOCK < j->n ? hi * BLOCK : j->n;
+    size_t off = (size_t)b * es;
+    run_map(j->k, j->op, j->dt, e - b, j->a + off, j->b ? j->b + off : NULL, j->c0, j->c1,
+            j->y + off);
+}
+
+void tg__vm_map(tg__vm_op op, int threads, tg_dtype dt, int64_t n, const void *a, const void *b,
+                double c0, double c1, void *y)
+{
+    const tg__vm_kernels *k = kernels(isa());
+    if (threads > 1 && n > BLOCK) {
+        double cost = (double)n * op_cost(op);
+        if (cost >= TG__PARALLEL_MIN) {
+            map_job j = {k, op, dt, n, a, b, y, c0, c1};
+            tg__parallel_for(threads, (n + BLOCK - 1) / BLOCK, cost, map_range, &j);
+            return;
+        }
     }
-#else
-#define DISPATCH_SIMD(name)                                                                        \
-    static bool simd_##name(tg_dtype dt, int64_t n, const void *x, void *y)                        \
-    {                                                                                              \
-        (void)dt, (void)n, (void)x, (void)y;                                                       \
-        return false;                                                                              \
-    }
-#endif
+    run_map(k, op, dt, n, a, b, c0, c1, y);
+}
 
-#define VM_FUNC(name, cf, cd)                                                                      \
-    DISPATCH_SIMD(name)                                                                            \
-    void tg__vm_##name(tg_dtype dt, int64_t n, const void *x, void *y)                             \
-    {                                                                                              \
-        if (simd_##name(dt, n, x, y))                                                              \
-            return;                                                                                \
-        if (dt == TG_F32)                                                                          \
-            for (int64_t i = 0; i < n; i++)                                                        \
-                ((float *)y)[i] = cf(((const float *)x)[i]);                                       \
-        else                                                                                       \
-            for (int64_t i = 0; i < n; i++)                                                        \
-                ((double *)y)[i] = cd(((const double *)x)[i]);                                     \
-    }
+static double run_reduce(const tg__vm_kernels *k, tg__vm_red op, tg_dtype dt, int64_t n,
+                         const void *x, double shift, void *y)
+{
+    if (dt == TG_F32)
+        return k->red_f32[op](n, x, (float)shift, y);
+    return k->red_f64[op](n, x, shift, y);
+}
 
-VM_FUNC(exp, expf, exp)
-VM_FUNC(log, logf, log)
-VM_FUNC(log1p, log1pf, log1p)
-VM_FUNC(sqrt, sqrtf, sqrt)
-VM_FUNC(sin, sinf, sin)
-VM_FUNC(cos, cosf, cos)
-VM_FUNC(tanh, tanhf, tanh)
-VM_FUNC(sigmoid, sigmoidf_c, sigmoid_c)
+double tg__vm_reduce(tg__vm_red op, tg_dtype dt, int64_t n, const void *x, double shift, void *y)
+{
+    return run_reduce(kernels(isa()), op, dt, n, x, shift, y);
+}
+
+static void run_rows(const tg__vm_kernels *k, tg_dtype dt, int64_t rows, int64_t cols,
+                     int64_t stride, const void *x, double *acc)
+{
+    if (dt == TG_F32)
+        k->rows_f32(rows, cols, stride, x, acc);
+    else
+        k->rows_f64(rows, cols, stride, x, acc);
+}
+
+void tg__vm_add_rows(tg_dtype dt, int64_t rows, int64_t cols, int64_t stride, const void *x,
+                     double *acc)
+{
+    run_rows(kernels(isa()), dt, rows, cols, stride, x, acc);
+}
+
+void tg__vm_add_into(tg_dtype dt, int64_t n, const void *x, void *y)
+{
+    tg__vm_map(TG__VM_ADD, 1, dt, n, y, x, 0, 0, y);
+}
+
+/* ---- for tests: one named instruction set ---- */
+
+bool tg__vm_map_isa(int level, tg__vm_op op, tg_dtype dt, int64_t n, const void *a, const void *b,
+                    double c0, double c1, void *y)
+{
+    if (!supports(level))
+        return false;
+    run_map(kernels(level), op, dt, n, a, b, c0, c1, y);
+    return true;
+}
+
+bool tg__vm_reduce_isa(int level, tg__vm_red op, tg_dtype dt, int64_t n, const void *x,
+                       double shift, void *y, double *result)
+{
+    if (!supports(level))
+        return false;
+    *result = run_reduce(kernels(level), op, dt, n, x, shift, y);
+    return true;
+}
+
+bool tg__vm_add_rows_isa(int level, tg_dtype dt, int64_t rows, int64_t cols, int64_t stride,
+                         const void *x, double *acc)
+{
+    if (!supports(level))
+        return false;
+    run_rows(kernels(level), dt, rows, cols, stride, x, acc);
+    return true;
+}
