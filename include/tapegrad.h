@@ -319,6 +319,29 @@ tg_status tg_grad(int noutputs, const tg_tensor *outputs, const tg_tensor *seeds
                   const tg_tensor *inputs, tg_tensor *grads, unsigned flags);
 
 /* ---------------------------------------------------------------------------------------------
+ * Higher order: helpers built on tg_grad with TG_CREATE_GRAPH. Each returns new tensors on the
+ * tape; with TG_CREATE_GRAPH in `flags` the results are differentiable again (nesting), else
+ * they are plain values. The last reverse pass releases the graph it goes through unless flags
+ * has TG_RETAIN_GRAPH (or TG_CREATE_GRAPH), as tg_grad does. They touch no parameter gradient.
+ * An op on the path whose backward is first-order only makes them fail with TG_FIRST_ORDER. On
+ * failure the results are error handles and the tape holds the error.
+ */
+/* Hessian-vector products of a one-element output f: hv[i] = d/d inputs[i] <grad f, v>, where
+ * v[i] has inputs[i]'s shape. Two reverse passes. */
+tg_status tg_hvp(tg_tensor f, int n, const tg_tensor *inputs, const tg_tensor *v, tg_tensor *hv,
+                 unsigned flags);
+/* Jacobian-vector product (forward-mode derivative) of `out` in the direction v (v[i] shaped
+ * like inputs[i]): the result has out's shape. Computed by the double-reverse trick. */
+tg_status tg_jvp(tg_tensor out, int n, const tg_tensor *inputs, const tg_tensor *v, tg_tensor *jv,
+                 unsigned flags);
+/* The full Jacobian of `out` (m elements) with respect to `input` (k elements), shaped [m, k],
+ * by m reverse passes: for small functions. */
+tg_status tg_jacobian(tg_tensor out, tg_tensor input, tg_tensor *jacobian, unsigned flags);
+/* The full Hessian of a one-element output f with respect to `input` (k elements), [k, k], by k
+ * reverse passes over the gradient: for small functions. */
+tg_status tg_hessian(tg_tensor f, tg_tensor input, tg_tensor *hessian, unsigned flags);
+
+/* ---------------------------------------------------------------------------------------------
  * Scalars: a compact record (value, adjoint, op, operands) on the same tape, for programs made of
  * many scalar operations. No tensor allocation, shape inference or registry dispatch per op.
  */
@@ -348,8 +371,19 @@ double tg_s_value(tg_scalar s);
 /* d(output)/d(s) after the last tg_s_backward (accumulated across calls for tg_s_var leaves);
  * NaN on an invalid handle. */
 double tg_s_grad(tg_scalar s);
-/* Backpropagates from `out` with seed 1. Flags as for tg_backward_ex. */
+/* Backpropagates from `out` with seed 1, adding into the adjoints tg_s_grad reads. Flags:
+ * TG_RETAIN_GRAPH (TG_CREATE_GRAPH: use tg_s_gradient). */
 tg_status tg_s_backward(tg_scalar out, unsigned flags);
+/* Functional gradient on scalars: grads[i] = d(out)/d(inputs[i]) as scalars on the tape,
+ * touching no adjoint that tg_s_grad reads (the path may go through tensor ops). With
+ * TG_CREATE_GRAPH the gradients are recorded scalar expressions, so they can be differentiated
+ * again; otherwise they are constants, and the graph is released unless TG_RETAIN_GRAPH. */
+tg_status tg_s_gradient(tg_scalar out, int n, const tg_scalar *inputs, tg_scalar *grads,
+                        unsigned flags);
+/* The Hessian of `out` with respect to n scalars, row-major into hessian[n * n], by one
+ * recorded reverse pass and n reverse passes over it (the graph is kept). On failure hessian is
+ * filled with NaN. */
+tg_status tg_s_hessian(tg_scalar out, int n, const tg_scalar *inputs, double *hessian);
 /* Conversions: a scalar as a 0-d f64 tensor, and a one-element tensor as a scalar. Gradients
  * flow through both. */
 tg_tensor tg_s_tensor(tg_scalar s);
@@ -563,6 +597,7 @@ typedef struct tg_gradcheck_options {
     double atol;   /* 0: 1e-5 */
     double rtol;   /* 0: 1e-4 */
     uint64_t seed; /* for the random output projection */
+    int order;     /* 0 or 1: first derivatives; 2: second derivatives (see tg_gradcheck) */
 } tg_gradcheck_options;
 
 typedef struct tg_gradcheck_result {
@@ -576,10 +611,12 @@ typedef struct tg_gradcheck_result {
 } tg_gradcheck_result;
 
 /* Checks d<r, f(x)>/dx for a fixed random projection r: for every element of every f64 input,
- * the analytic gradient against the central difference. `inputs` (on any tape of ctx) give the
- * point; i64 inputs are passed through unchecked. Returns TG_OK when the comparison ran (see
- * result->passed), or the error that stopped it (the scratch tape's message goes to
- * tg_ctx_error). */
+ * the analytic gradient against the central difference. With order 2 the checked function is
+ * sum_i <s_i, d<r, f>/dx_i> for fixed random s_i, its gradient taken through the recorded
+ * backward (TG_CREATE_GRAPH): second derivatives against differences of first derivatives. `inputs`
+ * (on any tape of ctx) give the point; i64 inputs are passed through unchecked. Returns TG_OK when
+ * the comparison ran (see result->passed), or the error that stopped it (the scratch tape's message
+ * goes to tg_ctx_error). */
 tg_status tg_gradcheck(tg_ctx *ctx, tg_graph_fn fn, void *user, int n, const tg_tensor *inputs,
                        const tg_gradcheck_options *opts, tg_gradcheck_result *result);
 

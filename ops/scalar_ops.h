@@ -1,32 +1,43 @@
 /* scalar_ops.h — the scalar instruction set, one line per op (tinygrad-style rule table).
  *
- * X(NAME, ARITY, VALUE, DA, DB): VALUE computes the entry's value from operand values `a`, `b`
- * (binary) or the constant `c`; DA and DB are the partial derivatives d(value)/da and
- * d(value)/db, which may also use the entry's own value `y`. src/scalar.c generates the record
- * functions and the reverse sweep from this table.
+ * X(NAME, VALUE, DA, DB, GA, GB) for binary ops, X(NAME, VALUE, DA, GA) for unary ones.
+ * - VALUE computes the entry's value from operand values `a`, `b` (binary) or `a` and the
+ *   constant `c` (unary).
+ * - DA and DB are the partial derivatives d(value)/da and d(value)/db as numbers; they may also
+ *   use the entry's own value `y`. The first-order sweep uses them.
+ * - GA and GB are the same rules in composite form, for TG_CREATE_GRAPH: the contribution
+ *   g * d(value)/da written with the recording helpers of src/scalar.c (sadd, smul, sdiv, sneg,
+ *   saddc, smulc, spow, ssin, scos), so the gradient is itself recorded and can be
+ *   differentiated again. They work on handles: `g` the entry's adjoint, `A` and `B` the
+ *   operands, `Y` the entry. The numbers a, b, y, c stay available for constant factors (relu's
+ *   [a > 0], abs's sign). NONE means "no contribution".
+ * src/scalar.c generates the record functions, the first-order sweep and the recording sweep
+ * from this table.
  */
 #ifndef TG_SCALAR_OPS_H
 #define TG_SCALAR_OPS_H
 
 #define TG__SCALAR_BINARY(X)                                                                       \
-    X(ADD, a + b, 1.0, 1.0)                                                                        \
-    X(SUB, a - b, 1.0, -1.0)                                                                       \
-    X(MUL, a *b, b, a)                                                                             \
-    X(DIV, a / b, 1.0 / b, -y / b)
+    X(ADD, a + b, 1.0, 1.0, g, g)                                                                  \
+    X(SUB, a - b, 1.0, -1.0, g, sneg(g))                                                           \
+    X(MUL, a *b, b, a, smul(g, B), smul(g, A))                                                     \
+    X(DIV, a / b, 1.0 / b, -y / b, sdiv(g, B), sneg(sdiv(smul(g, Y), B)))
 
 #define TG__SCALAR_UNARY(X)                                                                        \
-    X(NEG, -a, -1.0)                                                                               \
-    X(ADDC, a + c, 1.0)                                                                            \
-    X(MULC, a *c, c)                                                                               \
-    X(POW, pow(a, c), c == 0.0 ? 0.0 : c * pow(a, c - 1.0))                                        \
-    X(EXP, exp(a), y)                                                                              \
-    X(LOG, log(a), 1.0 / a)                                                                        \
-    X(SQRT, sqrt(a), 0.5 / y)                                                                      \
-    X(SIN, sin(a), cos(a))                                                                         \
-    X(COS, cos(a), -sin(a))                                                                        \
-    X(TANH, tanh(a), 1.0 - y * y)                                                                  \
-    X(SIGMOID, a >= 0 ? 1.0 / (1.0 + exp(-a)) : exp(a) / (1.0 + exp(a)), y * (1.0 - y))            \
-    X(RELU, a > 0 ? a : 0.0, a > 0 ? 1.0 : 0.0)                                                    \
-    X(ABS, fabs(a), a > 0 ? 1.0 : (a < 0 ? -1.0 : 0.0))
+    X(NEG, -a, -1.0, sneg(g))                                                                      \
+    X(ADDC, a + c, 1.0, g)                                                                         \
+    X(MULC, a *c, c, smulc(g, c))                                                                  \
+    X(POW, pow(a, c), c == 0.0 ? 0.0 : c * pow(a, c - 1.0),                                        \
+      c == 0.0 ? NONE : smulc(smul(g, spow(A, c - 1.0)), c))                                       \
+    X(EXP, exp(a), y, smul(g, Y))                                                                  \
+    X(LOG, log(a), 1.0 / a, sdiv(g, A))                                                            \
+    X(SQRT, sqrt(a), 0.5 / y, sdiv(smulc(g, 0.5), Y))                                              \
+    X(SIN, sin(a), cos(a), smul(g, scos(A)))                                                       \
+    X(COS, cos(a), -sin(a), sneg(smul(g, ssin(A))))                                                \
+    X(TANH, tanh(a), 1.0 - y * y, smul(g, saddc(sneg(smul(Y, Y)), 1.0)))                           \
+    X(SIGMOID, a >= 0 ? 1.0 / (1.0 + exp(-a)) : exp(a) / (1.0 + exp(a)), y * (1.0 - y),            \
+      smul(g, smul(Y, saddc(sneg(Y), 1.0))))                                                       \
+    X(RELU, a > 0 ? a : 0.0, a > 0 ? 1.0 : 0.0, a > 0 ? g : NONE)                                  \
+    X(ABS, fabs(a), a > 0 ? 1.0 : (a < 0 ? -1.0 : 0.0), a > 0 ? g : (a < 0 ? sneg(g) : NONE))
 
 #endif

@@ -3,28 +3,21 @@
  * fan-in accumulation happen here, once, for every op. */
 #include "internal.h"
 
+#include <math.h>
+#include <stdio.h>
+
 #include "vmath.h"
 
 #define OWNED 0x80000000u /* slot tag: the gradient buffer is private to this slot */
 
-struct tg__bw {
-    tg_tape *tp;
-    uint32_t lo, hi; /* node range swept */
-    uint32_t *slot;  /* gradient node of each node in [lo, hi] (| OWNED), 0 = none */
-    uint8_t *need;   /* tg_grad: nodes on a path to a requested input; NULL for tg_backward */
-    bool create, retain, accumulate;
-};
+/* struct tg__bw (the state of one backward) is in internal.h: the scalar sweeps use it too. */
 
 static inline uint32_t *slot(struct tg__bw *bw, uint32_t id) { return &bw->slot[id - bw->lo]; }
 
-static inline bool needs(const struct tg__bw *bw, uint32_t id)
-{
-    if (id < bw->lo || id > bw->hi)
-        return false;
-    if (bw->need)
-        return bw->need[id - bw->lo];
-    return tg__node_at(bw->tp, id)->requires_grad;
-}
+static inline bool needs(const struct tg__bw *bw, uint32_t id) { return tg__bw_needs(bw, id); }
+
+/* The numeric scalar adjoints of this backward. */
+static inline double *sadj(const struct tg__bw *bw) { return bw->sadj ? bw->sadj : bw->tp->sadj; }
 
 static const char *op_name(const tg__node *n) { return n->op ? n->op->name : "?"; }
 
@@ -76,16 +69,23 @@ tg_status tg__bw_deposit(struct tg__bw *bw, uint32_t id, double value)
     tg_tape *tp = bw->tp;
     if (!needs(bw, id))
         return TG_OK;
-    if (bw->create)
-        return tg__fail(tp, TG_FIRST_ORDER,
-                        "TG_CREATE_GRAPH through scalar entries is not "
-                        "supported (tensor node %u feeds a scalar)",
-                        id);
     tg__node *n = tg__node_at(tp, id);
     tg_tensor c = tg_full(tp, n->v.dtype, n->v.ndim, n->v.shape, value);
     if (!c.id_)
         return tp->status;
     return accumulate(bw, id, c, true, NULL);
+}
+
+tg_status tg__bw_deposit_graph(struct tg__bw *bw, uint32_t id, tg_scalar h)
+{
+    tg_tape *tp = bw->tp;
+    if (!needs(bw, id))
+        return TG_OK;
+    tg__node *n = tg__node_at(tp, id);
+    tg_tensor c = tg__scalar_tensor(h, n->v.dtype, n->v.ndim, n->v.shape);
+    if (!c.id_)
+        return tp->status;
+    return accumulate(bw, id, c, false, NULL);
 }
 
 enum { SMALL = 8 };
@@ -208,12 +208,10 @@ static tg_status process(struct tg__bw *bw, uint32_t id)
                             n->param->name ? n->param->name : "", id);
         return TG_OK;
     case TG__FROM_SCALAR:
+        /* The gradient goes back into the entry: as a recorded entry under TG_CREATE_GRAPH. */
         if (bw->create)
-            return tg__fail(tp, TG_FIRST_ORDER,
-                            "TG_CREATE_GRAPH through scalar entries is not "
-                            "supported (node %u comes from a scalar)",
-                            id);
-        tp->sadj[n->scalar_src] += tg_item(tg__handle(tp, g));
+            return tg__bw_give(bw, n->scalar_src, tg_s_from(tg__handle(tp, g)));
+        sadj(bw)[n->scalar_src] += tg_item(tg__handle(tp, g));
         return TG_OK;
     case TG__BARRIER:
         return tg__fail(tp, TG_FIRST_ORDER,
@@ -338,85 +336,179 @@ static tg_status finish_accumulate(struct tg__bw *bw)
     return TG_OK;
 }
 
-static tg_status run(tg_tape *tp, const char *fn, int nout, const tg_tensor *outs,
-                     const tg_tensor *seeds, uint32_t scalar_out, int nin, const tg_tensor *ins,
-                     tg_tensor *grads, unsigned flags, bool accumulate_mode)
+/* What one backward is asked: outputs (tensors with seeds, or one scalar entry), and either
+ * accumulation into parameters, leaves and scalar adjoints (tg_backward, tg_s_backward), or the
+ * gradients of given tensor or scalar inputs (tg_grad, tg_s_gradient: functional). */
+typedef struct job {
+    const char *fn;
+    int nout;
+    const tg_tensor *outs, *seeds;
+    uint32_t scalar_out; /* instead of tensor outputs: an entry, seeded with 1 */
+    int nin;             /* functional: tensor inputs and their gradients */
+    const tg_tensor *ins;
+    tg_tensor *grads;
+    int nsin; /* functional: scalar inputs; gradients as entries (sgrads) and/or values (svals) */
+    const tg_scalar *sins;
+    tg_scalar *sgrads;
+    double *svals;
+    unsigned flags;
+    bool accumulate;
+} job;
+
+/* The scalar entries [lo, hi) in reverse: numeric adjoints, or recorded ones under
+ * TG_CREATE_GRAPH (a separate loop, so the first-order sweep stays as tight as it is). */
+static tg_status sweep_scalars(struct tg__bw *bw, uint32_t lo, uint32_t hi)
 {
+    if (lo < bw->slo)
+        lo = bw->slo;
+    if (hi <= lo)
+        return TG_OK;
+    if (bw->create)
+        return tg__scalar_sweep_graph(bw->tp, lo, hi, bw);
+    return tg__scalar_sweep(bw->tp, sadj(bw), lo, hi, bw->retain, bw);
+}
+
+/* Functional backward: marks the nodes and entries on a path from an input, walking both in
+ * creation order (entries [mark(i-1), mark(i)) were recorded between nodes i-1 and i). */
+static void mark_paths(struct tg__bw *bw, const job *jb, bool empty)
+{
+    tg_tape *tp = bw->tp;
+    uint32_t lo = bw->lo, hi = bw->hi, slo = bw->slo, shi = bw->shi;
+    for (int k = 0; k < jb->nin; k++) { /* integer tensors (indices) never carry gradients */
+        uint32_t id = jb->ins[k].id_;
+        if (!empty && id >= lo && id <= hi && tg__node_at(tp, id)->v.dtype != TG_I64)
+            bw->need[id - lo] = 1;
+    }
+    for (int k = 0; k < jb->nsin; k++) {
+        uint32_t id = jb->sins[k].id_;
+        if (id >= slo && id < shi)
+            bw->sneed[id] = 1;
+    }
+    uint32_t sj = slo;
+    for (uint32_t i = lo; !empty && i <= hi; i++) {
+        tg__node *n = tg__node_at(tp, i);
+        uint32_t m = n->scalar_mark < shi ? n->scalar_mark : shi;
+        if (sj < m) {
+            tg__scalar_need(tp, bw, sj, m);
+            sj = m;
+        }
+        uint8_t *nd = &bw->need[i - lo];
+        if (n->kind == TG__FROM_SCALAR)
+            *nd |= n->scalar_src >= slo && n->scalar_src < shi && bw->sneed[n->scalar_src];
+        for (uint32_t j = 0; !*nd && n->inputs && j < n->ninputs; j++)
+            *nd = n->inputs[j] >= lo && bw->need[n->inputs[j] - lo];
+    }
+    if (sj < shi)
+        tg__scalar_need(tp, bw, sj, shi);
+}
+
+static tg_status run(tg_tape *tp, const job *jb)
+{
+    const char *fn = jb->fn;
     if (tp->status)
         return tp->status;
     if (tp->in_backward)
         return tg__fail(tp, TG_INVALID, "%s: called from inside a backward rule", fn);
-    if (flags & ~(TG_RETAIN_GRAPH | TG_CREATE_GRAPH))
-        return tg__fail(tp, TG_INVALID, "%s: unknown flags 0x%x", fn, flags);
+    if (jb->flags & ~(TG_RETAIN_GRAPH | TG_CREATE_GRAPH))
+        return tg__fail(tp, TG_INVALID, "%s: unknown flags 0x%x", fn, jb->flags);
     struct tg__bw bw = {0};
     bw.tp = tp;
-    bw.create = flags & TG_CREATE_GRAPH;
-    bw.retain = bw.create || (flags & TG_RETAIN_GRAPH);
-    bw.accumulate = accumulate_mode;
+    bw.create = jb->flags & TG_CREATE_GRAPH;
+    bw.retain = bw.create || (jb->flags & TG_RETAIN_GRAPH);
+    bw.accumulate = jb->accumulate;
 
-    /* Range of nodes to sweep. */
-    uint32_t hi = 0, lo = 1, scur;
-    for (int k = 0; k < nout; k++) {
-        if (!tg__resolve(tp, outs[k], fn))
+    /* Ranges to sweep: nodes [lo, hi], scalar entries [slo, shi). */
+    uint32_t hi = 0, lo = 1, slo = 1, shi;
+    for (int k = 0; k < jb->nout; k++) {
+        if (!tg__resolve(tp, jb->outs[k], fn))
             return tp->status;
-        hi = outs[k].id_ > hi ? outs[k].id_ : hi;
+        hi = jb->outs[k].id_ > hi ? jb->outs[k].id_ : hi;
     }
-    if (scalar_out) {
-        hi = last_node_before(tp, scalar_out);
-        scur = scalar_out + 1;
+    if (jb->scalar_out) {
+        hi = last_node_before(tp, jb->scalar_out);
+        shi = jb->scalar_out + 1;
     } else {
-        scur = hi + 1 < tp->nnodes ? tg__node_at(tp, hi + 1)->scalar_mark : tp->ns;
+        shi = hi + 1 < tp->nnodes ? tg__node_at(tp, hi + 1)->scalar_mark : tp->ns;
     }
-    if (!accumulate_mode) {
-        lo = UINT32_MAX;
-        for (int k = 0; k < nin; k++) {
-            if (!tg__resolve(tp, ins[k], fn))
+    if (!jb->accumulate) {
+        lo = slo = UINT32_MAX;
+        for (int k = 0; k < jb->nin; k++) {
+            if (!tg__resolve(tp, jb->ins[k], fn))
                 return tp->status;
-            lo = ins[k].id_ < lo ? ins[k].id_ : lo;
+            lo = jb->ins[k].id_ < lo ? jb->ins[k].id_ : lo;
+        }
+        if (lo != UINT32_MAX)
+            slo = tg__node_at(tp, lo)->scalar_mark; /* entries recorded after node lo */
+        for (int k = 0; k < jb->nsin; k++) {
+            uint32_t id = jb->sins[k].id_, after = last_node_before(tp, id) + 1;
+            slo = id < slo ? id : slo;
+            lo = after < lo ? after : lo;
         }
     }
-    bool empty = lo > hi; /* nothing to sweep: no node, or every input after every output */
+    bool empty = lo > hi; /* no node to sweep, or every input after every output */
+    bool sempty = slo >= shi;
     bw.lo = empty ? 1 : lo;
     bw.hi = empty ? 0 : hi;
+    bw.slo = sempty ? 1 : slo;
+    bw.shi = sempty ? 1 : shi;
     size_t count = empty ? 1 : (size_t)(hi - lo + 1);
-    bw.slot = tg__arena_alloc(tp->ctx, &tp->arena, count * sizeof *bw.slot);
+    tg__arena *ar = &tp->arena;
+    bw.slot = tg__arena_alloc(tp->ctx, ar, count * sizeof *bw.slot);
     if (!bw.slot)
         return tg__fail(tp, TG_NOMEM, "%s: out of memory for %zu gradient slots", fn, count);
     memset(bw.slot, 0, count * sizeof *bw.slot);
-    if (!accumulate_mode && !empty) {
-        bw.need = tg__arena_alloc(tp->ctx, &tp->arena, count);
-        if (!bw.need)
+    if (!jb->accumulate && !empty) {
+        if (!(bw.need = tg__arena_alloc(tp->ctx, ar, count)))
             return tg__fail(tp, TG_NOMEM, "%s: out of memory", fn);
         memset(bw.need, 0, count);
-        for (int k = 0; k < nin; k++) /* integer tensors (indices) never carry gradients */
-            if (ins[k].id_ <= hi && tg__node_at(tp, ins[k].id_)->v.dtype != TG_I64)
-                bw.need[ins[k].id_ - lo] = 1;
-        for (uint32_t i = lo; i <= hi; i++) {
-            tg__node *n = tg__node_at(tp, i);
-            uint8_t *nd = &bw.need[i - lo];
-            if (n->kind == TG__FROM_SCALAR)
-                *nd = 1;
-            for (uint32_t j = 0; !*nd && n->inputs && j < n->ninputs; j++)
-                *nd = n->inputs[j] >= lo && bw.need[n->inputs[j] - lo];
+    }
+    if (!sempty) {
+        /* Arrays by entry id; only [slo, shi) is used (numeric adjoints: also the operands below
+         * slo that the sweep adds into, cleared once mark_paths has found the lowest). */
+        if (!jb->accumulate) {
+            if (!(bw.sneed = tg__arena_alloc(tp->ctx, ar, shi)))
+                return tg__fail(tp, TG_NOMEM, "%s: out of memory", fn);
+            memset(bw.sneed + slo, 0, shi - slo);
+        }
+        if (bw.create) {
+            if (!(bw.sadjh = tg__arena_alloc(tp->ctx, ar, (size_t)shi * sizeof *bw.sadjh)))
+                return tg__fail(tp, TG_NOMEM, "%s: out of memory for %u scalar adjoints", fn, shi);
+            memset(bw.sadjh + slo, 0, (size_t)(shi - slo) * sizeof *bw.sadjh);
+        } else if (!jb->accumulate) {
+            /* Functional: adjoints of its own; tg_s_grad's stay untouched. */
+            if (!(bw.sadj = tg__arena_alloc(tp->ctx, ar, (size_t)shi * sizeof *bw.sadj)))
+                return tg__fail(tp, TG_NOMEM, "%s: out of memory for %u scalar adjoints", fn, shi);
         }
     }
+    bw.sfloor = bw.slo - 1; /* the sweep carries into the entry below its range */
+    if (!jb->accumulate)
+        mark_paths(&bw, jb, empty);
+    if (bw.sadj)
+        memset(bw.sadj + bw.sfloor, 0, (size_t)(shi - bw.sfloor) * sizeof *bw.sadj);
 
     bool grad_mode = tp->grad_enabled;
     tp->grad_enabled = bw.create;
     tp->in_backward = true;
     tg_status st = TG_OK;
     if (tp->ns > 1)
-        tg__scalar_prepare(tp, scur, false);
-    if (scalar_out) {
-        tp->sadj[scalar_out] += 1.0;
+        tg__scalar_prepare(tp, jb->accumulate);
+    if (jb->scalar_out) {
+        if (!sempty && bw.create) {
+            tg_scalar one = tg_s_const(tp, 1.0);
+            st = tp->status;
+            bw.sadjh[jb->scalar_out] = one.id_;
+        } else if (!sempty) {
+            sadj(&bw)[jb->scalar_out] += 1.0;
+        }
     } else if (!empty) {
-        for (int k = 0; k < nout && !st; k++)
-            st = seed_output(&bw, outs[k], seeds ? &seeds[k] : NULL, fn);
+        for (int k = 0; k < jb->nout && !st; k++)
+            st = seed_output(&bw, jb->outs[k], jb->seeds ? &jb->seeds[k] : NULL, fn);
     }
+    uint32_t scur = sempty ? 0 : shi;
     for (uint32_t i = hi; !st && !empty && i >= lo; i--) {
         tg__node *n = tg__node_at(tp, i);
         if (scur > n->scalar_mark) {
-            st = tg__scalar_sweep(tp, n->scalar_mark, scur, bw.retain, &bw);
+            st = sweep_scalars(&bw, n->scalar_mark, scur);
             scur = n->scalar_mark;
             if (st)
                 break;
@@ -424,22 +516,46 @@ static tg_status run(tg_tape *tp, const char *fn, int nout, const tg_tensor *out
         if (*slot(&bw, i) && needs(&bw, i))
             st = process(&bw, i);
     }
-    if (!st && accumulate_mode && scur > 1)
-        st = tg__scalar_sweep(tp, 1, scur, bw.retain, &bw);
-    if (!st && accumulate_mode && !empty)
+    if (!st && !sempty && scur > slo)
+        st = sweep_scalars(&bw, slo, scur);
+    if (!st && jb->accumulate && !empty)
         st = finish_accumulate(&bw);
-    if (!st && !accumulate_mode) {
-        for (int k = 0; k < nin && !st; k++) {
-            uint32_t id = ins[k].id_;
-            uint32_t g = !empty && id <= hi ? *slot(&bw, id) & ~OWNED : 0;
-            if (g) {
-                grads[k] = tg__handle(tp, g);
-            } else {
-                const tg__node *n = tg__node_at(tp, id);
-                grads[k] = tg_zeros(tp, n->v.dtype, n->v.ndim, n->v.shape);
-                st = tp->status;
-            }
+    if (!st && jb->accumulate && bw.create && !sempty) {
+        /* tg_s_grad reads numbers: the recorded adjoints' values. */
+        tp->scalars_dirty = true;
+        for (uint32_t i = slo; i < shi; i++)
+            if (bw.sadjh[i])
+                tp->sadj[i] += tp->s[bw.sadjh[i]].v;
+    }
+    for (int k = 0; !st && k < jb->nin; k++) {
+        uint32_t id = jb->ins[k].id_;
+        uint32_t g = !empty && id >= lo && id <= hi ? *slot(&bw, id) & ~OWNED : 0;
+        if (g) {
+            jb->grads[k] = tg__handle(tp, g);
+        } else {
+            const tg__node *n = tg__node_at(tp, id);
+            jb->grads[k] = tg_zeros(tp, n->v.dtype, n->v.ndim, n->v.shape);
+            st = tp->status;
         }
+    }
+    for (int k = 0; !st && k < jb->nsin; k++) {
+        uint32_t id = jb->sins[k].id_;
+        bool in = !sempty && id >= slo && id < shi;
+        if (bw.create) {
+            uint32_t h = in ? bw.sadjh[id] : 0;
+            tg_scalar g = h ? (tg_scalar){tp, h, tp->gen} : tg_s_const(tp, 0.0);
+            if (jb->sgrads)
+                jb->sgrads[k] = g;
+            if (jb->svals)
+                jb->svals[k] = tg_s_value(g);
+        } else {
+            double v = in ? bw.sadj[id] : 0.0;
+            if (jb->svals)
+                jb->svals[k] = v;
+            if (jb->sgrads)
+                jb->sgrads[k] = tg_s_const(tp, v);
+        }
+        st = tp->status;
     }
     tp->grad_enabled = grad_mode;
     tp->in_backward = false;
@@ -457,7 +573,13 @@ tg_status tg_backward_ex(tg_tensor out, tg_tensor seed, unsigned flags)
     tg_tape *tp = out.tape_ ? out.tape_ : seed.tape_;
     if (!tp)
         return TG_INVALID;
-    return run(tp, "tg_backward", 1, &out, &seed, 0, 0, NULL, NULL, flags, true);
+    job jb = {.fn = "tg_backward",
+              .nout = 1,
+              .outs = &out,
+              .seeds = &seed,
+              .flags = flags,
+              .accumulate = true};
+    return run(tp, &jb);
 }
 
 tg_status tg_grad(int noutputs, const tg_tensor *outputs, const tg_tensor *seeds, int ninputs,
@@ -472,7 +594,30 @@ tg_status tg_grad(int noutputs, const tg_tensor *outputs, const tg_tensor *seeds
         return TG_INVALID;
     for (int k = 0; k < ninputs; k++)
         grads[k] = tg__handle(tp, 0);
-    return run(tp, "tg_grad", noutputs, outputs, seeds, 0, ninputs, inputs, grads, flags, false);
+    job jb = {.fn = "tg_grad",
+              .nout = noutputs,
+              .outs = outputs,
+              .seeds = seeds,
+              .nin = ninputs,
+              .ins = inputs,
+              .grads = grads,
+              .flags = flags};
+    return run(tp, &jb);
+}
+
+/* The scalar entry points' common checks: a live output on a fine tape. */
+static tg_status check_scalar(tg_tape *tp, tg_scalar s, const char *fn, const char *what)
+{
+    if (tp->status)
+        return tp->status;
+    if (s.tape_ == tp && tg_s_ok(s))
+        return TG_OK;
+    bool stale = s.tape_ && (s.tape_ != tp || s.gen_ != tp->gen || s.id_ >= tp->ns);
+    return tg__fail(tp, stale ? TG_STALE : TG_INVALID, "%s: %s is %s", fn, what,
+                    !s.tape_        ? "none"
+                    : s.tape_ != tp ? "on another tape"
+                    : stale         ? "stale (from before a tape reset)"
+                                    : "an invalid or error handle");
 }
 
 tg_status tg_s_backward(tg_scalar out, unsigned flags)
@@ -480,14 +625,82 @@ tg_status tg_s_backward(tg_scalar out, unsigned flags)
     tg_tape *tp = out.tape_;
     if (!tp)
         return TG_INVALID;
-    if (tp->status)
-        return tp->status;
-    if (!tg_s_ok(out))
-        return tg__fail(tp, out.gen_ != tp->gen ? TG_STALE : TG_INVALID, "tg_s_backward: %s",
-                        out.gen_ != tp->gen ? "stale scalar handle" : "invalid scalar handle");
+    tg_status st = check_scalar(tp, out, "tg_s_backward", "the output");
+    if (st)
+        return st;
     if (flags & TG_CREATE_GRAPH)
         return tg__fail(tp, TG_INVALID,
-                        "tg_s_backward: TG_CREATE_GRAPH is not supported on "
-                        "scalar entries; use tensors for higher-order gradients");
-    return run(tp, "tg_s_backward", 0, NULL, NULL, out.id_, 0, NULL, NULL, flags, true);
+                        "tg_s_backward: TG_CREATE_GRAPH is not supported here; use "
+                        "tg_s_gradient for differentiable scalar gradients");
+    job jb = {.fn = "tg_s_backward", .scalar_out = out.id_, .flags = flags, .accumulate = true};
+    return run(tp, &jb);
+}
+
+/* tg_s_gradient's argument checks; grads[] (when given) are set to none first. */
+static tg_status check_gradient_args(tg_tape *tp, const char *fn, tg_scalar out, int n,
+                                     const tg_scalar *inputs, bool have_out)
+{
+    tg_status st = check_scalar(tp, out, fn, "the output");
+    if (st)
+        return st;
+    if (n < 1 || !inputs || !have_out)
+        return tg__fail(tp, TG_INVALID, "%s: needs n >= 1 inputs and an output array (n = %d)", fn,
+                        n);
+    for (int k = 0; k < n; k++) {
+        char what[32];
+        snprintf(what, sizeof what, "input %d", k);
+        if ((st = check_scalar(tp, inputs[k], fn, what)))
+            return st;
+    }
+    return TG_OK;
+}
+
+tg_status tg_s_gradient(tg_scalar out, int n, const tg_scalar *inputs, tg_scalar *grads,
+                        unsigned flags)
+{
+    tg_tape *tp = out.tape_;
+    if (!tp)
+        return TG_INVALID;
+    for (int k = 0; grads && k < n; k++)
+        grads[k] = (tg_scalar){tp, 0, tp->gen};
+    tg_status st = check_gradient_args(tp, "tg_s_gradient", out, n, inputs, grads != NULL);
+    if (st)
+        return st;
+    job jb = {.fn = "tg_s_gradient",
+              .scalar_out = out.id_,
+              .nsin = n,
+              .sins = inputs,
+              .sgrads = grads,
+              .flags = flags};
+    return run(tp, &jb);
+}
+
+tg_status tg_s_hessian(tg_scalar out, int n, const tg_scalar *inputs, double *hessian)
+{
+    tg_tape *tp = out.tape_;
+    if (!tp)
+        return TG_INVALID;
+    tg_status st = check_gradient_args(tp, "tg_s_hessian", out, n, inputs, hessian != NULL);
+    tg_scalar *g = NULL;
+    if (!st && (size_t)n > SIZE_MAX / sizeof *g / 2)
+        st = tg__fail(tp, TG_INVALID, "tg_s_hessian: n = %d is too large", n);
+    if (!st && !(g = tg__arena_alloc(tp->ctx, &tp->arena, (size_t)n * sizeof *g)))
+        st = tg__fail(tp, TG_NOMEM, "tg_s_hessian: out of memory");
+    /* One recorded reverse pass gives the gradient as entries; a numeric pass over each gives a
+     * row of second derivatives. */
+    if (!st)
+        st = tg_s_gradient(out, n, inputs, g, TG_CREATE_GRAPH);
+    for (int r = 0; !st && r < n; r++) {
+        job jb = {.fn = "tg_s_hessian",
+                  .scalar_out = g[r].id_,
+                  .nsin = n,
+                  .sins = inputs,
+                  .svals = hessian + (size_t)r * n,
+                  .flags = TG_RETAIN_GRAPH};
+        st = run(tp, &jb);
+    }
+    if (st && hessian && n > 0 && (size_t)n <= SIZE_MAX / sizeof *hessian / (size_t)n)
+        for (size_t i = 0; i < (size_t)n * n; i++)
+            hessian[i] = NAN;
+    return st;
 }

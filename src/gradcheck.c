@@ -12,6 +12,8 @@ typedef struct check {
     tg_view *views; /* the point: views[i].data owned here */
     tg_tensor *leaves;
     uint64_t seed;
+    int order;
+    tg_tensor *grads; /* scratch for the first-order gradients (order 2) */
 } check;
 
 static tg_status fail_from_tape(check *c, const char *what)
@@ -40,6 +42,21 @@ static tg_status eval(check *c, double *value, tg_tensor *loss)
     tg_tensor l = tg_sum_all(tg_mul(out, r));
     if (!tg_ok(l))
         return fail_from_tape(c, "projecting the output");
+    if (c->order == 2) {
+        /* l2 = sum_i <s_i, dl/dx_i>: its gradient is the Hessian of l times s. */
+        if (tg_grad(1, &l, NULL, c->n, c->leaves, c->grads, TG_CREATE_GRAPH) != TG_OK)
+            return fail_from_tape(c, "the recorded first-order backward failed");
+        tg_tensor l2 = tg_zeros(c->tp, TG_F64, 0, NULL);
+        for (int i = 0; i < c->n; i++)
+            if (c->views[i].dtype == TG_F64)
+                l2 = tg_add(
+                    l2, tg_sum_all(tg_mul(c->grads[i], tg_normal(c->tp, TG_F64, c->views[i].ndim,
+                                                                 c->views[i].shape, 0.0, 1.0,
+                                                                 c->seed + 1 + (uint64_t)i))));
+        if (!tg_ok(l2))
+            return fail_from_tape(c, "projecting the first-order gradients");
+        l = l2;
+    }
     *value = tg_item(l);
     if (loss)
         *loss = l;
@@ -61,14 +78,18 @@ tg_status tg_gradcheck(tg_ctx *ctx, tg_graph_fn fn, void *user, int n, const tg_
     memset(result, 0, sizeof *result);
     result->input = -1;
 
-    check c = {ctx, NULL, fn, user, n, NULL, NULL, o.seed ? o.seed : 0x5eed};
-    size_t vbytes = (size_t)n * (sizeof(tg_view) + 2 * sizeof(tg_tensor));
+    check c = {ctx, NULL, fn, user, n, NULL, NULL, o.seed ? o.seed : 0x5eed, 1, NULL};
+    if (o.order < 0 || o.order > 2)
+        return tg__ctx_fail(ctx, TG_INVALID, "tg_gradcheck: order %d (1 or 2)", o.order);
+    c.order = o.order == 2 ? 2 : 1;
+    size_t vbytes = (size_t)n * (sizeof(tg_view) + 3 * sizeof(tg_tensor));
     c.views = tg__alloc(ctx, vbytes);
     if (!c.views)
         return tg__ctx_fail(ctx, TG_NOMEM, "tg_gradcheck: out of memory");
     memset(c.views, 0, vbytes);
     c.leaves = (tg_tensor *)(c.views + n);
     tg_tensor *grads = c.leaves + n;
+    c.grads = grads + n;
     tg_status st = TG_OK;
     for (int i = 0; i < n && !st; i++) {
         if (!tg_ok(inputs[i])) {

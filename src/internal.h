@@ -263,12 +263,52 @@ static inline bool tg__same_shape(const tg_view *a, const tg_view *b)
 int tg__format_view(char *buf, size_t size, const tg_view *v); /* "f32[3,4]" */
 bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *shape);
 
-/* Scalar sweep used by the backward driver: entries [lo, hi) in reverse. */
-struct tg__bw;
-tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain, struct tg__bw *bw);
-void tg__scalar_prepare(tg_tape *tp, uint32_t hi, bool reset_leaves);
+/* ---- the backward driver (backward.c) and its scalar side (scalar.c) ------------------------ */
+struct tg__bw {
+    tg_tape *tp;
+    uint32_t lo, hi;   /* node range swept */
+    uint32_t *slot;    /* gradient node of each node in [lo, hi] (| OWNED), 0 = none */
+    uint8_t *need;     /* functional (tg_grad): nodes on a path from an input; NULL otherwise */
+    uint32_t slo, shi; /* scalar entries swept: [slo, shi) */
+    uint8_t *sneed;    /* functional: entries on a path from an input, by entry id in [slo, shi) */
+    uint32_t sfloor;   /* functional: lowest entry a first-order sweep of [slo, shi) writes */
+    double *sadj;      /* numeric adjoints by entry id; NULL: the tape's (those tg_s_grad reads) */
+    uint32_t *sadjh;   /* TG_CREATE_GRAPH: each entry's adjoint as an entry id, 0 = none */
+    bool create, retain, accumulate;
+};
+
+/* Whether node `id` gets a gradient in this backward. */
+static inline bool tg__bw_needs(const struct tg__bw *bw, uint32_t id)
+{
+    if (id < bw->lo || id > bw->hi)
+        return false;
+    if (bw->need)
+        return bw->need[id - bw->lo];
+    return tg__node_at(bw->tp, id)->requires_grad;
+}
+
+/* The first-order scalar sweep: entries [lo, hi) in reverse, adjoints in `adj` (by entry id). */
+tg_status tg__scalar_sweep(tg_tape *tp, double *adj, uint32_t lo, uint32_t hi, bool retain,
+                           struct tg__bw *bw);
+/* The recording sweep (TG_CREATE_GRAPH): adjoints are entries (bw->sadjh), each rule recorded. */
+tg_status tg__scalar_sweep_graph(tg_tape *tp, uint32_t lo, uint32_t hi, struct tg__bw *bw);
+/* Functional backward: marks bw->sneed for entries [lo, hi) from their operands, and lowers
+ * bw->sfloor to the lowest operand among them. */
+void tg__scalar_need(tg_tape *tp, struct tg__bw *bw, uint32_t lo, uint32_t hi);
+/* Before a sweep: initialises adjoints and release flags of new entries; with `clear`, also
+ * clears what a previous backward left in the tape's adjoints (but the leaves', which
+ * accumulate). */
+void tg__scalar_prepare(tg_tape *tp, bool clear);
+/* Adds contribution `c` (an entry) into entry `to`'s adjoint handle (TG_CREATE_GRAPH). */
+tg_status tg__bw_give(struct tg__bw *bw, uint32_t to, tg_scalar c);
 /* Adds `value` into the gradient slot of tensor node `id` during a backward (from scalars). */
 tg_status tg__bw_deposit(struct tg__bw *bw, uint32_t id, double value);
+/* The same under TG_CREATE_GRAPH: the contribution is the entry `h`, converted to the node's
+ * dtype and shape. */
+tg_status tg__bw_deposit_graph(struct tg__bw *bw, uint32_t id, tg_scalar h);
+/* Scalar `s` as a one-element tensor of dtype `dt` and the given shape (tg_s_tensor's node, of
+ * any float dtype); gradients flow back into the entry. */
+tg_tensor tg__scalar_tensor(tg_scalar s, tg_dtype dt, int ndim, const int64_t *shape);
 
 /* Random numbers: counter-based, stateless. */
 uint64_t tg__mix64(uint64_t x);

@@ -1,5 +1,6 @@
-/* scalar.c — scalars on the tape: 32-byte entries recorded inline and swept by one tight loop,
- * both generated from the instruction table in ops/scalar_ops.h. */
+/* scalar.c — scalars on the tape: 24-byte entries recorded inline and swept by one tight loop,
+ * both generated from the instruction table in ops/scalar_ops.h. The same table generates a
+ * second, recording sweep for TG_CREATE_GRAPH, kept apart from the first-order one. */
 #include "internal.h"
 
 #include <math.h>
@@ -11,8 +12,8 @@ enum {
     S_VAR,         /* leaf with gradient */
     S_CONST,       /* leaf without gradient (also anything recorded in a no-grad scope) */
     S_FROM_TENSOR, /* a = tensor node id */
-#define ENUM_B(NAME, VALUE, DA, DB) S_##NAME,
-#define ENUM_U(NAME, VALUE, DA) S_##NAME,
+#define ENUM_B(NAME, VALUE, DA, DB, GA, GB) S_##NAME,
+#define ENUM_U(NAME, VALUE, DA, GA) S_##NAME,
     TG__SCALAR_BINARY(ENUM_B) TG__SCALAR_UNARY(ENUM_U)
 #undef ENUM_B
 #undef ENUM_U
@@ -111,7 +112,7 @@ static inline bool fast_ok(const tg_tape *tp, tg_scalar x, tg_scalar y)
 
 /* Each op: an inline fast path that touches no callee-saved registers, and an out-of-line slow
  * path that reports the error or grows the storage and records again. */
-#define RECORD_BINARY(NAME, VALUE, DA, DB)                                                         \
+#define RECORD_BINARY(NAME, VALUE, DA, DB, GA, GB)                                                 \
     static tg_scalar slow_##NAME(const char *fn, tg_scalar x, tg_scalar z);                        \
     static inline tg_scalar record_##NAME(const char *fn, tg_scalar x, tg_scalar z)                \
     {                                                                                              \
@@ -131,7 +132,7 @@ static inline bool fast_ok(const tg_tape *tp, tg_scalar x, tg_scalar y)
             return none(tp);                                                                       \
         return record_##NAME(fn, x, z);                                                            \
     }
-#define RECORD_UNARY(NAME, VALUE, DA)                                                              \
+#define RECORD_UNARY(NAME, VALUE, DA, GA)                                                          \
     static tg_scalar slow_##NAME(const char *fn, tg_scalar x, double c);                           \
     static inline tg_scalar record_##NAME(const char *fn, tg_scalar x, double c)                   \
     {                                                                                              \
@@ -199,7 +200,7 @@ double tg_s_grad(tg_scalar s)
 
 /* ---- conversions -------------------------------------------------------------------------- */
 
-tg_tensor tg_s_tensor(tg_scalar s)
+tg_tensor tg__scalar_tensor(tg_scalar s, tg_dtype dt, int ndim, const int64_t *shape)
 {
     tg_tape *tp = s.tape_;
     if (!tp || tp->status)
@@ -211,21 +212,28 @@ tg_tensor tg_s_tensor(tg_scalar s)
     tg__node *n = tg__node_reserve(tp);
     if (!n)
         return tg__error_handle(tp);
-    double *data = tg__tape_buffer(tp, TG_F64, 1);
+    void *data = tg__tape_buffer(tp, dt, 1);
     if (!data)
         return tg__error_handle(tp);
-    *data = tp->s[s.id_].v;
+    if (dt == TG_F32)
+        *(float *)data = (float)tp->s[s.id_].v;
+    else
+        *(double *)data = tp->s[s.id_].v;
     n->kind = TG__FROM_SCALAR;
     n->v.data = data;
     n->v.numel = 1;
-    n->v.dtype = TG_F64;
-    n->v.ndim = 0;
+    n->v.dtype = dt;
+    n->v.ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        n->v.shape[i] = shape[i];
     n->scalar_src = s.id_;
     n->requires_grad = tp->grad_enabled && tp->s[s.id_].op != S_CONST;
     if (!tp->grad_enabled)
         n->kind = TG__LEAF;
     return tg__handle(tp, tp->nnodes++);
 }
+
+tg_tensor tg_s_tensor(tg_scalar s) { return tg__scalar_tensor(s, TG_F64, 0, NULL); }
 
 tg_scalar tg_s_from(tg_tensor t)
 {
@@ -250,34 +258,33 @@ tg_scalar tg_s_from(tg_tensor t)
 
 /* ---- the reverse sweep -------------------------------------------------------------------- */
 
-void tg__scalar_prepare(tg_tape *tp, uint32_t hi, bool reset_leaves)
+void tg__scalar_prepare(tg_tape *tp, bool clear)
 {
     const tg__sentry *s = tp->s;
     double *adj = tp->sadj;
-    (void)hi;
     /* A previous backward left values: clear all but the leaves', which accumulate. */
-    if (tp->scalars_dirty || reset_leaves)
+    if (clear && tp->scalars_dirty) {
         for (uint32_t i = 1; i < tp->sadj_valid; i++)
-            if (reset_leaves || s[i].op != S_VAR)
+            if (s[i].op != S_VAR)
                 adj[i] = 0;
+        tp->scalars_dirty = false;
+    }
     /* Entries recorded since then start at zero, unreleased. */
     if (tp->ns > tp->sadj_valid) {
         memset(adj + tp->sadj_valid, 0, (size_t)(tp->ns - tp->sadj_valid) * sizeof *adj);
         memset(tp->sreleased + tp->sadj_valid, 0, tp->ns - tp->sadj_valid);
         tp->sadj_valid = tp->ns;
     }
-    tp->scalars_dirty = false;
 }
 
 /* The sweep, specialised by the caller on constant flags: `check` whether entries may be released
  * already (nothing can be before the first non-retaining backward), `mark` whether to release
  * what it passes. */
-static inline TG__ALWAYS_INLINE tg_status sweep(tg_tape *tp, uint32_t lo, uint32_t hi,
+static inline TG__ALWAYS_INLINE tg_status sweep(tg_tape *tp, double *adj, uint32_t lo, uint32_t hi,
                                                 struct tg__bw *bw, const bool check,
                                                 const bool mark)
 {
     tg__sentry *s = tp->s;
-    double *adj = tp->sadj;
     uint8_t *released = tp->sreleased;
     /* Most operands are the entry just before: their contribution is carried in a register to
      * the next iteration instead of going through memory, which breaks the store-to-load chain
@@ -317,7 +324,7 @@ static inline TG__ALWAYS_INLINE tg_status sweep(tg_tape *tp, uint32_t lo, uint32
                 return st;
             break;
         }
-#define SWEEP_B(NAME, VALUE, DA, DB)                                                               \
+#define SWEEP_B(NAME, VALUE, DA, DB, GA, GB)                                                       \
     case S_##NAME: {                                                                               \
         double a = s[e->a].v, b = s[e->u.b].v, y = e->v;                                           \
         (void)a, (void)b, (void)y;                                                                 \
@@ -325,7 +332,7 @@ static inline TG__ALWAYS_INLINE tg_status sweep(tg_tape *tp, uint32_t lo, uint32
         GIVE(e->u.b, g *(DB));                                                                     \
         break;                                                                                     \
     }
-#define SWEEP_U(NAME, VALUE, DA)                                                                   \
+#define SWEEP_U(NAME, VALUE, DA, GA)                                                               \
     case S_##NAME: {                                                                               \
         double a = s[e->a].v, c = e->u.c, y = e->v;                                                \
         (void)a, (void)c, (void)y;                                                                 \
@@ -346,14 +353,151 @@ static inline TG__ALWAYS_INLINE tg_status sweep(tg_tape *tp, uint32_t lo, uint32
     return TG_OK;
 }
 
-tg_status tg__scalar_sweep(tg_tape *tp, uint32_t lo, uint32_t hi, bool retain, struct tg__bw *bw)
+tg_status tg__scalar_sweep(tg_tape *tp, double *adj, uint32_t lo, uint32_t hi, bool retain,
+                           struct tg__bw *bw)
 {
     if (hi <= lo)
         return TG_OK;
-    tp->scalars_dirty = true;
+    if (adj == tp->sadj)
+        tp->scalars_dirty = true;
     if (retain)
-        return sweep(tp, lo, hi, bw, tp->sreleased_any, false);
+        return sweep(tp, adj, lo, hi, bw, tp->sreleased_any, false);
     bool any = tp->sreleased_any;
     tp->sreleased_any = true;
-    return any ? sweep(tp, lo, hi, bw, true, true) : sweep(tp, lo, hi, bw, false, true);
+    return any ? sweep(tp, adj, lo, hi, bw, true, true) : sweep(tp, adj, lo, hi, bw, false, true);
+}
+
+/* ---- second order: the recording sweep ---------------------------------------------------- */
+
+/* The recording helpers that the GA/GB columns of ops/scalar_ops.h are written with: the public
+ * record functions (so the first-order record paths compile exactly as before). */
+static inline tg_scalar sadd(tg_scalar x, tg_scalar y) { return tg_s_add(x, y); }
+static inline tg_scalar smul(tg_scalar x, tg_scalar y) { return tg_s_mul(x, y); }
+static inline tg_scalar sdiv(tg_scalar x, tg_scalar y) { return tg_s_div(x, y); }
+static inline tg_scalar sneg(tg_scalar x) { return tg_s_neg(x); }
+static inline tg_scalar saddc(tg_scalar x, double c) { return tg_s_addc(x, c); }
+static inline tg_scalar smulc(tg_scalar x, double c) { return tg_s_mulc(x, c); }
+static inline tg_scalar spow(tg_scalar x, double c) { return tg_s_pow(x, c); }
+static inline tg_scalar ssin(tg_scalar x) { return tg_s_sin(x); }
+static inline tg_scalar scos(tg_scalar x) { return tg_s_cos(x); }
+
+tg_status tg__bw_give(struct tg__bw *bw, uint32_t to, tg_scalar c)
+{
+    tg_tape *tp = bw->tp;
+    if (!c.id_) /* no contribution, or a failed record (the tape holds its error) */
+        return tp->status;
+    uint32_t *h = &bw->sadjh[to];
+    if (!*h) {
+        *h = c.id_;
+        return TG_OK;
+    }
+    tg_scalar sum = sadd((tg_scalar){tp, *h, tp->gen}, c);
+    *h = sum.id_;
+    return tp->status;
+}
+
+/* Whether operand `x` of a swept entry should receive a contribution: every operand in
+ * tg_backward (as in the first-order sweep), only those on a path from an input in a
+ * functional gradient. */
+static inline bool wants(const struct tg__bw *bw, uint32_t x)
+{
+    return !bw->sneed || (x >= bw->slo && bw->sneed[x]);
+}
+
+void tg__scalar_need(tg_tape *tp, struct tg__bw *bw, uint32_t lo, uint32_t hi)
+{
+    const tg__sentry *s = tp->s;
+    uint8_t *need = bw->sneed;
+    uint32_t slo = bw->slo, low = bw->sfloor;
+    for (uint32_t i = lo; i < hi; i++) {
+        const tg__sentry *e = &s[i];
+        uint8_t nd = need[i]; /* set already for an input */
+        switch (e->op) {
+        case S_NONE:
+        case S_VAR:
+        case S_CONST:
+            break;
+        case S_FROM_TENSOR:
+            nd |= tg__bw_needs(bw, e->a);
+            break;
+#define NEED_B(NAME, VALUE, DA, DB, GA, GB)                                                        \
+    case S_##NAME:                                                                                 \
+        nd |= (e->a >= slo && need[e->a]) || (e->u.b >= slo && need[e->u.b]);                      \
+        low = e->a < low ? e->a : low;                                                             \
+        low = e->u.b < low ? e->u.b : low;                                                         \
+        break;
+#define NEED_U(NAME, VALUE, DA, GA)                                                                \
+    case S_##NAME:                                                                                 \
+        nd |= e->a >= slo && need[e->a];                                                           \
+        low = e->a < low ? e->a : low;                                                             \
+        break;
+            TG__SCALAR_BINARY(NEED_B)
+            TG__SCALAR_UNARY(NEED_U)
+#undef NEED_B
+#undef NEED_U
+        }
+        need[i] = nd;
+    }
+    bw->sfloor = low;
+}
+
+/* Entries [lo, hi) in reverse, like sweep(), but each adjoint is an entry and each rule is
+ * recorded (the table's GA/GB columns), so the gradient is a scalar expression on the tape. It
+ * appends entries while it runs, so it reads the (possibly moved) entry array afresh. */
+tg_status tg__scalar_sweep_graph(tg_tape *tp, uint32_t lo, uint32_t hi, struct tg__bw *bw)
+{
+    const uint32_t gen = tp->gen;
+#define NONE none(tp)
+#define H(id) ((tg_scalar){tp, (id), gen})
+    for (uint32_t i = hi; i-- > lo;) {
+        uint32_t h = bw->sadjh[i];
+        if (!h || (bw->sneed && !bw->sneed[i]))
+            continue;
+        if (tp->sreleased_any && tp->sreleased[i])
+            return tg__fail(tp, TG_RELEASED,
+                            "scalar entry %u: backward through a graph already released by an "
+                            "earlier backward (pass TG_RETAIN_GRAPH to the first)",
+                            i);
+        const tg__sentry e = tp->s[i];
+        tg_scalar g = H(h), A = H(e.a), Y = H(i);
+        tg_status st = TG_OK;
+        (void)A, (void)Y;
+        switch (e.op) {
+        case S_NONE:
+        case S_VAR:
+        case S_CONST:
+            continue;
+        case S_FROM_TENSOR:
+            st = tg__bw_deposit_graph(bw, e.a, g);
+            break;
+#define GRAPH_B(NAME, VALUE, DA, DB, GA, GB)                                                       \
+    case S_##NAME: {                                                                               \
+        double a = tp->s[e.a].v, b = tp->s[e.u.b].v, y = e.v;                                      \
+        tg_scalar B = H(e.u.b);                                                                    \
+        (void)a, (void)b, (void)y, (void)B;                                                        \
+        if (wants(bw, e.a))                                                                        \
+            st = tg__bw_give(bw, e.a, GA);                                                         \
+        if (!st && wants(bw, e.u.b))                                                               \
+            st = tg__bw_give(bw, e.u.b, GB);                                                       \
+        break;                                                                                     \
+    }
+#define GRAPH_U(NAME, VALUE, DA, GA)                                                               \
+    case S_##NAME: {                                                                               \
+        double a = tp->s[e.a].v, c = e.u.c, y = e.v;                                               \
+        (void)a, (void)c, (void)y;                                                                 \
+        if (wants(bw, e.a))                                                                        \
+            st = tg__bw_give(bw, e.a, GA);                                                         \
+        break;                                                                                     \
+    }
+            TG__SCALAR_BINARY(GRAPH_B)
+            TG__SCALAR_UNARY(GRAPH_U)
+#undef GRAPH_B
+#undef GRAPH_U
+        }
+        if (st)
+            return st;
+    }
+#undef NONE
+#undef H
+    return TG_OK;
 }

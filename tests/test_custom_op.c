@@ -29,6 +29,20 @@ static void both_variants_pass_gradcheck(void **state)
                      r.analytic, r.numeric);
         assert_int_equal(r.checked, 20);
     }
+    /* Second order: the composite rule passes; the kernel rule is refused, never a number. */
+    tg_gradcheck_options o2 = {.order = 2};
+    tg_gradcheck_result r;
+    assert_status(tg_gradcheck(f->ctx, apply_swish, (void *)ops.composite, 1, &x, &o2, &r), TG_OK);
+    if (!r.passed)
+        fail_msg("second order: element %lld analytic %.10g numeric %.10g", (long long)r.index,
+                 r.analytic, r.numeric);
+    assert_int_equal(r.checked, 20);
+    assert_status(tg_gradcheck(f->ctx, apply_swish, (void *)ops.kernel, 1, &x, &o2, &r),
+                  TG_FIRST_ORDER);
+    assert_contains(tg_ctx_error(f->ctx), "swish_kernel");
+    o2.order = 3;
+    assert_status(tg_gradcheck(f->ctx, apply_swish, (void *)ops.composite, 1, &x, &o2, &r),
+                  TG_INVALID);
     /* The descriptors' own example cases pass too (as the registry-wide check would run). */
     for (int v = 0; v < 2; v++) {
         const tg_op_def *d = tg_op_def_of(variants[v]);
@@ -74,6 +88,54 @@ static void second_order_through_composite_only(void **state)
     assert_contains(tg_tape_error(f->tp), "swish_kernel");
 }
 
+/* cube(x) = x^3 whose composite backward detaches 3 x^2: right first derivatives, wrong second
+ * ones. The second-order gradcheck must catch it (the check can fail). */
+static tg_status cube_check(tg_check *c)
+{
+    tg_status st = tg_check_float(c, 0);
+    if (!st)
+        *c->out = *c->in[0];
+    return st;
+}
+static void cube_forward(const tg_kernel *k)
+{
+    const double *x = k->in[0]->data;
+    double *y = k->out->data;
+    for (int64_t i = 0; i < k->out->numel; i++)
+        y[i] = x[i] * x[i] * x[i];
+}
+static void cube_detached_backward(const tg_backward_io *io)
+{
+    tg_tensor x = io->inputs[0];
+    io->grad_inputs[0] = tg_mul(io->grad_output, tg_detach(tg_mul_scalar(tg_square(x), 3)));
+}
+static tg_tensor apply_op(void *user, int n, const tg_tensor *in)
+{
+    return tg_op_apply(user, n, in, NULL);
+}
+
+static void second_order_check_catches_a_detached_rule(void **state)
+{
+    fixture *f = *state;
+    const tg_op_def def = {.name = "cube_detached",
+                           .ninputs = 1,
+                           .check = cube_check,
+                           .forward = cube_forward,
+                           .backward = cube_detached_backward};
+    const tg_op *op;
+    assert_status(tg_op_register(f->ctx, &def, &op), TG_OK);
+    tg_tensor x = tg_uniform(f->tp, TG_F64, 1, (int64_t[]){6}, 0.5, 2, 3);
+    tg_gradcheck_result r;
+    assert_status(tg_gradcheck(f->ctx, apply_op, (void *)op, 1, &x, NULL, &r), TG_OK);
+    assert_true(r.passed);
+    tg_gradcheck_options o2 = {.order = 2};
+    assert_status(tg_gradcheck(f->ctx, apply_op, (void *)op, 1, &x, &o2, &r), TG_OK);
+    assert_false(r.passed);
+    assert_int_equal(r.input, 0);
+    assert_close(r.analytic, 0, 0); /* the detached rule's second derivative */
+    assert_true(fabs(r.numeric) > 0.1);
+}
+
 static void bad_attribute_is_a_clear_error(void **state)
 {
     fixture *f = *state;
@@ -91,6 +153,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         FIXTURE_TEST(both_variants_pass_gradcheck),
         FIXTURE_TEST(second_order_through_composite_only),
+        FIXTURE_TEST(second_order_check_catches_a_detached_rule),
         FIXTURE_TEST(bad_attribute_is_a_clear_error),
     };
     return cmocka_run_group_tests_name("custom_op", tests, NULL, NULL);

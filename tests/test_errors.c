@@ -286,6 +286,22 @@ static void every_function_on_errored_tape(void **state)
     assert_status(tg_backward_ex(good, good, 0), TG_SHAPE);
     assert_status(tg_grad(1, &good, NULL, 1, &good, grads, 0), TG_SHAPE);
     assert_status(tg_s_backward(sv, 0), TG_SHAPE);
+    /* Higher order: statuses, and error handles in every result. */
+    tg_tensor hv[1] = {good}, jr = good;
+    assert_status(tg_hvp(good, 1, &good, &good, hv, 0), TG_SHAPE);
+    assert_false(tg_ok(hv[0]));
+    assert_status(tg_jvp(good, 1, &good, &good, hv, TG_CREATE_GRAPH), TG_SHAPE);
+    assert_status(tg_jacobian(good, good, &jr, 0), TG_SHAPE);
+    assert_false(tg_ok(jr));
+    jr = good;
+    assert_status(tg_hessian(good, good, &jr, 0), TG_SHAPE);
+    assert_false(tg_ok(jr));
+    tg_scalar sg[1] = {sv};
+    double hess[1] = {0};
+    assert_status(tg_s_gradient(sv, 1, &sv, sg, TG_CREATE_GRAPH), TG_SHAPE);
+    assert_false(tg_s_ok(sg[0]));
+    assert_status(tg_s_hessian(sv, 1, &sv, hess), TG_SHAPE);
+    assert_true(isnan(hess[0]));
     /* nn.h calls that take a tape or tensors. */
     uint64_t version = tg_param_version(tg_module_params(lin)[0]);
     assert_status(tg_optim_step(opt, tp), TG_SHAPE);

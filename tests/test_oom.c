@@ -36,7 +36,7 @@ static void *counting_alloc(void *user, void *ptr, size_t old_size, size_t new_s
 }
 
 /* What a small program does: context, parameters, two training steps, scalars, a functional
- * gradient. Returns the first non-OK status seen (or TG_OK); must never crash. */
+ * gradient, Hessians. Returns the first non-OK status seen (or TG_OK); must never crash. */
 static tg_status scenario(counting *c, char *message, size_t size)
 {
     tg_ctx *ctx = NULL;
@@ -95,6 +95,17 @@ static tg_status scenario(counting *c, char *message, size_t size)
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;
             tg_tensor y = tg_sum_all(tg_exp(tg_mul(v, v)));
             st = tg_grad(1, &y, NULL, 1, &v, &g, TG_CREATE_GRAPH);
+        }
+        if (!st) { /* higher order: a Hessian of 20 rows (scratch through the hook), scalars */
+            tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){20}, -1, 1, 4), hess;
+            st = tg_hessian(tg_sum_all(tg_pow(v, 3)), v, &hess, 0);
+            tg_scalar xs[2] = {tg_s_var(tp, 0.3), tg_s_var(tp, -0.2)};
+            tg_scalar s = tg_s_mul(xs[0], xs[1]);
+            for (int i = 0; i < 1000 && !st; i++)
+                s = tg_s_sin(tg_s_add(s, xs[i % 2]));
+            double h[4];
+            if (!st)
+                st = tg_s_hessian(s, 2, xs, h);
         }
         if (st) {
             snprintf(message, size, "%s", tg_tape_error(tp));
