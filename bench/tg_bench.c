@@ -1,25 +1,27 @@
-/* tg_bench.c — tg-bench: gradient-throughput benchmarks, reported as medians over repeats after a
- * warm-up, with the machine and settings they ran on. Suites: scalar, overhead. */
-#define _POSIX_C_SOURCE 200809L
+/* tg_bench.c — tg-bench: gradient-throughput benchmarks, reported as medians over repeats after
+ * warm-up runs, with the machine and settings they ran on. This file holds the harness (timing,
+ * statistics, rows in text or JSON) and main; the suites are in bench/suite_*.c.
+ *
+ *   tg-bench [--json] [--repeats N] [--warmup N] [--threads N] [--data DIR] [suite...]
+ *   suites: scalar overhead elementwise matmul training memory higher (default: all)
+ */
+#define _GNU_SOURCE
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <time.h>
+#include <unistd.h>
 
-#include <tapegrad.h>
+#include "bench.h"
 
-typedef struct options {
-    int repeats;
-    int warmup;
-    bool json;
-} options;
+#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 
-typedef struct stats {
-    double median, min, max;
-} stats;
+/* ---- the harness ---------------------------------------------------------------------------- */
 
-static double now(void)
+double bench_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -32,226 +34,391 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static stats summarise(double *t, int n)
+static bench_stats summarise(double *t, int n)
 {
     qsort(t, (size_t)n, sizeof *t, cmp_double);
-    stats s = {n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]), t[0], t[n - 1]};
+    bench_stats s = {n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]), t[0], t[n - 1], n};
     return s;
 }
 
-/* Runs fn(user) warmup + repeats times and summarises the seconds each took. */
-static stats measure(const options *o, double (*fn)(void *), void *user)
+void bench_measure(const bench_options *o, bench_fn fn, void *user, int k, bench_stats *out)
 {
-    double t[256];
-    int n = o->repeats < 256 ? o->repeats : 256;
-    for (int i = 0; i < o->warmup; i++)
-        fn(user);
-    for (int i = 0; i < n; i++)
-        t[i] = fn(user);
-    return summarise(t, n);
+    enum { MAX_PARTS = 8 };
+    static double t[MAX_PARTS][BENCH_MAX_REPEATS]; /* the program's one measurement at a time */
+    double times[MAX_PARTS] = {0};
+    if (k > MAX_PARTS)
+        k = MAX_PARTS;
+    int warmup = o->warmup, n = o->repeats < BENCH_MAX_REPEATS ? o->repeats : BENCH_MAX_REPEATS;
+    double t0 = bench_now();
+    fn(user, times); /* the first warm-up run always happens: it sizes the rest */
+    double first = bench_now() - t0;
+    if (first > 1.0) { /* long runs: fewer of them, so a suite stays within minutes */
+        warmup = warmup > 1 ? 1 : warmup;
+        n = n > 3 ? 3 : n;
+    } else if (first * (warmup + n) > 30.0) { /* and at most about 30 s per measurement */
+        int fit = (int)(30.0 / first) - warmup, least = n < 3 ? n : 3;
+        n = fit < least ? least : fit < n ? fit : n;
+    }
+    for (int i = 1; i < warmup; i++)
+        fn(user, times);
+    for (int i = 0; i < n; i++) {
+        fn(user, times);
+        for (int j = 0; j < k; j++)
+            t[j][i] = times[j];
+    }
+    for (int j = 0; j < k; j++)
+        out[j] = summarise(t[j], n);
+}
+
+bench_stats bench_per(bench_stats s, double scale)
+{
+    bench_stats r = {s.median * scale, s.min * scale, s.max * scale, s.repeats};
+    return r;
+}
+
+bench_stats bench_rate(bench_stats s, double work)
+{
+    bench_stats r = {work / s.median, work / s.max, work / s.min, s.repeats};
+    return r;
 }
 
 static bool first_row = true;
+static char notes[8192];
+static size_t notes_len;
 
-static void report(const options *o, const char *suite, const char *name, const char *unit, stats s,
-                   double extra, const char *extra_name)
+/* Writes `s` as a JSON string. */
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+void bench_suite(const bench_options *o, const char *suite, const char *what)
+{
+    if (!o->json)
+        printf("%s: %s\n", suite, what);
+}
+
+void bench_row(const bench_options *o, const char *suite, const char *name, const char *unit,
+               bench_stats s, int n, const bench_extra *extras)
 {
     if (o->json) {
-        printf("%s{\"suite\":\"%s\",\"name\":\"%s\",\"unit\":\"%s\",\"median\":%.6g,"
-               "\"min\":%.6g,\"max\":%.6g",
-               first_row ? "" : ",\n", suite, name, unit, s.median, s.min, s.max);
-        if (extra_name)
-            printf(",\"%s\":%.6g", extra_name, extra);
+        printf("%s    {\"suite\": ", first_row ? "" : ",\n");
+        json_string(suite);
+        printf(", \"name\": ");
+        json_string(name);
+        printf(", \"unit\": ");
+        json_string(unit);
+        printf(", \"median\": %.7g, \"min\": %.7g, \"max\": %.7g, \"repeats\": %d", s.median, s.min,
+               s.max, s.repeats);
+        for (int i = 0; i < n; i++)
+            printf(", \"%s\": %.10g", extras[i].key, extras[i].value);
         printf("}");
         first_row = false;
     } else {
-        printf("  %-34s %10.3f %-8s (min %.3f, max %.3f)", name, s.median, unit, s.min, s.max);
-        if (extra_name)
-            printf("  %s %.2f", extra_name, extra);
-        printf("\n");
-    }
-}
-
-/* ---- scalar suite ------------------------------------------------------------------------- */
-
-typedef struct scalar_job {
-    tg_tape *tp;
-    int n;        /* problem size */
-    double sink;  /* keeps results alive */
-    size_t nodes; /* scalar entries recorded per run */
-} scalar_job;
-
-/* A chain y <- y * a + b, n steps (2n entries): record + backward. */
-static double chain_run(void *user)
-{
-    scalar_job *j = user;
-    double t0 = now();
-    tg_tape_reset(j->tp);
-    tg_scalar a = tg_s_var(j->tp, 0.999), b = tg_s_var(j->tp, 0.001), y = tg_s_var(j->tp, 0.5);
-    for (int i = 0; i < j->n; i++)
-        y = tg_s_add(tg_s_mul(y, a), b);
-    tg_s_backward(y, 0);
-    double t = now() - t0;
-    j->sink += tg_s_grad(a);
-    j->nodes = tg_tape_scalar_count(j->tp);
-    return t;
-}
-
-/* Rosenbrock f(x) = sum_i 100 (x[i+1] - x[i]^2)^2 + (1 - x[i])^2 on n scalars: record + backward.
- */
-static double rosen_run(void *user)
-{
-    scalar_job *j = user;
-    double t0 = now();
-    tg_tape_reset(j->tp);
-    tg_scalar prev = tg_s_var(j->tp, 0.0), acc = tg_s_const(j->tp, 0.0);
-    for (int i = 1; i < j->n; i++) {
-        tg_scalar x = tg_s_var(j->tp, 0.001 * (i % 1000));
-        tg_scalar d = tg_s_sub(x, tg_s_mul(prev, prev));
-        tg_scalar e = tg_s_addc(tg_s_neg(prev), 1.0);
-        acc = tg_s_add(acc, tg_s_add(tg_s_mulc(tg_s_mul(d, d), 100.0), tg_s_mul(e, e)));
-        prev = x;
-    }
-    tg_s_backward(acc, 0);
-    double t = now() - t0;
-    j->sink += tg_s_value(acc);
-    j->nodes = tg_tape_scalar_count(j->tp);
-    return t;
-}
-
-/* The same Rosenbrock in plain C doubles (value only), for the ratio. */
-static double rosen_plain(void *user)
-{
-    scalar_job *j = user;
-    double t0 = now();
-    volatile double seed = 0.001;
-    double prev = 0.0, acc = 0.0;
-    for (int i = 1; i < j->n; i++) {
-        double x = seed * (i % 1000);
-        double d = x - prev * prev, e = 1.0 - prev;
-        acc += 100.0 * d * d + e * e;
-        prev = x;
-    }
-    double t = now() - t0;
-    j->sink += acc;
-    return t;
-}
-
-static void suite_scalar(const options *o, tg_ctx *ctx)
-{
-    scalar_job j = {0};
-    tg_tape_new(ctx, &j.tp);
-    if (!o->json)
-        printf("scalar: record + backward per scalar entry\n");
-    j.n = 500000;
-    stats s = measure(o, chain_run, &j);
-    double per = 1e9 / (double)j.nodes;
-    stats ns = {s.median * per, s.min * per, s.max * per};
-    report(o, "scalar", "chain y=y*a+b (1M entries)", "ns/node", ns, 0, NULL);
-
-    static const int sizes[] = {1000, 100000, 1000000};
-    for (int k = 0; k < 3; k++) {
-        char name[64];
-        j.n = sizes[k];
-        s = measure(o, rosen_run, &j);
-        per = 1e9 / (double)j.nodes;
-        stats plain = measure(o, rosen_plain, &j);
-        stats r = {s.median * per, s.min * per, s.max * per};
-        snprintf(name, sizeof name, "rosenbrock n=%d", sizes[k]);
-        report(o, "scalar", name, "ns/node", r, s.median / plain.median, "x_plain_C");
-    }
-    if (j.sink == 12345.678)
-        printf("\n");
-    tg_tape_free(j.tp);
-}
-
-/* ---- overhead suite ----------------------------------------------------------------------- */
-
-typedef struct overhead_job {
-    tg_tape *tp;
-    int64_t numel;
-    int mode; /* 0: no-grad forward, 1: recording forward, 2: forward + backward */
-    double sink;
-} overhead_job;
-
-enum { CHAIN_OPS = 1000 };
-
-/* A chain of CHAIN_OPS ops cycling mul, add, tanh on tensors of `numel` f32 elements. */
-static double overhead_run(void *user)
-{
-    overhead_job *j = user;
-    double t0 = now();
-    tg_tape_reset(j->tp);
-    tg_tape_set_grad(j->tp, j->mode != 0);
-    tg_tensor x = tg_full(j->tp, TG_F32, 1, &j->numel, 0.5);
-    tg_tensor c = tg_full(j->tp, TG_F32, 1, &j->numel, 0.999);
-    if (j->mode)
-        x = tg_requires_grad(x);
-    tg_tensor y = x;
-    for (int i = 0; i < CHAIN_OPS / 3; i++)
-        y = tg_tanh(tg_add(tg_mul(y, c), c));
-    y = tg_mul(y, c); /* 1000 ops in all */
-    if (j->mode == 2)
-        tg_backward_ex(y, tg_full(j->tp, TG_F32, 1, &j->numel, 1.0), 0);
-    double t = now() - t0;
-    j->sink += tg_item(tg_sum_all(y));
-    return t;
-}
-
-static void suite_overhead(const options *o, tg_ctx *ctx)
-{
-    overhead_job j = {0};
-    tg_tape_new(ctx, &j.tp);
-    if (!o->json)
-        printf("overhead: a chain of %d ops (mul, add, tanh), per op\n", CHAIN_OPS);
-    static const char *const modes[] = {"no-grad forward", "recording forward",
-                                        "forward + backward"};
-    static const int64_t sizes[] = {1, 64};
-    for (int s = 0; s < 2; s++) {
-        for (int m = 0; m < 3; m++) {
-            char name[64];
-            j.numel = sizes[s];
-            j.mode = m;
-            stats t = measure(o, overhead_run, &j);
-            stats per = {t.median * 1e9 / CHAIN_OPS, t.min * 1e9 / CHAIN_OPS,
-                         t.max * 1e9 / CHAIN_OPS};
-            snprintf(name, sizeof name, "%s, %lld elem", modes[m], (long long)sizes[s]);
-            report(o, "overhead", name, "ns/op", per, 0, NULL);
+        printf("  %-40s %11.3f %-9s", name, s.median, unit);
+        if (s.min != s.max)
+            printf(" (min %.3f, max %.3f)", s.min, s.max);
+        if (s.repeats != o->repeats && !(s.min == s.max))
+            printf("  [%d runs]", s.repeats);
+        for (int i = 0; i < n; i++) {
+            double v = extras[i].value;
+            if (v == (double)(int64_t)v && fabs(v) < 1e15)
+                printf("  %s %lld", extras[i].key, (long long)v);
+            else
+                printf("  %s %.4g", extras[i].key, v);
         }
+        printf("\n");
     }
-    tg_tape_free(j.tp);
+    fflush(stdout);
+}
+
+void bench_note(const bench_options *o, const char *suite, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (!o->json) {
+        printf("  (%s)\n", text);
+        return;
+    }
+    size_t room = sizeof notes - notes_len;
+    int w = snprintf(notes + notes_len, room, "%s%s: %s", notes_len ? "\n" : "", suite, text);
+    if (w > 0 && (size_t)w < room)
+        notes_len += (size_t)w;
+}
+
+tg_ctx *bench_ctx(const bench_options *o)
+{
+    tg_ctx *ctx;
+    tg_ctx_options co = {.threads = o->threads};
+    if (tg_ctx_new(&ctx, &co) != TG_OK) {
+        fprintf(stderr, "tg-bench: cannot create a context\n");
+        exit(1);
+    }
+    return ctx;
+}
+
+/* ---- the machine ---------------------------------------------------------------------------- */
+
+typedef struct machine {
+    char cpu[256];
+    int family, model;
+    long cores;
+    double mem_gib;
+    char kernel[200];
+    char date[64];
+    double load; /* 1-minute load average at the start: other work on the machine */
+    const char *build;
+    char vmath[32], gemm[32], openmp[8];
+    const char *blas_threads;
+} machine;
+
+/* Copies the value after "key<spaces>:" from the first line of `path` starting with key. */
+static bool proc_field(const char *path, const char *key, char *out, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    bool found = false;
+    size_t klen = strlen(key);
+    while (f && !found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, klen) || !strchr(line, ':'))
+            continue;
+        const char *v = strchr(line, ':') + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        snprintf(out, size, "%s", v);
+        out[strcspn(out, "\n")] = 0;
+        found = true;
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* The value of `key=` in tg_build_info's string. */
+static void build_field(const char *info, const char *key, char *out, size_t size)
+{
+    const char *p = strstr(info, key);
+    snprintf(out, size, "?");
+    if (p) {
+        p += strlen(key);
+        size_t n = strcspn(p, " ");
+        snprintf(out, size, "%.*s", (int)n, p);
+    }
+}
+
+static void machine_read(machine *m, const bench_options *o)
+{
+    char v[256];
+    memset(m, 0, sizeof *m);
+    if (!proc_field("/proc/cpuinfo", "model name", m->cpu, sizeof m->cpu))
+        snprintf(m->cpu, sizeof m->cpu, "unknown");
+    m->family = proc_field("/proc/cpuinfo", "cpu family", v, sizeof v) ? atoi(v) : -1;
+    m->model = proc_field("/proc/cpuinfo", "model\t", v, sizeof v) ? atoi(v) : -1;
+    m->cores = sysconf(_SC_NPROCESSORS_ONLN);
+    double load[1] = {-1};
+    m->load = getloadavg(load, 1) == 1 ? load[0] : -1;
+    m->mem_gib = proc_field("/proc/meminfo", "MemTotal", v, sizeof v) ? atof(v) / 1048576.0 : 0;
+    struct utsname u;
+    if (uname(&u) == 0)
+        snprintf(m->kernel, sizeof m->kernel, "%s %s", u.sysname, u.release);
+    time_t now = time(NULL);
+    strftime(m->date, sizeof m->date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    m->build = tg_build_info();
+    build_field(m->build, "vmath=", m->vmath, sizeof m->vmath);
+    build_field(m->build, "gemm=", m->gemm, sizeof m->gemm);
+    build_field(m->build, "openmp=", m->openmp, sizeof m->openmp);
+    m->blas_threads = getenv("OPENBLAS_NUM_THREADS");
+    if (!m->blas_threads)
+        m->blas_threads = "default";
+    (void)o;
+}
+
+static void machine_print(const machine *m, const bench_options *o, int nsuites,
+                          const char *const *suites)
+{
+    if (!o->json) {
+        printf("tg-bench %d.%d.%d: median of %d repeats after %d warm-up runs (min, max beside)\n",
+               TG_VERSION_MAJOR, TG_VERSION_MINOR, TG_VERSION_PATCH, o->repeats, o->warmup);
+        printf("machine: %s (family %d, model %d), %ld cores, %.1f GiB, %s, load average %.2f\n",
+               m->cpu, m->family, m->model, m->cores, m->mem_gib, m->kernel, m->load);
+        printf("tapegrad: %s; %d thread%s (OpenBLAS threads: %s); %s\n", m->build, o->threads,
+               o->threads == 1 ? "" : "s", m->blas_threads, m->date);
+        return;
+    }
+    printf("{\n  \"tool\": \"tg-bench\",\n  \"version\": \"%d.%d.%d\",\n", TG_VERSION_MAJOR,
+           TG_VERSION_MINOR, TG_VERSION_PATCH);
+    printf("  \"machine\": {\"cpu\": ");
+    json_string(m->cpu);
+    printf(", \"cpu_family\": %d, \"cpu_model\": %d, \"cores\": %ld, \"memory_gib\": %.1f, "
+           "\"kernel\": ",
+           m->family, m->model, m->cores, m->mem_gib);
+    json_string(m->kernel);
+    printf(", \"load_average\": %.2f, \"threads\": %d, \"openblas_threads\": ", m->load,
+           o->threads);
+    json_string(m->blas_threads);
+    printf(", \"build\": ");
+    json_string(m->build);
+    printf(", \"vmath\": ");
+    json_string(m->vmath);
+    printf(", \"gemm\": ");
+    json_string(m->gemm);
+    printf(", \"openmp\": ");
+    json_string(m->openmp);
+    printf(", \"compiler\": ");
+#if defined(__clang__)
+    json_string(__VERSION__);
+#elif defined(__GNUC__)
+    json_string("gcc " __VERSION__);
+#else
+    json_string("unknown");
+#endif
+    printf("},\n  \"settings\": {\"repeats\": %d, \"warmup\": %d, \"date\": ", o->repeats,
+           o->warmup);
+    json_string(m->date);
+    printf(", \"suites\": [");
+    for (int i = 0; i < nsuites; i++) {
+        printf("%s", i ? ", " : "");
+        json_string(suites[i]);
+    }
+    printf("]},\n  \"rows\": [\n");
+}
+
+/* ---- main ----------------------------------------------------------------------------------- */
+
+typedef struct suite {
+    const char *name;
+    int (*run)(const bench_options *o);
+} suite;
+
+static const suite suites[] = {
+    {"scalar", bench_scalar}, {"overhead", bench_overhead}, {"elementwise", bench_elementwise},
+    {"matmul", bench_matmul}, {"training", bench_training}, {"memory", bench_memory},
+    {"higher", bench_higher},
+};
+enum { NSUITES = sizeof suites / sizeof suites[0] };
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tg-bench [--json] [--repeats N] [--warmup N] [--threads N] [--data DIR]"
+               " [suite...]\n"
+               "suites:");
+    for (int i = 0; i < NSUITES; i++)
+        fprintf(f, " %s", suites[i].name);
+    fprintf(f, " (default: all)\n"
+               "--threads N  tapegrad's threads and OpenBLAS's (default 1); OpenBLAS reads\n"
+               "             OPENBLAS_NUM_THREADS when it loads, so tg-bench sets it and\n"
+               "             restarts itself when it differs\n"
+               "--data DIR   Fashion-MNIST (default " DEFAULT_DATA ")\n");
+}
+
+/* OpenBLAS sizes its thread pool from OPENBLAS_NUM_THREADS when the library loads: before main.
+ * tg-bench sets it to --threads and runs itself again when it differs, so GEMMs use the same
+ * thread count as tapegrad's own kernels. */
+static void match_blas_threads(int threads, char **argv)
+{
+    char want[16];
+    snprintf(want, sizeof want, "%d", threads);
+    const char *have = getenv("OPENBLAS_NUM_THREADS");
+    if ((have && !strcmp(have, want)) || getenv("TG_BENCH_REEXEC"))
+        return;
+    setenv("OPENBLAS_NUM_THREADS", want, 1);
+    setenv("TG_BENCH_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    /* Could not restart: carry on with OpenBLAS's own setting (the header shows it). */
+    unsetenv("OPENBLAS_NUM_THREADS");
+    if (have)
+        setenv("OPENBLAS_NUM_THREADS", have, 1);
 }
 
 int main(int argc, char **argv)
 {
-    options o = {15, 3, false};
-    const char *only = NULL;
+    bench_options o = {15, 3, 1, false, DEFAULT_DATA, "/proc/self/exe"};
+    const char *chosen[NSUITES];
+    int nchosen = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+        if (!strcmp(a, "--json"))
             o.json = true;
-        else if (!strcmp(argv[i], "--repeats") && i + 1 < argc)
+        else if (!strcmp(a, "--repeats") && has_value)
             o.repeats = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--help")) {
-            printf("usage: tg-bench [--json] [--repeats N] [suite]\nsuites: scalar overhead\n");
+        else if (!strcmp(a, "--warmup") && has_value)
+            o.warmup = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && has_value)
+            o.threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--data") && has_value)
+            o.data = argv[++i];
+        else if (!strcmp(a, "--memory-child") && i + 2 < argc) {
+            i += 2;
+            if (o.threads < 1)
+                o.threads = 1;
+            return bench_memory_child(&o, argv[i - 1], atoll(argv[i]));
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
             return 0;
-        } else
-            only = argv[i];
+        } else {
+            int k = 0;
+            while (k < NSUITES && strcmp(a, suites[k].name))
+                k++;
+            if (k == NSUITES) {
+                fprintf(stderr, "tg-bench: unknown suite or option '%s'\n", a);
+                usage(stderr);
+                return 2;
+            }
+            if (nchosen < NSUITES)
+                chosen[nchosen++] = suites[k].name;
+        }
     }
     if (o.repeats < 1)
         o.repeats = 1;
-    tg_ctx *ctx;
-    if (tg_ctx_new(&ctx, NULL) != TG_OK)
-        return 1;
-    if (o.json)
-        printf("[\n");
-    else
-        printf("tg-bench: %d repeats after %d warm-up runs, medians\n", o.repeats, o.warmup);
-    if (!only || !strcmp(only, "scalar"))
-        suite_scalar(&o, ctx);
-    if (!only || !strcmp(only, "overhead"))
-        suite_overhead(&o, ctx);
-    if (o.json)
-        printf("\n]\n");
-    tg_ctx_free(ctx);
-    return 0;
+    if (o.repeats > BENCH_MAX_REPEATS)
+        o.repeats = BENCH_MAX_REPEATS;
+    if (o.warmup < 1)
+        o.warmup = 1;
+    if (o.threads < 1)
+        o.threads = 1;
+    match_blas_threads(o.threads, argv);
+    if (!nchosen)
+        for (int k = 0; k < NSUITES; k++)
+            chosen[nchosen++] = suites[k].name;
+
+    machine m;
+    machine_read(&m, &o);
+    machine_print(&m, &o, nchosen, chosen);
+    int failed = 0, skipped = 0;
+    for (int k = 0; k < NSUITES; k++)
+        for (int i = 0; i < nchosen; i++)
+            if (!strcmp(chosen[i], suites[k].name)) {
+                int r = suites[k].run(&o);
+                failed += r != 0 && r != BENCH_SKIPPED;
+                skipped += r == BENCH_SKIPPED;
+            }
+    if (o.json) {
+        printf("\n  ],\n  \"notes\": [");
+        const char *p = notes;
+        for (bool first = true; notes_len && *p; first = false) {
+            char line[1100];
+            size_t n = strcspn(p, "\n");
+            snprintf(line, sizeof line, "%.*s", (int)n, p);
+            printf("%s\n    ", first ? "" : ",");
+            json_string(line);
+            p += n + (p[n] == '\n');
+        }
+        printf("%s]\n}\n", notes_len ? "\n  " : "");
+    }
+    /* 77: Meson's "skipped", when nothing could run. */
+    return failed ? 1 : skipped == nchosen ? BENCH_SKIPPED : 0;
 }
