@@ -73,29 +73,10 @@ static inline double hsum_pd(__m256d a)
 #define ACC_PLUS _mm256_add_pd
 #define F32_LO(v) _mm256_cvtps_pd(_mm256_castps256_ps128(v))
 #define F32_HI(v) _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))
-#define ACC_ADD(a0, a1, v)                                                                         \
-    do {                                                                                           \
-        __m256 v_ = (v);                                                                           \
-        a0 = _mm256_add_pd(a0, F32_LO(v_));                                                        \
-        a1 = _mm256_add_pd(a1, F32_HI(v_));                                                        \
-    } while (0)
 #define ACC_HSUM hsum_pd
-#define ACC_ROW(p, v)                                                                              \
-    do {                                                                                           \
-        __m256 v_ = (v);                                                                           \
-        _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), F32_LO(v_)));                        \
-        _mm256_storeu_pd((p) + 4, _mm256_add_pd(_mm256_loadu_pd((p) + 4), F32_HI(v_)));            \
-    } while (0)
-#define ACC_ROW4(p, a, b, c, d)                                                                    \
-    do {                                                                                           \
-        __m256 a_ = (a), b_ = (b), c_ = (c), d_ = (d);                                             \
-        __m256d lo = _mm256_add_pd(_mm256_add_pd(F32_LO(a_), F32_LO(b_)),                          \
-                                   _mm256_add_pd(F32_LO(c_), F32_LO(d_)));                         \
-        __m256d hi = _mm256_add_pd(_mm256_add_pd(F32_HI(a_), F32_HI(b_)),                          \
-                                   _mm256_add_pd(F32_HI(c_), F32_HI(d_)));                         \
-        _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), lo));                                \
-        _mm256_storeu_pd((p) + 4, _mm256_add_pd(_mm256_loadu_pd((p) + 4), hi));                    \
-    } while (0)
+#define ACC_LD _mm256_loadu_pd
+#define ACC_ST _mm256_storeu_pd
+#define ACC_N 4
 #include "vmath_simd.h"
 
 /* ---- f64 ---- */

@@ -55,29 +55,10 @@
 #define ACC_PLUS _mm512_add_pd
 #define F32_LO(v) _mm512_cvtps_pd(_mm512_castps512_ps256(v))
 #define F32_HI(v) _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
-#define ACC_ADD(a0, a1, v)                                                                         \
-    do {                                                                                           \
-        __m512 v_ = (v);                                                                           \
-        a0 = _mm512_add_pd(a0, F32_LO(v_));                                                        \
-        a1 = _mm512_add_pd(a1, F32_HI(v_));                                                        \
-    } while (0)
 #define ACC_HSUM _mm512_reduce_add_pd
-#define ACC_ROW(p, v)                                                                              \
-    do {                                                                                           \
-        __m512 v_ = (v);                                                                           \
-        _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), F32_LO(v_)));                        \
-        _mm512_storeu_pd((p) + 8, _mm512_add_pd(_mm512_loadu_pd((p) + 8), F32_HI(v_)));            \
-    } while (0)
-#define ACC_ROW4(p, a, b, c, d)                                                                    \
-    do {                                                                                           \
-        __m512 a_ = (a), b_ = (b), c_ = (c), d_ = (d);                                             \
-        __m512d lo = _mm512_add_pd(_mm512_add_pd(F32_LO(a_), F32_LO(b_)),                          \
-                                   _mm512_add_pd(F32_LO(c_), F32_LO(d_)));                         \
-        __m512d hi = _mm512_add_pd(_mm512_add_pd(F32_HI(a_), F32_HI(b_)),                          \
-                                   _mm512_add_pd(F32_HI(c_), F32_HI(d_)));                         \
-        _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), lo));                                \
-        _mm512_storeu_pd((p) + 8, _mm512_add_pd(_mm512_loadu_pd((p) + 8), hi));                    \
-    } while (0)
+#define ACC_LD _mm512_loadu_pd
+#define ACC_ST _mm512_storeu_pd
+#define ACC_N 8
 #include "vmath_simd.h"
 
 /* ---- f64 ---- */

@@ -14,6 +14,9 @@
  *   ACC_ZERO, ACC_PLUS(a, b), ACC_ADD(a0, a1, v) (adds v's lanes into a0 and a1),
  *   ACC_HSUM(a) (to double), ACC_ROW(p, v) (p[0..W) += v in double, p a double array),
  *   ACC_ROW4(p, a, b, c, d) (p[0..W) += (a + b) + (c + d), added in double);
+ *   (for an f32 vector set, instead of ACC_ADD, ACC_ROW and ACC_ROW4: F32_LO(v) and F32_HI(v),
+ *   its halves widened to double vectors of ACC_N lanes, and ACC_LD/ACC_ST to load and store
+ *   them; the three are then defined below);
  * and undefines them all at the end, so the next instantiation starts clean.
  *
  * f32 notes: the fused f32 kernels use their own exp (exp_v: Cody-Waite reduction, degree-7
@@ -23,6 +26,30 @@
  * inlined into the loops, about twice as fast as a SLEEF call, so that sigmoid, tanh, gelu and
  * their backward kernels keep up with memory. The plain f32 exp/log/... ops stay on SLEEF's
  * 1-ulp functions; f64 uses SLEEF throughout. */
+
+/* An f32 vector set accumulates in double: each float vector is two double vectors. */
+#ifdef F32_LO
+#define ACC_ADD(a0, a1, v)                                                                         \
+    do {                                                                                           \
+        V v_ = (v);                                                                                \
+        a0 = ACC_PLUS(a0, F32_LO(v_));                                                             \
+        a1 = ACC_PLUS(a1, F32_HI(v_));                                                             \
+    } while (0)
+#define ACC_ROW(p, v)                                                                              \
+    do {                                                                                           \
+        V v_ = (v);                                                                                \
+        ACC_ST(p, ACC_PLUS(ACC_LD(p), F32_LO(v_)));                                                \
+        ACC_ST((p) + ACC_N, ACC_PLUS(ACC_LD((p) + ACC_N), F32_HI(v_)));                            \
+    } while (0)
+#define ACC_ROW4(p, a, b, c, d)                                                                    \
+    do {                                                                                           \
+        V a_ = (a), b_ = (b), c_ = (c), d_ = (d);                                                  \
+        ACCV lo_ = ACC_PLUS(ACC_PLUS(F32_LO(a_), F32_LO(b_)), ACC_PLUS(F32_LO(c_), F32_LO(d_)));   \
+        ACCV hi_ = ACC_PLUS(ACC_PLUS(F32_HI(a_), F32_HI(b_)), ACC_PLUS(F32_HI(c_), F32_HI(d_)));   \
+        ACC_ST(p, ACC_PLUS(ACC_LD(p), lo_));                                                       \
+        ACC_ST((p) + ACC_N, ACC_PLUS(ACC_LD((p) + ACC_N), hi_));                                   \
+    } while (0)
+#endif
 
 #define VM_CAT3_(a, b, c) a##b##c
 #define VM_CAT3(a, b, c) VM_CAT3_(a, b, c)
@@ -399,3 +426,8 @@ static void FN(add_rows)(int64_t rows, int64_t cols, int64_t stride, const T *x,
 #undef ACC_HSUM
 #undef ACC_ROW
 #undef ACC_ROW4
+#undef F32_LO
+#undef F32_HI
+#undef ACC_LD
+#undef ACC_ST
+#undef ACC_N
