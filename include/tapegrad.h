@@ -270,9 +270,13 @@ tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p);
  * through it). With tg_param_tensor, lets an update be written in tapegrad ops. */
 tg_tensor tg_param_grad_tensor(tg_tape *tp, tg_param *p);
 /* Value and gradient buffers, row-major, owned by the parameter, valid until it is freed. Write
- * values through tg_param_set/fill/assign so that tapes can detect the change. */
+ * values through tg_param_set/fill/assign/write so that tapes can detect the change. */
 const void *tg_param_data(const tg_param *p);
 void *tg_param_grad(tg_param *p);
+/* The value buffer for writing in place (an optimiser's update, for instance). Counts as a write
+ * now: the version is bumped, so tapes that used the old value refuse to backpropagate. Call it
+ * again before each later write. NULL if p is NULL. */
+void *tg_param_write(tg_param *p);
 const char *tg_param_name(const tg_param *p); /* "" if unnamed */
 tg_ctx *tg_param_ctx(const tg_param *p);
 tg_dtype tg_param_dtype(const tg_param *p);
@@ -286,7 +290,8 @@ tg_status tg_param_uniform(tg_param *p, double low, double high, uint64_t seed);
 tg_status tg_param_normal(tg_param *p, double mean, double std, uint64_t seed);
 /* Copies a tape tensor of the same dtype and shape into the value. */
 tg_status tg_param_assign(tg_param *p, tg_tensor value);
-/* Bumped by every write above; a tape that used an older version refuses to backpropagate. */
+/* Bumped by every write above (tg_param_write included); a tape that used an older version
+ * refuses to backpropagate. */
 uint64_t tg_param_version(const tg_param *p);
 void tg_param_zero_grad(tg_param *p);
 /* Zeroes the gradient of every parameter of the context. */

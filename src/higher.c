@@ -255,7 +255,7 @@ static tg_status jacobian(const char *fn, tg_tensor out, tg_tensor input, tg_ten
             ((double *)onehot)[r] = 1.0;
         tg_tensor seed = tg_tensor_from(tp, dt, tg_ndim(out), tg_shape(out), onehot);
         memset(onehot + (size_t)r * esize, 0, esize);
-        tg_tensor row;
+        tg_tensor row = {0};
         st = tg_tape_status(tp);
         if (!st)
             st = tg_grad(1, &out, &seed, 1, &input, &row, r + 1 < m ? keep : flags);

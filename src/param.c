@@ -124,6 +124,13 @@ tg_tensor tg_param_grad_tensor(tg_tape *tp, tg_param *p)
 
 const void *tg_param_data(const tg_param *p) { return p ? p->value.data : NULL; }
 void *tg_param_grad(tg_param *p) { return p ? p->grad : NULL; }
+void *tg_param_write(tg_param *p)
+{
+    if (!p)
+        return NULL;
+    p->version++;
+    return p->value.data;
+}
 const char *tg_param_name(const tg_param *p) { return p ? p->name : ""; }
 tg_ctx *tg_param_ctx(const tg_param *p) { return p ? p->ctx : NULL; }
 tg_dtype tg_param_dtype(const tg_param *p) { return p ? p->value.dtype : (tg_dtype)0; }

@@ -664,29 +664,16 @@ static void failed_step_changes_nothing(void **state)
         assert_contains(tg_tape_error(foreign), "another context");
         same_as(opt, before, 1);
 
-        /* Memory running out at every point of a step in turn, on a fresh tape: the step either
-         * fails and changes nothing, or succeeds. */
-        long failures = 0;
-        for (long limit = 0;; limit++) {
-            assert_status(tg_tape_new(ctx, &tp), TG_OK);
-            b.budget = limit;
-            b.armed = true;
-            tg_status st = tg_optim_step(opt, tp);
-            b.armed = false;
-            if (st == TG_OK) {
-                tg_tape_free(tp);
-                break;
-            }
-            assert_int_equal(st, TG_NOMEM);
-            same_as(opt, before, 1);
-            tg_tape_free(tp);
-            failures++;
-            assert_true(limit < 1000);
-        }
-        assert_true(failures > 0);
+        /* A step allocates nothing, so it cannot run out of memory: with every request refused
+         * it succeeds, and the allocator was not even asked. */
+        assert_status(tg_tape_new(ctx, &tp), TG_OK);
+        b.budget = 0;
+        b.armed = true;
+        assert_status(tg_optim_step(opt, tp), TG_OK);
+        b.armed = false;
+        assert_int_equal(b.budget, 0);
+        tg_tape_free(tp);
         assert_int_equal(tg_optim_steps(opt), 2);
-        print_message("%-17s a step failed cleanly at %ld allocation points\n", configs[c].name,
-                      failures);
 
         /* Construction failing at every allocation leaks nothing. */
         size_t base = b.bytes;

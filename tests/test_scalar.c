@@ -235,7 +235,7 @@ static void unary_second_derivatives(void **state)
     double worst = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tg_tape_reset(f->tp);
-        tg_scalar x = tg_s_var(f->tp, cases[i].x), g, h;
+        tg_scalar x = tg_s_var(f->tp, cases[i].x), g = {0}, h = {0};
         tg_scalar y = cases[i].fn(x);
         if (tg_s_gradient(y, 1, &x, &g, TG_CREATE_GRAPH) != TG_OK
             || tg_s_gradient(g, 1, &x, &h, TG_RETAIN_GRAPH) != TG_OK)

@@ -13,7 +13,7 @@
  *     for (...) {
  *         tg_tensor loss = tg_cross_entropy(tg_forward(net, x), labels, TG_REDUCE_MEAN, 0.0);
  *         tg_backward(loss);
- *         tg_optim_step(opt, tp);                 // update written in tapegrad ops
+ *         tg_optim_step(opt, tp);                 // update in place, no allocation
  *         tg_optim_zero_grad(opt);
  *         tg_tape_reset(tp);
  *     }
@@ -234,10 +234,11 @@ tg_status tg_rmsprop_new(tg_ctx *ctx, size_t n, tg_param *const *params,
                          const tg_rmsprop_options *o, tg_optim **out);
 void tg_optim_free(tg_optim *opt);
 
-/* One step from the parameters' gradients. The arithmetic runs as ops on `tp` (a tape of the
- * parameters' context; not recorded, whatever the tape's grad mode); all parameters and state are
- * written only if every update succeeded, and the step count then grows by one. On failure
- * (including a tape already in error) nothing changes and the tape holds the error. */
+/* One step from the parameters' gradients, in place: every parameter and state buffer is
+ * updated element by element, in one pass each, with exactly the arithmetic tg_optim_step_graph
+ * records (the results are bitwise equal), and the step count grows by one. Nothing is recorded
+ * or allocated. `tp` (a tape of the parameters' context) only carries errors: a tape already in
+ * error makes the step change nothing and return that error. */
 tg_status tg_optim_step(tg_optim *opt, tg_tape *tp);
 /* One step as recorded ops on tensors: new_params[i] from params[i] and grads[i] (same dtype and
  * shape, all on one tape), with the learning rate `lr` (a 0-d tensor of the parameters' dtype, so

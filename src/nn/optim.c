@@ -2,10 +2,11 @@
  * gradient clipping and learning-rate schedules, on the public API only.
  *
  * Each algorithm is one rule function: tensors in (parameter, gradient, state buffers, learning
- * rate), tensors out (new parameter, new state). tg_optim_step runs it unrecorded on the
- * parameters and the optimiser's buffers and writes the results back; tg_optim_step_graph runs
- * the same function recorded on the caller's tensors. The formulas and their order of operations
- * follow torch.optim 1.13 (single-tensor implementations). */
+ * rate), tensors out (new parameter, new state); tg_optim_step_graph runs it recorded on the
+ * caller's tensors, so a step can be differentiated. tg_optim_step, the training loop's step,
+ * runs the same rule element by element in place (optim_step.h): one pass over each parameter,
+ * no tape nodes, no copies, bitwise the graph step's numbers. The formulas and their order of
+ * operations follow torch.optim 1.13 (single-tensor implementations). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,7 +33,6 @@ struct tg_optim {
     tg_param **params;           /* [n] */
     size_t *bytes;               /* [n] allocated size of each of the parameter's buffers */
     void **bufs;                 /* [n * nbufs] parameter i's buffers at i * nbufs */
-    tg_tensor *results;          /* [n * (1 + nbufs)] a step's new parameters and buffers */
     int64_t steps;               /* steps taken; 0: the buffers hold no state yet */
 };
 
@@ -166,6 +166,80 @@ static bool counts_steps(const tg_optim *o)
     return o->kind == KIND_ADAM || o->kind == KIND_ADAMW;
 }
 
+/* ---- the same rules in place, for tg_optim_step ---------------------------------------------- */
+
+/* One parameter's update: n elements of value p (written), gradient g and state buffers s. */
+typedef void (*step_fn)(const tg_optim *o, int64_t n, void *p, const void *g, void *const *s,
+                        bool first);
+
+/* On x86-64 the step functions are compiled for the baseline and for AVX2, and the loader picks
+ * one (function multiversioning: an ifunc resolved once, at load time). Both give the same bits:
+ * the nn layer is compiled with -ffp-contract=off, and these loops only add, multiply, divide and
+ * take square roots, which IEEE rounds the same at every vector width. */
+#if defined(__x86_64__) && defined(__ELF__)                                                        \
+    && ((defined(__clang__) && __clang_major__ >= 14) || (!defined(__clang__) && __GNUC__ >= 6))
+#define STEP_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define STEP_CLONES
+#endif
+
+#define T float
+#define SQRT sqrtf
+#define SUFFIX f32
+#include "optim_step.h"
+#undef T
+#undef SQRT
+#undef SUFFIX
+#define T double
+#define SQRT sqrt
+#define SUFFIX f64
+#include "optim_step.h"
+#undef T
+#undef SQRT
+#undef SUFFIX
+#undef STEP_CLONES
+
+static step_fn step_of(const tg_optim *o, tg_dtype dt)
+{
+    bool f32 = dt == TG_F32;
+    switch (o->kind) {
+    case KIND_SGD:
+        return f32 ? sgd_step_f32 : sgd_step_f64;
+    case KIND_ADAM:
+    case KIND_ADAMW:
+        return f32 ? adam_step_f32 : adam_step_f64;
+    default:
+        return f32 ? rmsprop_step_f32 : rmsprop_step_f64;
+    }
+}
+
+/* Updates parameter i and its state in place; with threads, in slices of at least SLICE
+ * elements. */
+#define SLICE ((int64_t)1 << 15)
+static void step_param(const tg_optim *o, size_t i)
+{
+    tg_param *param = o->params[i];
+    step_fn fn = step_of(o, tg_param_dtype(param));
+    size_t nb = (size_t)o->nbufs, es = tg_dtype_size(tg_param_dtype(param));
+    int64_t n = tg_param_numel(param), slices = (n + SLICE - 1) / SLICE;
+    char *p = tg_param_write(param);
+    const char *g = tg_param_grad(param);
+    bool first = o->steps == 0;
+    int threads = tg_ctx_threads(o->ctx);
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) if (threads > 1 && slices > 1) schedule(static)
+#endif
+    for (int64_t k = 0; k < slices; k++) {
+        int64_t lo = k * SLICE, len = n - lo < SLICE ? n - lo : SLICE;
+        size_t off = (size_t)lo * es;
+        void *s[MAX_BUFS] = {NULL};
+        for (size_t j = 0; j < nb; j++)
+            s[j] = (char *)o->bufs[i * nb + j] + off;
+        fn(o, len, p + off, g + off, s, first);
+    }
+}
+
 /* ---- construction ---------------------------------------------------------------------------- */
 
 static void add_buf(tg_optim *o, const char *name) { o->names[o->nbufs++] = name; }
@@ -223,7 +297,7 @@ static tg_status make(tg_ctx *ctx, const char *fn, kind k, size_t n, tg_param *c
     return TG_OK;
 }
 
-/* Allocates the buffers named so far and the results array; on failure frees the optimiser. */
+/* Allocates the buffers named so far; on failure frees the optimiser. */
 static tg_status finish(tg_optim **out, const char *fn)
 {
     tg_optim *o = *out;
@@ -232,8 +306,7 @@ static tg_status finish(tg_optim **out, const char *fn)
     o->bufs = nb ? tg_alloc(ctx, o->n * nb * sizeof *o->bufs) : NULL;
     if (o->bufs)
         memset(o->bufs, 0, o->n * nb * sizeof *o->bufs); /* NULL entries: nothing to free */
-    o->results = tg_alloc(ctx, o->n * (1 + nb) * sizeof *o->results);
-    if ((nb && !o->bufs) || !o->results)
+    if (nb && !o->bufs)
         goto nomem;
     for (size_t i = 0; i < o->n * nb; i++) {
         o->bufs[i] = tg_alloc(ctx, o->bytes[i / nb]);
@@ -369,7 +442,6 @@ void tg_optim_free(tg_optim *opt)
         for (size_t i = 0; i < opt->n * nb; i++)
             tg_free(ctx, opt->bufs[i], opt->bytes[i / nb]);
     tg_free(ctx, opt->bufs, opt->n * nb * sizeof *opt->bufs);
-    tg_free(ctx, opt->results, opt->n * (1 + nb) * sizeof *opt->results);
     tg_free(ctx, opt->bytes, opt->n * sizeof *opt->bytes);
     tg_free(ctx, opt->params, opt->n * sizeof *opt->params);
     tg_free(ctx, opt, sizeof *opt);
@@ -386,37 +458,12 @@ tg_status tg_optim_step(tg_optim *opt, tg_tape *tp)
     tg_status st = tg_tape_status(tp);
     if (st)
         return st;
-    rule_fn rule = rule_of(opt);
-    size_t nb = (size_t)opt->nbufs;
-    bool was = tg_tape_set_grad(tp, false);
-    for (size_t i = 0; i < opt->n && !tg_tape_status(tp); i++) {
-        tg_param *p = opt->params[i];
-        tg_tensor *r = &opt->results[i * (1 + nb)];
-        for (size_t j = 0; j < nb; j++) {
-            tg_tensor none = {0};
-            r[1 + j] = opt->steps > 0 ? tg_tensor_from(tp, tg_param_dtype(p), tg_param_ndim(p),
-                                                       tg_param_shape(p), opt->bufs[i * nb + j])
-                                      : none;
-        }
-        tg_tensor lr = {0};
-        r[0] = rule(opt, lr, opt->steps + 1, tg_param_tensor(tp, p), tg_param_grad_tensor(tp, p),
-                    r + 1);
-    }
-    tg_tape_set_grad(tp, was);
-    st = tg_tape_status(tp);
-    if (st)
-        return st;
-    /* Every update succeeded: write them all. */
-    for (size_t i = 0; i < opt->n; i++) {
-        const tg_tensor *r = &opt->results[i * (1 + nb)];
-        st = tg_param_assign(opt->params[i], r[0]);
-        if (st) /* cannot happen: the results have the parameter's dtype and shape */
-            return tg_tape_fail(tp, st, "tg_optim_step: %s", tg_ctx_error(opt->ctx));
-        for (size_t j = 0; j < nb; j++)
-            memcpy(opt->bufs[i * nb + j], tg_data(r[1 + j]),
-                   (size_t)tg_param_numel(opt->params[i])
-                       * tg_dtype_size(tg_param_dtype(opt->params[i])));
-    }
+    if (tg_tape_ctx(tp) != opt->ctx)
+        return tg_tape_fail(tp, TG_INVALID,
+                            "tg_optim_step: the tape is of another context than the parameters");
+    /* Nothing below can fail: every parameter is updated, or (above) none. */
+    for (size_t i = 0; i < opt->n; i++)
+        step_param(opt, i);
     opt->steps++;
     return TG_OK;
 }
