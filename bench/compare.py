@@ -723,7 +723,7 @@ def main():
         if r["suite"] == "memory" and r["unit"] == "calls":
             notes.append(f"{r['name']}: {r['median']:g} per step over {r['steps']:.0f} steps "
                          f"after two warm-up steps (which made {r['step_1']:.0f} and "
-                         f"{r['step_2']:.0f}; Adam's first step creates its moments); the most "
+                         f"{r['step_2']:.0f}: the first grows the tape's storage); the most "
                          f"in any counted step {r['most_in_a_counted_step']:.0f}; PyTorch: not "
                          "measured")
     for n in tg.get("notes", []):

@@ -274,8 +274,9 @@ int bench_memory_child(const bench_options *o, const char *model, int64_t batch)
         return 1;
     long setup = peak_rss_kib();
     uint64_t c0 = c.calls;
-    /* Two warm-up steps: Adam's first step creates its moments, so its second is the first of
-     * the steady shape (its tape holds the moments' update too and may take a larger block). */
+    /* Two warm-up steps: the first grows the tape's storage to the step's size; the second
+     * shows that nothing else is still growing (it makes no call in the runs recorded in
+     * bench/README.md), and the counted steps follow. */
     trainer_step(&t);
     uint64_t first = c.calls - c0, c1 = c.calls;
     trainer_step(&t);

@@ -256,6 +256,17 @@ static void params_survive_reset(void **state)
     /* A tape that used the old value refuses to backpropagate. */
     assert_status(tg_backward(tg_sum_all(t)), TG_MODIFIED);
     assert_contains(tg_tape_error(f->tp), "bias");
+    /* tg_param_write hands out the value buffer for an in-place write and counts as one. */
+    tg_tape_reset(f->tp);
+    t = tg_param_tensor(f->tp, p);
+    v = tg_param_version(p);
+    float *w = tg_param_write(p);
+    assert_ptr_equal(w, tg_param_data(p));
+    assert_true(tg_param_version(p) > v);
+    w[0] = 7.0f;
+    assert_close(tg_item(tg_sum_all(tg_slice(t, 0, 0, 1, 1))), 7.0, 0);
+    assert_status(tg_backward(tg_sum_all(t)), TG_MODIFIED);
+    assert_null(tg_param_write(NULL));
     tg_param_free(p);
     assert_int_equal(tg_param_count(f->ctx), 0);
 }
