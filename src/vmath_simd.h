@@ -100,44 +100,44 @@
 /* ---- f32's own exp and tanh ------------------------------------------------------------- */
 
 #if VM_F32
-/* exp(z): z = k ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, fused), exp(r) by its Taylor
- * polynomial to r^7 (truncation below 2^-27), then the exact scaling by 2^k. z is first clamped
- * to [-110, 89], where the result is already 0 or inf; NaN passes the clamp (MAX/MIN return
- * their second operand then). */
-static inline V FN(exp_v)(V z)
+/* The shared core of exp_v and expm1_parts_v: z = k ln2 + r with |r| <= ln2 / 2 (ln2 in two
+ * parts, fused); sets *k and returns r. */
+static inline V FN(exp_reduce_v)(V z, V *k)
 {
-    z = MIN(SET(89.0f), MAX(SET(-110.0f), z));
-    V k = ROUND(MUL(z, SET(1.44269504088896341f)));
-    V r = FNMA(k, SET(0.693145751953125f), z);
-    r = FNMA(k, SET(1.42860682030941723212e-6f), r);
-    V p = SET(1.0f / 5040);
-    p = FMA(p, r, SET(1.0f / 720));
-    p = FMA(p, r, SET(1.0f / 120));
-    p = FMA(p, r, SET(1.0f / 24));
-    p = FMA(p, r, SET(1.0f / 6));
-    p = FMA(p, r, SET(0.5f));
-    p = FMA(p, MUL(r, r), ADD(r, ONE));
-    return LDEXP(p, k);
+    *k = ROUND(MUL(z, SET(1.44269504088896341f)));
+    V r = FNMA(*k, SET(0.693145751953125f), z);
+    return FNMA(*k, SET(1.42860682030941723212e-6f), r);
 }
 
-/* exp(z) = 2^k (1 + expm1(r)) for z <= 0, in parts: returns expm1(r) and sets *s = 2^k. z = k ln2
- * + r as in exp_v; expm1(r) = r + r^2 P(r), P the Taylor polynomial to r^7 (truncation below
- * 2^-26 relative, |r| <= ln2 / 2). z is clamped at -40, where exp(z) < 2^-57 is negligible beside
- * 1 in f32 and 2^k stays normal; NaN passes the clamp. */
-static inline V FN(expm1_parts_v)(V z, V *s)
+/* P(r) = 1/2 + r/6 + ... + r^5/5040, so that exp(r) = 1 + r + r^2 P(r) to the Taylor term in r^7
+ * (truncation below 2^-27 for |r| <= ln2 / 2). */
+static inline V FN(exp_poly_v)(V r)
 {
-    z = MAX(SET(-40.0f), z);
-    V k = ROUND(MUL(z, SET(1.44269504088896341f)));
-    V r = FNMA(k, SET(0.693145751953125f), z);
-    r = FNMA(k, SET(1.42860682030941723212e-6f), r);
     V p = SET(1.0f / 5040);
     p = FMA(p, r, SET(1.0f / 720));
     p = FMA(p, r, SET(1.0f / 120));
     p = FMA(p, r, SET(1.0f / 24));
     p = FMA(p, r, SET(1.0f / 6));
-    p = FMA(p, r, SET(0.5f));
+    return FMA(p, r, SET(0.5f));
+}
+
+/* exp(z) = 2^k exp(r), exp(r) = (1 + r) + r^2 P(r), then the exact scaling by 2^k. z is first
+ * clamped to [-110, 89], where the result is already 0 or inf; NaN passes the clamp (MAX/MIN
+ * return their second operand then). */
+static inline V FN(exp_v)(V z)
+{
+    V k, r = FN(exp_reduce_v)(MIN(SET(89.0f), MAX(SET(-110.0f), z)), &k);
+    return LDEXP(FMA(FN(exp_poly_v)(r), MUL(r, r), ADD(r, ONE)), k);
+}
+
+/* exp(z) = 2^k (1 + expm1(r)) for z <= 0, in parts: returns expm1(r) = r + r^2 P(r) (truncation
+ * below 2^-26 relative) and sets *s = 2^k. z is clamped at -40, where exp(z) < 2^-57 is
+ * negligible beside 1 in f32 and 2^k stays normal; NaN passes the clamp. */
+static inline V FN(expm1_parts_v)(V z, V *s)
+{
+    V k, r = FN(exp_reduce_v)(MAX(SET(-40.0f), z), &k);
     *s = LDEXP(ONE, k);
-    return FMA(p, MUL(r, r), r);
+    return FMA(FN(exp_poly_v)(r), MUL(r, r), r);
 }
 
 /* tanh(x) = sign(x) tanh(|x|), tanh(a) = (1 - e) / (1 + e) with e = exp(-2a) = s (1 + m): the
