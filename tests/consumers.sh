@@ -1,5 +1,6 @@
 #!/bin/sh
-# consumers.sh SOURCE_ROOT BUILD_ROOT — tapegrad as its users take it:
+# consumers.sh SOURCE_ROOT BUILD_ROOT CC... — tapegrad as its users take it, built with the C
+# compiler the build was configured with (CC..., its command words):
 #   1. a Meson project with tapegrad as a subproject (dependency('tapegrad') resolved through
 #      meson.override_dependency);
 #   2. an installed tapegrad (meson install into a staging prefix) found through pkg-config,
@@ -7,6 +8,8 @@
 set -eu
 src=$1
 build=$2
+shift 2
+[ $# -gt 0 ] || set -- cc
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -38,7 +41,7 @@ project('consumer', 'c', default_options: ['c_std=c11'])
 subproject('tapegrad', default_options: ['tests=false', 'examples=false', 'bench=false'])
 executable('consumer', 'main.c', dependencies: dependency('tapegrad'))
 M
-meson setup "$work/sub/build" "$work/sub" >/dev/null
+CC="$*" meson setup "$work/sub/build" "$work/sub" >/dev/null
 meson compile -C "$work/sub/build" >/dev/null
 "$work/sub/build/consumer"
 
@@ -59,9 +62,9 @@ libdir=$(dirname "$(dirname "$pc")")
 # The .pc names the final prefix; point it at the staging copy.
 sed "s|^prefix=.*|prefix=$work/stage$prefix|" "$pc" >"$work/tapegrad.pc"
 export PKG_CONFIG_PATH="$work"
-cc -std=c11 $cflags "$work/main.c" $(pkg-config --cflags --libs tapegrad) -Wl,-rpath,"$libdir" \
+"$@" -std=c11 $cflags "$work/main.c" $(pkg-config --cflags --libs tapegrad) -Wl,-rpath,"$libdir" \
     -o "$work/shared"
 "$work/shared"
-cc -std=c11 $cflags "$work/main.c" $(pkg-config --cflags tapegrad) "$libdir/libtapegrad.a" \
+"$@" -std=c11 $cflags "$work/main.c" $(pkg-config --cflags tapegrad) "$libdir/libtapegrad.a" \
     $(pkg-config --libs --static tapegrad | sed 's/-ltapegrad//') -o "$work/static"
 "$work/static"
