@@ -281,8 +281,8 @@ static tg_status seed_output(struct tg__bw *bw, tg_tensor out, const tg_tensor *
     if (o->v.dtype == TG_I64)
         return tg__fail(tp, TG_DTYPE, "%s: cannot differentiate an i64 output %s (node %u)", fn,
                         buf, out.id_);
-    tg_tensor s;
-    if (seed && seed->tape_) {
+    bool seeded = seed && seed->tape_;
+    if (seeded) {
         tg__node *sn = tg__resolve(tp, *seed, fn);
         if (!sn)
             return tp->status;
@@ -292,17 +292,18 @@ static tg_status seed_output(struct tg__bw *bw, tg_tensor out, const tg_tensor *
             return tg__fail(tp, TG_SHAPE, "%s: seed %s does not match output %s (node %u)", fn, sb,
                             buf, out.id_);
         }
-        s = *seed;
-    } else {
-        if (o->v.numel != 1)
-            return tg__fail(tp, TG_NOT_SCALAR,
-                            "%s: output %s (node %u) is not a scalar; pass a "
-                            "seed of its shape",
-                            fn, buf, out.id_);
-        s = tg_ones(tp, o->v.dtype, o->v.ndim, o->v.shape);
-        if (!s.id_)
-            return tp->status;
+    } else if (o->v.numel != 1) {
+        return tg__fail(tp, TG_NOT_SCALAR,
+                        "%s: output %s (node %u) is not a scalar; pass a seed of its shape", fn,
+                        buf, out.id_);
     }
+    /* An output outside the swept range (recorded before every input) or off every path from
+     * an input contributes nothing, and has no slot to seed. */
+    if (!needs(bw, out.id_))
+        return TG_OK;
+    tg_tensor s = seeded ? *seed : tg_ones(tp, o->v.dtype, o->v.ndim, o->v.shape);
+    if (!s.id_)
+        return tp->status;
     return accumulate(bw, out.id_, s, false, NULL);
 }
 
@@ -500,7 +501,7 @@ static tg_status run(tg_tape *tp, const job *jb)
         } else if (!sempty) {
             sadj(&bw)[jb->scalar_out] += 1.0;
         }
-    } else if (!empty) {
+    } else {
         for (int k = 0; k < jb->nout && !st; k++)
             st = seed_output(&bw, jb->outs[k], jb->seeds ? &jb->seeds[k] : NULL, fn);
     }

@@ -152,6 +152,34 @@ static void functional_grad_touches_no_parameter(void **state)
     assert_close(tg_item(tg_sum_all(g2)), 0, 0);
 }
 
+/* Several outputs, one recorded before every input: it cannot depend on them, so it adds
+ * nothing (it used to be seeded outside the gradient-slot array). */
+static void functional_grad_output_before_inputs(void **state)
+{
+    fixture *f = *state;
+    int64_t three[] = {3};
+    tg_tensor a = tg_sum_all(tg_ones(f->tp, TG_F64, 1, three));
+    tg_tensor x = tg_tensor_from(f->tp, TG_F64, 1, three, (double[]){1, 2, 3});
+    tg_tensor b = tg_sum_all(tg_mul(x, x));
+    tg_tensor outs[2] = {a, b}, g;
+    assert_status(tg_grad(2, outs, NULL, 1, &x, &g, 0), TG_OK);
+    double gx[3];
+    assert_status(tg_read(g, TG_F64, gx, 3), TG_OK);
+    for (int i = 0; i < 3; i++)
+        assert_close(gx[i], 2.0 * (i + 1), 0);
+    /* Its seed is still checked. */
+    tg_tensor seeds[2] = {VEC64(f->tp, 1, 2), tg_ones(f->tp, TG_F64, 0, NULL)};
+    assert_status(tg_grad(2, outs, seeds, 1, &x, &g, 0), TG_SHAPE);
+    /* Every output before every input: zeros, also with the outputs' seeds checked. */
+    tg_tape_reset(f->tp);
+    a = tg_sum_all(tg_ones(f->tp, TG_F64, 1, three));
+    x = VEC64(f->tp, 1, 2);
+    assert_status(tg_grad(1, &a, NULL, 1, &x, &g, 0), TG_OK);
+    assert_close(tg_item(tg_sum_all(g)), 0, 0);
+    tg_tensor wide = tg_ones(f->tp, TG_F64, 1, three);
+    assert_status(tg_grad(1, &wide, NULL, 1, &x, &g, 0), TG_NOT_SCALAR);
+}
+
 static void no_grad_and_detach(void **state)
 {
     fixture *f = *state;
@@ -280,6 +308,7 @@ int main(void)
         FIXTURE_TEST(seeds_and_non_scalar_outputs),
         FIXTURE_TEST(retain_and_release),
         FIXTURE_TEST(functional_grad_touches_no_parameter),
+        FIXTURE_TEST(functional_grad_output_before_inputs),
         FIXTURE_TEST(no_grad_and_detach),
         FIXTURE_TEST(reset_makes_handles_stale),
         FIXTURE_TEST(reset_reuses_memory),
