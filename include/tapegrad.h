@@ -522,14 +522,18 @@ typedef struct tg_kernel {
     const tg_view *const *in;
     const tg_view *out;
     const void *attr;
-    void *saved; /* saved_bytes of scratch from the check, kept until reset */
-    int threads; /* threads the kernel may use */
+    void *saved;         /* saved_bytes of scratch from the check, kept until reset */
+    int threads;         /* threads the kernel may use */
+    void *loop_scratch_; /* engine-owned: tg_kernel_loop's storage for ops of many inputs */
 } tg_kernel;
 
 /* Broadcasting loop helper, NumPy ufunc style: walks the output of a kernel whose inputs
  * broadcast to it, calling `fn` once per contiguous run of n output elements. ptrs[i] is input
  * i's first element of the run (ptrs[ninputs] the output's); steps[i] is the byte step between
- * consecutive elements (0 for a broadcast input). */
+ * consecutive elements (0 for a broadcast input). Any number of inputs: for ops of more than 15
+ * the engine sets aside the loop's storage when it records the op, so `k` must be the kernel
+ * the engine passed (a tg_kernel built by hand works up to 15 inputs; beyond, nothing is
+ * written). */
 typedef void (*tg_loop_fn)(int64_t n, char *const *ptrs, const int64_t *steps, void *user);
 void tg_kernel_loop(const tg_kernel *k, tg_loop_fn fn, void *user);
 

@@ -180,7 +180,10 @@ static tg_status kernel(struct tg__bw *bw, tg__node *n, uint32_t g, const bool *
         gviews[j] = &buf->v;
         bufs[j] = t.id_;
     }
-    tg_kernel kn = {(int)k, views, &n->v, n->attr, n->saved, tp->ctx->threads};
+    tg_kernel kn = {(int)k, views, &n->v, n->attr, n->saved, tp->ctx->threads, NULL};
+    size_t loop_bytes = tg__loop_scratch_bytes((int)k);
+    if (loop_bytes && !(kn.loop_scratch_ = tg__arena_alloc(tp->ctx, &tp->arena, loop_bytes)))
+        return tg__fail(tp, TG_NOMEM, "%s: backward: out of memory", op_name(n));
     n->op->def.backward_kernel(&kn, &tg__node_at(tp, g)->v, gviews);
     for (uint32_t j = 0; j < k; j++) {
         if (!bufs[j])

@@ -262,6 +262,9 @@ static inline bool tg__same_shape(const tg_view *a, const tg_view *b)
 }
 int tg__format_view(char *buf, size_t size, const tg_view *v); /* "f32[3,4]" */
 bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *shape);
+/* Bytes of tg_kernel.loop_scratch_ an op of `ninputs` inputs needs (0: the loop's stack will
+ * do). Whoever builds a tg_kernel for a kernel sets it aside first. */
+size_t tg__loop_scratch_bytes(int ninputs);
 
 /* ---- the backward driver (backward.c) and its scalar side (scalar.c) ------------------------ */
 struct tg__bw {
