@@ -213,6 +213,8 @@ tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shap
                          const void *data); /* copies numel elements of dtype `dt` */
 tg_tensor tg_zeros(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape);
 tg_tensor tg_ones(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape);
+/* For i64, `value` is truncated toward zero; NaN, infinities and values outside [-2^63, 2^63)
+ * are TG_RANGE (tg_constant likewise). */
 tg_tensor tg_full(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double value);
 /* 0-d tensor holding `value`. */
 tg_tensor tg_constant(tg_tape *tp, tg_dtype dt, double value);
@@ -232,6 +234,11 @@ tg_tensor tg_requires_grad(tg_tensor t);
 
 /* True if `t` is a live tensor of its tape (not none, not an error handle, not stale). */
 bool tg_ok(tg_tensor t);
+/* TG_OK if `t` is live and its tape has no error; otherwise records TG_STALE or TG_INVALID on
+ * the tape (naming `who`, when the tape has no error yet) and returns the tape's status (or
+ * TG_INVALID for none). For wrappers that return an input as it is (an identity in some mode),
+ * so they pass on an error exactly as an op would. */
+tg_status tg_tensor_check(tg_tensor t, const char *who);
 /* The tape a handle belongs to (NULL for none). */
 tg_tape *tg_tensor_tape(tg_tensor t);
 /* Metadata. On an invalid handle: dtype 0, ndim -1, numel -1, dim -1, shape NULL. */
@@ -244,7 +251,9 @@ const int64_t *tg_shape(tg_tensor t);
 /* The values, row-major, owned by the tape, valid until reset; NULL on an invalid handle.
  * Treat as read-only: other nodes may share the buffer. */
 const void *tg_data(tg_tensor t);
-/* Copies numel values into `dst` converted to `dt`; `count` is dst's capacity in elements. */
+/* Copies numel values into `dst` converted to `dt`; `count` is dst's capacity in elements.
+ * Floats convert to i64 truncated toward zero; TG_RANGE (nothing written) when one is NaN,
+ * infinite or outside [-2^63, 2^63), or when count < numel. */
 tg_status tg_read(tg_tensor t, tg_dtype dt, void *dst, int64_t count);
 /* The value of a one-element tensor as a double; NaN on an invalid handle or numel != 1. */
 double tg_item(tg_tensor t);

@@ -70,7 +70,7 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
     }
     int64_t numel;
     size_t es = tg__dtype_size(node->v.dtype);
-    if (es == 0 || !tg__shape_valid(node->v.ndim, node->v.shape, &numel) || c.alias < -1
+    if (es == 0 || !tg__shape_ok(node->v.ndim, node->v.shape, &numel) || c.alias < -1
         || c.alias >= n
         || (c.alias >= 0
             && (views[c.alias]->numel != numel || views[c.alias]->dtype != node->v.dtype))
@@ -100,8 +100,9 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
         return tg__error_handle(tp);
     }
     size_t total = c.saved_bytes ? saved_off + c.saved_bytes : saved_off;
-    unsigned char *block = total ? tg__arena_alloc(tp->ctx, &tp->arena, total) : NULL;
-    if (total && !block) {
+    /* Never NULL, even for an empty output without attributes: kernels may offset it by 0. */
+    unsigned char *block = tg__arena_alloc(tp->ctx, &tp->arena, total);
+    if (!block) {
         tg__fail(tp, TG_NOMEM, "%s: out of memory allocating %zu bytes", op->name, total);
         return tg__error_handle(tp);
     }
@@ -110,8 +111,7 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
         node->attr = block + attr_off;
         memcpy(node->attr, attr, d->attr_size);
     }
-    if (c.saved_bytes)
-        node->saved = block + saved_off;
+    node->saved = block + saved_off; /* never NULL, even without scratch (kernels offset it) */
     if (c.alias < 0) {
         tg_kernel k = {n, views, &node->v, node->attr, node->saved, tp->ctx->threads, NULL};
         size_t loop_bytes = tg__loop_scratch_bytes(n);

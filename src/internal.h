@@ -4,6 +4,8 @@
 
 #include "tapegrad.h"
 
+#include "shape.h"
+
 #include <assert.h>
 #include <stdarg.h>
 #include <string.h>
@@ -237,20 +239,9 @@ static inline size_t tg__dtype_size(tg_dtype dt)
 {
     return dt == TG_F32 ? 4 : (dt == TG_F64 || dt == TG_I64) ? 8 : 0;
 }
-/* Valid (0..TG_MAX_DIMS dims, none negative, no overflow); *numel receives the element count. */
-static inline bool tg__shape_valid(int ndim, const int64_t *shape, int64_t *numel)
-{
-    if (ndim < 0 || ndim > TG_MAX_DIMS || (ndim > 0 && !shape))
-        return false;
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 16 / shape[i]))
-            return false;
-        n *= shape[i];
-    }
-    *numel = n;
-    return true;
-}
+/* Whether a double converts to i64 without undefined behaviour (finite, in [-2^63, 2^63)); the
+ * conversion truncates toward zero, as C's does. */
+static inline bool tg__fits_i64(double v) { return v >= -0x1p63 && v < 0x1p63; }
 static inline bool tg__same_shape(const tg_view *a, const tg_view *b)
 {
     if (a->ndim != b->ndim)

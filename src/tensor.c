@@ -20,7 +20,7 @@ static bool check_leaf_args(tg_tape *tp, const char *fn, tg_dtype dt, int ndim,
         tg__fail(tp, TG_INVALID, "%s: shape is NULL", fn);
         return false;
     }
-    if (!tg__shape_valid(ndim, shape, numel)) {
+    if (!tg__shape_ok(ndim, shape, numel)) {
         tg__fail(tp, TG_SHAPE, "%s: invalid shape (negative or overflowing dims)", fn);
         return false;
     }
@@ -30,7 +30,7 @@ static bool check_leaf_args(tg_tape *tp, const char *fn, tg_dtype dt, int ndim,
 tg_tensor tg__leaf(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, tg__node **out)
 {
     int64_t numel = 1;
-    tg__shape_valid(ndim, shape, &numel);
+    tg__shape_ok(ndim, shape, &numel);
     tg__node *n = tg__node_reserve(tp);
     if (!n)
         return tg__error_handle(tp);
@@ -75,6 +75,10 @@ tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shap
 
 tg_tensor tg_full(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double value)
 {
+    if (tp && !tp->status && dt == TG_I64 && !tg__fits_i64(value)) {
+        tg__fail(tp, TG_RANGE, "tg_full: %g is not representable as i64", value);
+        return tg__error_handle(tp);
+    }
     tg__node *n;
     tg_tensor t = make(tp, "tg_full", dt, ndim, shape, &n);
     if (t.id_)
@@ -195,6 +199,16 @@ static const tg__node *peek(tg_tensor t)
 
 bool tg_ok(tg_tensor t) { return peek(t) != NULL; }
 
+tg_status tg_tensor_check(tg_tensor t, const char *who)
+{
+    tg_tape *tp = t.tape_;
+    if (!tp)
+        return TG_INVALID;
+    if (!tp->status)
+        tg__resolve(tp, t, who ? who : "tg_tensor_check");
+    return tp->status;
+}
+
 tg_tape *tg_tensor_tape(tg_tensor t) { return t.tape_; }
 
 tg_dtype tg_tensor_dtype(tg_tensor t)
@@ -263,6 +277,9 @@ tg_status tg_read(tg_tensor t, tg_dtype dt, void *dst, int64_t count)
         memcpy(dst, n->v.data, (size_t)n->v.numel * tg_dtype_size(dt));
         return TG_OK;
     }
+    for (int64_t i = 0; dt == TG_I64 && i < n->v.numel; i++)
+        if (!tg__fits_i64(load(&n->v, i)))
+            return TG_RANGE; /* NaN, infinite or beyond i64: nothing written */
     for (int64_t i = 0; i < n->v.numel; i++) {
         if (n->v.dtype == TG_I64 && dt == TG_F32) {
             ((float *)dst)[i] = (float)((const int64_t *)n->v.data)[i];
