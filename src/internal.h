@@ -163,13 +163,15 @@ struct tg_tape {
     tg__node **chunks;
     uint32_t nchunks, chunks_cap;
     uint32_t nnodes; /* node 0 is a placeholder: id 0 means none/error */
-    tg__sentry *s;   /* entries, then (same block) scap adjoints and released flags */
-    double *sadj;
-    uint8_t *sreleased;  /* set when a backward without TG_RETAIN_GRAPH went through the entry */
-    uint32_t ns, scap;   /* entry 0 is a placeholder too */
-    uint32_t slimit;     /* records allowed while ns < slimit: scap, or 0 once the tape failed */
-    bool sreleased_any;  /* some entry was released since the last reset */
-    uint32_t sadj_valid; /* adjoints [0, sadj_valid) are initialised */
+    /* The scalar record: entries, then (same block) scalar_capacity adjoints and released
+     * flags. Entry 0 is a placeholder too. */
+    tg__sentry *scalars;
+    double *scalar_adjoints;
+    uint8_t *scalar_released; /* set when a backward without TG_RETAIN_GRAPH went through */
+    uint32_t scalar_count, scalar_capacity;
+    uint32_t scalar_limit;    /* records allowed while count < limit: the capacity, 0 once failed */
+    bool scalar_released_any; /* some entry was released since the last reset */
+    uint32_t scalar_adjoints_valid; /* adjoints [0, scalar_adjoints_valid) are initialised */
     char error[TG__MESSAGE];
 };
 
@@ -226,7 +228,7 @@ static inline tg__node *tg__node_reserve(tg_tape *tp)
     if (TG__UNLIKELY((id >> TG__CHUNK_BITS) >= tp->nchunks || id >= TG__MAX_NODES))
         return tg__node_reserve_slow(tp);
     tg__node *n = tg__node_at(tp, id);
-    tg__node_clear(n, tp->ns);
+    tg__node_clear(n, tp->scalar_count);
     return n;
 }
 /* Allocates `numel` elements of `dt`, aligned; records TG_NOMEM on failure. */
@@ -260,34 +262,35 @@ size_t tg__loop_scratch_bytes(int ninputs);
 /* ---- the backward driver (backward.c) and its scalar side (scalar.c) ------------------------ */
 struct tg__bw {
     tg_tape *tp;
-    uint32_t lo, hi;   /* node range swept */
-    uint32_t *slot;    /* gradient node of each node in [lo, hi] (| OWNED), 0 = none */
-    uint8_t *need;     /* functional (tg_grad): nodes on a path from an input; NULL otherwise */
-    uint32_t slo, shi; /* scalar entries swept: [slo, shi) */
-    uint8_t *sneed;    /* functional: entries on a path from an input, by entry id in [slo, shi) */
-    uint32_t sfloor;   /* functional: lowest entry a first-order sweep of [slo, shi) writes */
-    double *sadj;      /* numeric adjoints by entry id; NULL: the tape's (those tg_s_grad reads) */
-    uint32_t *sadjh;   /* TG_CREATE_GRAPH: each entry's adjoint as an entry id, 0 = none */
+    uint32_t low, high; /* node range swept: [low, high] */
+    uint32_t *slots;    /* gradient node of each node in [low, high] (| OWNED), 0 = none */
+    uint8_t *needed;    /* functional (tg_grad): nodes on a path from an input; NULL otherwise */
+    uint32_t scalar_low, scalar_high; /* scalar entries swept: [scalar_low, scalar_high) */
+    uint8_t *scalar_needed;           /* functional: entries on a path from an input, by entry id */
+    uint32_t scalar_floor;            /* functional: lowest entry a first-order sweep writes */
+    double *scalar_adjoints;   /* numeric adjoints by entry id; NULL: the tape's (tg_s_grad's) */
+    uint32_t *adjoint_entries; /* TG_CREATE_GRAPH: each entry's adjoint as an entry id, 0 = none */
     bool create, retain, accumulate;
 };
 
 /* Whether node `id` gets a gradient in this backward. */
 static inline bool tg__bw_needs(const struct tg__bw *bw, uint32_t id)
 {
-    if (id < bw->lo || id > bw->hi)
+    if (id < bw->low || id > bw->high)
         return false;
-    if (bw->need)
-        return bw->need[id - bw->lo];
+    if (bw->needed)
+        return bw->needed[id - bw->low];
     return tg__node_at(bw->tp, id)->requires_grad;
 }
 
 /* The first-order scalar sweep: entries [lo, hi) in reverse, adjoints in `adj` (by entry id). */
 tg_status tg__scalar_sweep(tg_tape *tp, double *adj, uint32_t lo, uint32_t hi, bool retain,
                            struct tg__bw *bw);
-/* The recording sweep (TG_CREATE_GRAPH): adjoints are entries (bw->sadjh), each rule recorded. */
+/* The recording sweep (TG_CREATE_GRAPH): adjoints are entries (bw->adjoint_entries), each rule
+ * recorded. */
 tg_status tg__scalar_sweep_graph(tg_tape *tp, uint32_t lo, uint32_t hi, struct tg__bw *bw);
-/* Functional backward: marks bw->sneed for entries [lo, hi) from their operands, and lowers
- * bw->sfloor to the lowest operand among them. */
+/* Functional backward: marks bw->scalar_needed for entries [lo, hi) from their operands, and lowers
+ * bw->scalar_floor to the lowest operand among them. */
 void tg__scalar_need(tg_tape *tp, struct tg__bw *bw, uint32_t lo, uint32_t hi);
 /* Before a sweep: initialises adjoints and release flags of new entries; with `clear`, also
  * clears what a previous backward left in the tape's adjoints (but the leaves', which

@@ -56,7 +56,7 @@ tg_status tg__vfail(tg_tape *tp, tg_status st, const char *fmt, va_list ap)
         return TG_INVALID;
     if (tp->status == TG_OK && st != TG_OK) {
         tp->status = st;
-        tp->slimit = 0; /* scalar records take their slow path, which reports the error */
+        tp->scalar_limit = 0; /* scalar records take their slow path, which reports the error */
         vsnprintf(tp->error, sizeof tp->error, fmt, ap);
     }
     return tp->status;

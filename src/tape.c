@@ -16,8 +16,8 @@ tg_status tg_tape_new(tg_ctx *ctx, tg_tape **out)
     tp->gen = 1;
     tp->grad_enabled = true;
     tp->nnodes = 1; /* id 0: none */
-    tp->ns = 1;
-    tp->sadj_valid = 1;
+    tp->scalar_count = 1;
+    tp->scalar_adjoints_valid = 1;
     *out = tp;
     return TG_OK;
 }
@@ -30,7 +30,7 @@ void tg_tape_free(tg_tape *tp)
     for (uint32_t i = 0; i < tp->nchunks; i++)
         tg__free(ctx, tp->chunks[i], TG__CHUNK * sizeof(tg__node));
     tg__free(ctx, tp->chunks, tp->chunks_cap * sizeof *tp->chunks);
-    tg__free(ctx, tp->s, tp->scap * (sizeof *tp->s + sizeof(double) + 1));
+    tg__free(ctx, tp->scalars, tp->scalar_capacity * (sizeof *tp->scalars + sizeof(double) + 1));
     tg__arena_release(ctx, &tp->arena);
     tg__free(ctx, tp, sizeof *tp);
 }
@@ -41,14 +41,14 @@ void tg_tape_reset(tg_tape *tp)
         return;
     tp->gen = tp->gen + 1 ? tp->gen + 1 : 1;
     tp->status = TG_OK;
-    tp->slimit = tp->scap;
-    tp->sreleased_any = false;
+    tp->scalar_limit = tp->scalar_capacity;
+    tp->scalar_released_any = false;
     tp->error[0] = '\0';
     tp->grad_enabled = true;
     tp->scalars_dirty = false;
     tp->nnodes = 1;
-    tp->ns = 1;
-    tp->sadj_valid = 1;
+    tp->scalar_count = 1;
+    tp->scalar_adjoints_valid = 1;
     tg__arena_rewind(&tp->arena);
 }
 
@@ -71,7 +71,7 @@ tg_ctx *tg_tape_ctx(const tg_tape *tp) { return tp ? tp->ctx : NULL; }
 
 size_t tg_tape_node_count(const tg_tape *tp) { return tp ? tp->nnodes - 1 : 0; }
 
-size_t tg_tape_scalar_count(const tg_tape *tp) { return tp ? tp->ns - 1 : 0; }
+size_t tg_tape_scalar_count(const tg_tape *tp) { return tp ? tp->scalar_count - 1 : 0; }
 
 size_t tg_tape_bytes(const tg_tape *tp) { return tp ? tp->arena.bytes : 0; }
 
@@ -103,7 +103,7 @@ tg__node *tg__node_reserve_slow(tg_tape *tp)
         tp->chunks[tp->nchunks++] = nodes;
     }
     tg__node *n = tg__node_at(tp, id);
-    tg__node_clear(n, tp->ns);
+    tg__node_clear(n, tp->scalar_count);
     return n;
 }
 
