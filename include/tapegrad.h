@@ -251,6 +251,10 @@ const int64_t *tg_shape(tg_tensor t);
 /* The values, row-major, owned by the tape, valid until reset; NULL on an invalid handle.
  * Treat as read-only: other nodes may share the buffer. */
 const void *tg_data(tg_tensor t);
+/* Writes a shape as "[3,4]", or after a dtype's name as "f32[3,4]" (dtype 0: none), like
+ * snprintf: always NUL-terminated when size > 0 (cut short if it does not fit), and returns the
+ * length the whole text needs. For messages of code built on tapegrad. */
+int tg_format_shape(char *buf, size_t size, tg_dtype dtype, int ndim, const int64_t *shape);
 /* Copies numel values into `dst` converted to `dt`; `count` is dst's capacity in elements.
  * Floats convert to i64 truncated toward zero; TG_RANGE (nothing written) when one is NaN,
  * infinite or outside [-2^63, 2^63), or when count < numel. */

@@ -50,18 +50,13 @@ static tg_status check_index_values(tg_check *c, const tg_view *idx, int64_t siz
     for (int64_t i = 0; i < idx->numel; i++) {
         if (v[i] >= 0 && v[i] < size)
             continue;
-        char pos[160];
-        int len = snprintf(pos, sizeof pos, "[");
         int64_t rest = i, coord[TG_MAX_DIMS];
         for (int d = idx->ndim - 1; d >= 0; d--) {
             coord[d] = idx->shape[d] ? rest % idx->shape[d] : 0;
             rest = idx->shape[d] ? rest / idx->shape[d] : 0;
         }
-        for (int d = 0; d < idx->ndim && len >= 0 && (size_t)len < sizeof pos; d++)
-            len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ",%lld" : "%lld",
-                            (long long)coord[d]);
-        if (len >= 0 && (size_t)len < sizeof pos)
-            snprintf(pos + len, sizeof pos - (size_t)len, "]");
+        char pos[200];
+        tg_format_shape(pos, sizeof pos, 0, idx->ndim, coord);
         return tg_check_fail(c, TG_RANGE,
                              "index %lld at position %s is out of range for axis %d "
                              "of size %lld",

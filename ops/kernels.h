@@ -5,7 +5,7 @@
 
 #include "tapegrad.h"
 
-#include "../src/shape.h"
+#include "../src/layout.h"
 
 #include <math.h>
 #include <string.h>

@@ -7,11 +7,6 @@
 
 #define SMALL_INPUTS 8
 
-static bool quick_valid(const tg_tape *tp, tg_tensor t)
-{
-    return t.tape_ == tp && t.gen_ == tp->gen && t.id_ != 0 && t.id_ < tp->nnodes;
-}
-
 static void fail_check(tg_tape *tp, const tg_op *op, tg_status st, const char *msg, int n,
                        const tg_view *const *views)
 {
@@ -46,7 +41,7 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
     }
     bool any_grad = false;
     for (int i = 0; i < n; i++) {
-        if (TG__UNLIKELY(!quick_valid(tp, inputs[i]))) {
+        if (TG__UNLIKELY(!tg__live(tp, inputs[i]))) {
             char what[96];
             snprintf(what, sizeof what, "%s: input %d", op->name, i);
             tg__resolve(tp, inputs[i], what);

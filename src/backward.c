@@ -32,7 +32,7 @@ static tg_status accumulate(struct tg__bw *bw, uint32_t id, tg_tensor c, bool fr
     tg_tape *tp = bw->tp;
     tg__node *dst = tg__node_at(tp, id);
     tg__node *cn;
-    if (TG__LIKELY(c.tape_ == tp && c.gen_ == tp->gen && c.id_ != 0 && c.id_ < tp->nnodes))
+    if (TG__LIKELY(tg__live(tp, c)))
         cn = tg__node_at(tp, c.id_);
     else if (!(cn = tg__resolve(tp, c, "backward")))
         return tp->status;

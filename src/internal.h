@@ -4,7 +4,7 @@
 
 #include "tapegrad.h"
 
-#include "shape.h"
+#include "layout.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -192,6 +192,16 @@ static inline tg_tensor tg__error_handle(tg_tape *tp) { return tg__handle(tp, 0)
 tg_status tg__fail(tg_tape *tp, tg_status st, const char *fmt, ...) TG__PRINTF(3, 4);
 tg_status tg__vfail(tg_tape *tp, tg_status st, const char *fmt, va_list ap);
 
+/* Whether t is a live tensor of tape tp: not none, not an error handle, not from before a reset
+ * nor from another tape. The one test (tg__resolve also says why not). */
+static inline bool tg__live(const tg_tape *tp, tg_tensor t)
+{
+    return tp && t.tape_ == tp && t.gen_ == tp->gen && t.id_ != 0 && t.id_ < tp->nnodes;
+}
+
+/* Why t is not a live tensor of tp: TG_INVALID (none, an error handle) or TG_STALE (from
+ * before a reset, or another tape's), with a phrase for messages; TG_OK when it is live. */
+tg_status tg__handle_status(const tg_tape *tp, tg_tensor t, const char **why);
 /* Resolves a handle that must belong to `tp` (or to its own tape when tp is NULL); records
  * TG_ERR_STALE / TG_ERR_INVALID with `what` in the message and returns NULL on failure. */
 tg__node *tg__resolve(tg_tape *tp, tg_tensor t, const char *what);
@@ -237,10 +247,6 @@ void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel);
 tg_tensor tg__leaf(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, tg__node **out);
 
 /* Shape helpers. */
-static inline size_t tg__dtype_size(tg_dtype dt)
-{
-    return dt == TG_F32 ? 4 : (dt == TG_F64 || dt == TG_I64) ? 8 : 0;
-}
 /* Whether a double converts to i64 without undefined behaviour (finite, in [-2^63, 2^63)); the
  * conversion truncates toward zero, as C's does. */
 static inline bool tg__fits_i64(double v) { return v >= -0x1p63 && v < 0x1p63; }
@@ -253,7 +259,11 @@ static inline bool tg__same_shape(const tg_view *a, const tg_view *b)
             return false;
     return true;
 }
-int tg__format_view(char *buf, size_t size, const tg_view *v); /* "f32[3,4]" */
+/* A view's dtype and shape as "f32[3,4]" (tg_format_shape). */
+static inline int tg__format_view(char *buf, size_t size, const tg_view *v)
+{
+    return tg_format_shape(buf, size, v->dtype, v->ndim, v->shape);
+}
 bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *shape);
 /* Bytes of tg_kernel.loop_scratch_ an op of `ninputs` inputs needs (0: the loop's stack will
  * do). Whoever builds a tg_kernel for a kernel sets it aside first. */

@@ -96,8 +96,8 @@ static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
 }
 
 /* The checks of a record: same tape and generation, live operands, room for one more entry and
- * no error (scalar_limit is 0 on an errored tape). Separate predicted branches are cheaper here than
- * one combined test. */
+ * no error (scalar_limit is 0 on an errored tape). Separate predicted branches are cheaper here
+ * than one combined test. */
 static inline bool fast_ok(const tg_tape *tp, tg_scalar x, tg_scalar y)
 {
     uint32_t ns = tp->scalar_count;

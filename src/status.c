@@ -25,17 +25,7 @@ const char *tg_status_string(tg_status s)
     return (unsigned)s < TG_STATUS_COUNT ? strings[s] : "unknown status";
 }
 
-size_t tg_dtype_size(tg_dtype dt)
-{
-    switch (dt) {
-    case TG_F32:
-        return 4;
-    case TG_F64:
-    case TG_I64:
-        return 8;
-    }
-    return 0;
-}
+size_t tg_dtype_size(tg_dtype dt) { return tg__dtype_size(dt); }
 
 const char *tg_dtype_name(tg_dtype dt)
 {
@@ -95,16 +85,6 @@ tg_status tg__ctx_fail(tg_ctx *ctx, tg_status st, const char *fmt, ...)
         va_end(ap);
     }
     return st;
-}
-
-int tg__format_view(char *buf, size_t size, const tg_view *v)
-{
-    int n = snprintf(buf, size, "%s[", tg_dtype_name(v->dtype));
-    for (int i = 0; i < v->ndim && n >= 0 && (size_t)n < size; i++)
-        n += snprintf(buf + n, size - (size_t)n, i ? ",%lld" : "%lld", (long long)v->shape[i]);
-    if (n >= 0 && (size_t)n < size)
-        n += snprintf(buf + n, size - (size_t)n, "]");
-    return n;
 }
 
 tg_tensor tg_error(tg_tape *tp) { return tg__error_handle(tp); }

@@ -121,23 +121,33 @@ void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel)
     return p;
 }
 
+tg_status tg__handle_status(const tg_tape *tp, tg_tensor t, const char **why)
+{
+    const char *reason = NULL;
+    tg_status st = TG_OK;
+    if (!t.tape_)
+        st = TG_INVALID, reason = "tensor is none";
+    else if (t.tape_ != tp)
+        st = TG_STALE, reason = "tensor belongs to another tape";
+    else if (t.gen_ != tp->gen || t.id_ >= tp->nnodes)
+        st = TG_STALE, reason = "stale tensor handle (from before a tape reset)";
+    else if (t.id_ == 0)
+        st = TG_INVALID, reason = "tensor is an error handle";
+    if (why)
+        *why = reason;
+    return st;
+}
+
 tg__node *tg__resolve(tg_tape *tp, tg_tensor t, const char *what)
 {
     if (!tp)
         tp = t.tape_;
     if (!tp)
         return NULL;
-    if (TG__UNLIKELY(t.tape_ != tp)) {
-        tg__fail(tp, t.tape_ ? TG_STALE : TG_INVALID, "%s: %s", what,
-                 t.tape_ ? "tensor belongs to another tape" : "tensor is none");
-        return NULL;
-    }
-    if (TG__UNLIKELY(t.gen_ != tp->gen || t.id_ >= tp->nnodes)) {
-        tg__fail(tp, TG_STALE, "%s: stale tensor handle (from before a tape reset)", what);
-        return NULL;
-    }
-    if (TG__UNLIKELY(t.id_ == 0)) {
-        tg__fail(tp, TG_INVALID, "%s: tensor is an error handle", what);
+    const char *why;
+    tg_status st = tg__handle_status(tp, t, &why);
+    if (TG__UNLIKELY(st != TG_OK)) {
+        tg__fail(tp, st, "%s: %s", what, why);
         return NULL;
     }
     return tg__node_at(tp, t.id_);

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdio.h>
 
 static bool dtype_valid(tg_dtype dt) { return dt == TG_F32 || dt == TG_F64 || dt == TG_I64; }
 
@@ -191,10 +192,7 @@ tg_tensor tg_requires_grad(tg_tensor t)
 /* Read-only accessors: no error is recorded, an invalid handle just reads as invalid. */
 static const tg__node *peek(tg_tensor t)
 {
-    const tg_tape *tp = t.tape_;
-    if (!tp || t.id_ == 0 || t.gen_ != tp->gen || t.id_ >= tp->nnodes)
-        return NULL;
-    return tg__node_at(tp, t.id_);
+    return tg__live(t.tape_, t) ? tg__node_at(t.tape_, t.id_) : NULL;
 }
 
 bool tg_ok(tg_tensor t) { return peek(t) != NULL; }
@@ -268,7 +266,7 @@ tg_status tg_read(tg_tensor t, tg_dtype dt, void *dst, int64_t count)
 {
     const tg__node *n = peek(t);
     if (!n)
-        return t.tape_ && t.gen_ != t.tape_->gen ? TG_STALE : TG_INVALID;
+        return tg__handle_status(t.tape_, t, NULL);
     if (!dst || !dtype_valid(dt))
         return TG_INVALID;
     if (count < n->v.numel)
@@ -316,4 +314,34 @@ const tg_op *tg_tensor_op(tg_tensor t)
 {
     const tg__node *n = peek(t);
     return n && n->kind == TG__OPNODE ? n->op : NULL;
+}
+
+/* Appends `text` to buf as far as it fits (NUL-terminated); `len` counts the whole text. */
+static void append(char *buf, size_t size, size_t *len, const char *text)
+{
+    size_t n = strlen(text);
+    if (*len + 1 < size) {
+        size_t room = size - 1 - *len, k = n < room ? n : room;
+        memcpy(buf + *len, text, k);
+        buf[*len + k] = '\0';
+    }
+    *len += n;
+}
+
+int tg_format_shape(char *buf, size_t size, tg_dtype dtype, int ndim, const int64_t *shape)
+{
+    if (!buf)
+        size = 0;
+    if (size)
+        buf[0] = '\0';
+    size_t len = 0;
+    append(buf, size, &len, dtype ? tg_dtype_name(dtype) : "");
+    append(buf, size, &len, "[");
+    for (int d = 0; shape && d < ndim && d < TG_MAX_DIMS; d++) {
+        char dim[24];
+        snprintf(dim, sizeof dim, d ? ",%lld" : "%lld", (long long)shape[d]);
+        append(buf, size, &len, dim);
+    }
+    append(buf, size, &len, "]");
+    return (int)len; /* at most 8 dims of 21 characters and a name */
 }

@@ -299,6 +299,31 @@ static void params_survive_reset(void **state)
     assert_int_equal(tg_param_count(f->ctx), 0);
 }
 
+static void shapes_format_and_cut_short(void **state)
+{
+    (void)state;
+    char buf[64];
+    int64_t shape[] = {3, 40, 5};
+    assert_int_equal(tg_format_shape(buf, sizeof buf, TG_F32, 3, shape), 11);
+    assert_string_equal(buf, "f32[3,40,5]");
+    assert_int_equal(tg_format_shape(buf, sizeof buf, 0, 0, NULL), 2);
+    assert_string_equal(buf, "[]");
+    /* Cut short, always terminated, the needed length returned; no write past `size`. */
+    memset(buf, 'x', sizeof buf);
+    assert_int_equal(tg_format_shape(buf, 6, TG_I64, 3, shape), 11);
+    assert_string_equal(buf, "i64[3");
+    assert_int_equal(buf[6], 'x');
+    assert_int_equal(tg_format_shape(buf, 1, TG_F64, 3, shape), 11);
+    assert_string_equal(buf, "");
+    assert_int_equal(tg_format_shape(NULL, 0, TG_F64, 1, shape), 6);
+    int64_t wide[TG_MAX_DIMS];
+    for (int d = 0; d < TG_MAX_DIMS; d++)
+        wide[d] = INT64_MIN;
+    char big[256];
+    int n = tg_format_shape(big, sizeof big, TG_F64, TG_MAX_DIMS, wide);
+    assert_int_equal(n, (int)strlen(big));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +340,7 @@ int main(void)
         FIXTURE_TEST(deep_tensor_chain),
         FIXTURE_TEST(deep_scalar_chain),
         FIXTURE_TEST(params_survive_reset),
+        cmocka_unit_test(shapes_format_and_cut_short),
     };
     return cmocka_run_group_tests_name("tape", tests, NULL, NULL);
 }

@@ -1,8 +1,16 @@
-/* shape.h — the one rule for a valid shape, shared by the engine (src/) and the ops (ops/). */
-#ifndef TG_SHAPE_H
-#define TG_SHAPE_H
+/* layout.h — what a tensor's layout is, defined once for the engine (src/) and the ops (ops/):
+ * element sizes and the rule for a valid shape. (Shapes are printed by tg_format_shape.) */
+#ifndef TG_LAYOUT_H
+#define TG_LAYOUT_H
 
 #include "tapegrad.h"
+
+/* Bytes per element of each dtype (0 for a value that is none of them): the one table. */
+static inline size_t tg__dtype_size(tg_dtype dt)
+{
+    static const unsigned char sizes[] = {[TG_F32] = 4, [TG_F64] = 8, [TG_I64] = 8};
+    return (unsigned)dt < sizeof sizes ? sizes[dt] : 0;
+}
 
 /* Largest product of a shape's non-zero dims: a byte count of any sub-shape (a stride, a
  * buffer of up to 16-byte elements) then fits an int64_t. */
