@@ -1,4 +1,6 @@
-/* internal.h — engine-private types and helpers shared by src/ and ops/ (never installed). */
+/* internal.h — the engine's private types and helpers, for src/ only (never installed). ops/
+ * never includes it: an op sees what a user's op sees, plus ops/ops.h, ops/kernels.h and the
+ * service headers (src/layout.h, src/vmath.h, src/gemm.h). */
 #ifndef TG_INTERNAL_H
 #define TG_INTERNAL_H
 
