@@ -7,6 +7,8 @@
 #include "common.h"
 #include "reference.h"
 
+#include <pthread.h>
+
 #define REF_PATH TG_SOURCE_DIR "/tests/reference/optim_reference.txt"
 #define TOL_F32 1e-6
 #define TOL_F64 1e-12
@@ -865,6 +867,50 @@ static void accessors_and_restoring_state(void **state)
     tg_optim_free(s);
 }
 
+/* ---- threads --------------------------------------------------------------------------------- */
+
+/* 20 Adam steps on a parameter of a context of its own; 0 when all went well. */
+static void *adam_on_own_context(void *arg)
+{
+    (void)arg;
+    tg_ctx *ctx;
+    tg_tape *tp = NULL;
+    tg_param *p = NULL;
+    tg_optim *opt = NULL;
+    if (tg_ctx_new(&ctx, NULL) != TG_OK)
+        return (void *)1;
+    bool ok = tg_tape_new(ctx, &tp) == TG_OK;
+    ok = ok && tg_param_new(ctx, "p", TG_F32, 1, (int64_t[]){1000}, &p) == TG_OK;
+    ok = ok && tg_adam_new(ctx, 1, &p, NULL, &opt) == TG_OK;
+    for (int k = 0; ok && k < 20; k++) {
+        float *g = tg_param_grad(p);
+        for (int i = 0; i < 1000; i++)
+            g[i] = (float)(i % 7) - 3.0f;
+        ok = tg_optim_step(opt, tp) == TG_OK;
+    }
+    ok = ok && tg_optim_steps(opt) == 20;
+    tg_optim_free(opt);
+    tg_tape_free(tp);
+    tg_ctx_free(ctx); /* and the parameter */
+    return ok ? NULL : (void *)1;
+}
+
+/* Steps on two threads at once (one context each). Built with -fsanitize=thread this also checks
+ * that the library loads at all: the step functions' target_clones resolver used to crash the
+ * program before main. */
+static void steps_on_two_threads(void **state)
+{
+    (void)state;
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, adam_on_own_context, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        void *r = (void *)1;
+        assert_int_equal(pthread_join(t[i], &r), 0);
+        assert_null(r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -878,6 +924,7 @@ int main(void)
         cmocka_unit_test(failed_step_changes_nothing),
         FIXTURE_TEST(bad_options_are_clear_errors),
         FIXTURE_TEST(accessors_and_restoring_state),
+        cmocka_unit_test(steps_on_two_threads),
     };
     return cmocka_run_group_tests(tests, load_refs, ref_free);
 }

@@ -175,8 +175,19 @@ typedef void (*step_fn)(const tg_optim *o, int64_t n, void *p, const void *g, vo
 /* On x86-64 the step functions are compiled for the baseline and for AVX2, and the loader picks
  * one (function multiversioning: an ifunc resolved once, at load time). Both give the same bits:
  * the nn layer is compiled with -ffp-contract=off, and these loops only add, multiply, divide and
- * take square roots, which IEEE rounds the same at every vector width. */
-#if defined(__x86_64__) && defined(__ELF__)                                                        \
+ * take square roots, which IEEE rounds the same at every vector width.
+ *
+ * Not under ThreadSanitizer: the ifunc resolver is instrumented like any function, and the
+ * dynamic loader runs it before the sanitizer's runtime is set up, so every program linking the
+ * library would crash before main. */
+#if defined(__SANITIZE_THREAD__)
+#define STEP_NO_CLONES 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define STEP_NO_CLONES 1
+#endif
+#endif
+#if defined(__x86_64__) && defined(__ELF__) && !defined(STEP_NO_CLONES)                            \
     && ((defined(__clang__) && __clang_major__ >= 14) || (!defined(__clang__) && __GNUC__ >= 6))
 #define STEP_CLONES __attribute__((target_clones("avx2", "default")))
 #else
