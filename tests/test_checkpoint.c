@@ -493,6 +493,34 @@ typedef struct bad_case {
     const char *needle;
 } bad_case;
 
+/* Step counts above 2^53 - 1 (INT64_MAX overflowed at the next step) are refused, changing
+ * nothing; the largest one round-trips. */
+static void load_rejects_step_counts_past_the_limit(tg_ctx *ctx, const char *path, tg_param *w,
+                                                    tg_optim *opt)
+{
+    const char *counts[] = {"9007199254740992", "9223372036854775807"};
+    const float data[2] = {7, 8};
+    char json[320];
+    for (int i = 0; i < 2; i++) {
+        snprintf(json, sizeof json,
+                 "{\"__metadata__\": {\"optim_steps\": \"%s\"}, \"w\": {\"dtype\": \"F32\", "
+                 "\"shape\": [2], \"data_offsets\": [0, 8]}, \"w.momentum_buffer\": {\"dtype\": "
+                 "\"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}",
+                 counts[i]);
+        write_st(path, json, data, 8);
+        int64_t steps = tg_optim_steps(opt);
+        assert_status(tg_checkpoint_load(ctx, path, 1, &w, opt), TG_FORMAT);
+        assert_contains(tg_ctx_error(ctx), "is not an integer in [0, 2^53 - 1]");
+        assert_int_equal(tg_optim_steps(opt), steps);
+        assert_true(((const float *)tg_param_data(w))[0] != 7);
+    }
+    tg_optim_set_steps(opt, TG_OPTIM_MAX_STEPS);
+    assert_status(tg_checkpoint_save(ctx, path, 1, &w, opt), TG_OK);
+    tg_optim_set_steps(opt, 0);
+    assert_status(tg_checkpoint_load(ctx, path, 1, &w, opt), TG_OK);
+    assert_int_equal(tg_optim_steps(opt), TG_OPTIM_MAX_STEPS);
+}
+
 static void load_rejects_malformed_files(void **state)
 {
     fixture *f = *state;
@@ -613,6 +641,7 @@ static void load_rejects_malformed_files(void **state)
     assert_contains(tg_ctx_error(f->ctx), "step count \"-3\"");
     const float *v = tg_param_data(w);
     assert_true(v[0] == 1.5f && v[1] == -2.5f);
+    load_rejects_step_counts_past_the_limit(f->ctx, path, w, opt);
     tg_optim_free(opt);
     tg_param_free(w);
 }

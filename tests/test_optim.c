@@ -485,6 +485,29 @@ static void hypergradient_matches_finite_differences(void **state)
     }
 }
 
+/* Step counts in a graph step's state: whole numbers in [0, 2^53 - 2] (the new count must be
+ * exact too); anything else (NaN was converted to an integer anyway) is TG_RANGE, state untouched.
+ */
+static void graph_step_counts(tg_tape *tp, tg_optim *opt)
+{
+    const double bad[] = {NAN, INFINITY, -0.5, 2.5, 9007199254740991.0, 1e300};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        tg_tensor w = tg_ones(tp, TG_F32, 1, (int64_t[]){3}), next;
+        tg_tensor g = tg_ones(tp, TG_F32, 1, (int64_t[]){3});
+        tg_tensor count = tg_constant(tp, TG_F64, bad[b]), st[3] = {{0}, {0}, count};
+        assert_status(tg_optim_step_graph(opt, (tg_tensor){0}, 1, &w, &g, st, &next), TG_RANGE);
+        assert_contains(tg_tape_error(tp), "need a whole number in [0, 2^53 - 2]");
+        assert_true(st[2].id_ == count.id_ && tg_tensor_tape(st[0]) == NULL);
+        tg_tape_reset(tp);
+    }
+    tg_tensor w = tg_ones(tp, TG_F32, 1, (int64_t[]){3}), next;
+    tg_tensor g = tg_ones(tp, TG_F32, 1, (int64_t[]){3});
+    tg_tensor st[3] = {{0}, {0}, tg_constant(tp, TG_F64, 9007199254740990.0)};
+    assert_status(tg_optim_step_graph(opt, (tg_tensor){0}, 1, &w, &g, st, &next), TG_OK);
+    assert_true(tg_item(st[2]) == 9007199254740991.0);
+    tg_tape_reset(tp);
+}
+
 static void graph_step_errors(void **state)
 {
     fixture *f = *state;
@@ -533,6 +556,7 @@ static void graph_step_errors(void **state)
     st[2] = tg_constant(f->tp, TG_F64, -1);
     assert_status(tg_optim_step_graph(opt, none, 1, &w, &g, st, &next), TG_RANGE);
     tg_tape_reset(f->tp);
+    graph_step_counts(f->tp, opt);
 
     /* Tensors of two tapes. */
     tg_tape *tp2;
@@ -786,6 +810,39 @@ static void bad_options_are_clear_errors(void **state)
     tg_ctx_free(other);
 }
 
+/* Step counts stay in [0, 2^53 - 1]: tg_optim_set_steps refuses others (INT64_MAX overflowed at
+ * the next step) and a step at the limit is refused, changing nothing. */
+static void step_count_limit(void **state)
+{
+    fixture *f = *state;
+    tg_param *p;
+    tg_optim *opt;
+    assert_status(tg_param_new(f->ctx, "p", TG_F32, 1, (int64_t[]){3}, &p), TG_OK);
+    assert_status(tg_adam_new(f->ctx, 1, &p, NULL, &opt), TG_OK);
+    tg_optim_set_steps(opt, 7);
+    const int64_t refused[] = {INT64_MAX, TG_OPTIM_MAX_STEPS + 1, -1, INT64_MIN};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        tg_optim_set_steps(opt, refused[i]);
+        assert_contains(tg_ctx_error(f->ctx), "tg_optim_set_steps");
+        assert_int_equal(tg_optim_steps(opt), 7);
+    }
+    tg_optim_set_steps(opt, TG_OPTIM_MAX_STEPS - 1);
+    assert_int_equal(tg_optim_steps(opt), TG_OPTIM_MAX_STEPS - 1);
+    float *g = tg_param_grad(p);
+    g[0] = g[1] = g[2] = 1;
+    assert_status(tg_optim_step(opt, f->tp), TG_OK);
+    assert_int_equal(tg_optim_steps(opt), TG_OPTIM_MAX_STEPS);
+    float before[3];
+    memcpy(before, tg_param_data(p), sizeof before);
+    assert_status(tg_optim_step(opt, f->tp), TG_RANGE);
+    assert_contains(tg_tape_error(f->tp), "at its limit 2^53 - 1");
+    assert_int_equal(tg_optim_steps(opt), TG_OPTIM_MAX_STEPS);
+    assert_memory_equal(tg_param_data(p), before, sizeof before);
+    tg_tape_reset(f->tp);
+    tg_optim_free(opt);
+    tg_param_free(p);
+}
+
 static void accessors_and_restoring_state(void **state)
 {
     fixture *f = *state;
@@ -924,6 +981,7 @@ int main(void)
         cmocka_unit_test(failed_step_changes_nothing),
         FIXTURE_TEST(bad_options_are_clear_errors),
         FIXTURE_TEST(accessors_and_restoring_state),
+        FIXTURE_TEST(step_count_limit),
         cmocka_unit_test(steps_on_two_threads),
     };
     return cmocka_run_group_tests(tests, load_refs, ref_free);

@@ -264,7 +264,11 @@ double tg_optim_lr(const tg_optim *opt);
 /* Sets the lr used by later steps (e.g. from a tg_lr_* schedule). A negative or non-finite lr is
  * refused: the lr is kept and tg_ctx_error says why. */
 void tg_optim_set_lr(tg_optim *opt, double lr);
-/* Steps taken by tg_optim_step (graph steps do not count). */
+/* Steps taken by tg_optim_step (graph steps do not count). A step count is at most
+ * TG_OPTIM_MAX_STEPS = 2^53 - 1, so that it and Adam's t = count + 1 are exact as doubles (as in
+ * a graph step's `step` tensor): a tg_optim_step at the limit is refused (TG_RANGE on the tape,
+ * nothing changed). */
+#define TG_OPTIM_MAX_STEPS INT64_C(9007199254740991)
 int64_t tg_optim_steps(const tg_optim *opt);
 size_t tg_optim_param_count(const tg_optim *opt);
 tg_param *tg_optim_param(const tg_optim *opt, size_t i);
@@ -280,8 +284,8 @@ size_t tg_optim_state_count(const tg_optim *opt);
  * freed; write it to restore state). Any output pointer may be NULL. TG_RANGE past the end. */
 tg_status tg_optim_state_info(const tg_optim *opt, size_t i, const char **name, tg_param **param,
                               void **data);
-/* Sets the step count (after restoring the buffers; Adam's bias correction uses it). A negative
- * count is refused (kept, with a message in tg_ctx_error). */
+/* Sets the step count (after restoring the buffers; Adam's bias correction uses it). A count
+ * outside [0, TG_OPTIM_MAX_STEPS] is refused (kept, with a message in tg_ctx_error). */
 void tg_optim_set_steps(tg_optim *opt, int64_t steps);
 
 /* Gradient clipping over a set of parameters' gradients, in place (PyTorch's clip_grad_norm_ and

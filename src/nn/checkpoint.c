@@ -766,10 +766,11 @@ tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *
         char *stop = NULL;
         errno = 0;
         long long v = strtoll(s->valuestring, &stop, 10);
-        if (errno || stop == s->valuestring || *stop || v < 0) {
+        if (errno || stop == s->valuestring || *stop || v < 0 || v > TG_OPTIM_MAX_STEPS) {
             st = LOAD_FAIL(&L, TG_FORMAT,
-                           "%s(%s): the optimiser step count \"%s\" is not an integer >= 0", fn,
-                           path, s->valuestring);
+                           "%s(%s): the optimiser step count \"%s\" is not an integer in [0, "
+                           "2^53 - 1]",
+                           fn, path, s->valuestring);
             goto done;
         }
         steps = v;

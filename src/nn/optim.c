@@ -472,6 +472,11 @@ tg_status tg_optim_step(tg_optim *opt, tg_tape *tp)
     if (tg_tape_ctx(tp) != opt->ctx)
         return tg_tape_fail(tp, TG_INVALID,
                             "tg_optim_step: the tape is of another context than the parameters");
+    if (opt->steps >= TG_OPTIM_MAX_STEPS)
+        return tg_tape_fail(tp, TG_RANGE,
+                            "tg_optim_step: the step count %lld is at its limit 2^53 - 1 (no "
+                            "step taken)",
+                            (long long)opt->steps);
     /* Nothing below can fail: every parameter is updated, or (above) none. */
     for (size_t i = 0; i < opt->n; i++)
         step_param(opt, i);
@@ -526,6 +531,24 @@ static bool check_operand(tg_tape *tp, tg_tensor t, tg_tensor p, bool like_p, co
     return true;
 }
 
+/* Adam's step t (from 1) after the count in the graph state tensor c: c must be a whole number in
+ * [0, TG_OPTIM_MAX_STEPS - 1], so that t is exact. Records the error on tp otherwise. */
+static bool graph_step_count(tg_tape *tp, tg_tensor c, size_t i, int64_t *t)
+{
+    if (!check_operand(tp, c, c, false, "step count", i))
+        return false;
+    double v = tg_item(c);
+    if (!(v >= 0 && v < (double)TG_OPTIM_MAX_STEPS && v == floor(v))) {
+        tg_tape_fail(tp, TG_RANGE,
+                     "tg_optim_step_graph: step count %zu is %g (need a whole number in [0, 2^53 "
+                     "- 2])",
+                     i, v);
+        return false;
+    }
+    *t = (int64_t)v + 1;
+    return true;
+}
+
 tg_status tg_optim_step_graph(tg_optim *opt, tg_tensor lr, size_t n, const tg_tensor *params,
                               const tg_tensor *grads, tg_tensor *state, tg_tensor *new_params)
 {
@@ -574,15 +597,9 @@ tg_status tg_optim_step_graph(tg_optim *opt, tg_tensor lr, size_t n, const tg_te
                 break;
         }
         int64_t t = 1;
-        if (counts_steps(opt) && !is_none(state[i * k + nb])) {
-            tg_tensor c = state[i * k + nb];
-            double v = check_operand(tp, c, c, false, "step count", i) ? tg_item(c) : 0;
-            if (!(v >= 0 && v < 9e15 && v == floor(v)))
-                tg_tape_fail(tp, TG_RANGE, "%s: step count %zu is %g (need a whole number >= 0)",
-                             fn, i, v);
-            t = (int64_t)v + 1;
-        }
-        if (tg_tape_status(tp))
+        if (tg_tape_status(tp)
+            || (counts_steps(opt) && !is_none(state[i * k + nb])
+                && !graph_step_count(tp, state[i * k + nb], i, &t)))
             break;
         new_params[i] = rule(opt, lr, t, p, grads[i], s);
         for (size_t j = 0; j < nb; j++)
@@ -635,9 +652,11 @@ void tg_optim_set_steps(tg_optim *opt, int64_t steps)
 {
     if (!opt)
         return;
-    if (steps < 0) {
-        tg_ctx_fail(opt->ctx, TG_RANGE, "tg_optim_set_steps: negative step count %lld (kept %lld)",
-                    (long long)steps, (long long)opt->steps);
+    if (steps < 0 || steps > TG_OPTIM_MAX_STEPS) {
+        tg_ctx_fail(opt->ctx, TG_RANGE,
+                    "tg_optim_set_steps: %s step count %lld (kept %lld; at most 2^53 - 1)",
+                    steps < 0 ? "negative" : "too large a", (long long)steps,
+                    (long long)opt->steps);
         return;
     }
     opt->steps = steps;
