@@ -810,6 +810,99 @@ static void bad_options_are_clear_errors(void **state)
     tg_ctx_free(other);
 }
 
+/* ---- zero means default ---------------------------------------------------------------------- */
+
+enum { OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP };
+
+/* A fresh 5-element f64 parameter (the same values every time) with an optimiser of kind `k` and
+ * options `o` (NULL: the defaults), after three steps of fixed gradients. */
+static tg_optim *after_three_steps(fixture *f, int k, const void *o, tg_param **p)
+{
+    tg_optim *opt = NULL;
+    assert_status(tg_param_new(f->ctx, "p", TG_F64, 1, (int64_t[]){5}, p), TG_OK);
+    double *v = tg_param_write(*p);
+    for (int i = 0; i < 5; i++)
+        v[i] = 0.5 * i - 1;
+    tg_status st = k == OPT_SGD     ? tg_sgd_new(f->ctx, 1, p, o, &opt)
+                   : k == OPT_ADAM  ? tg_adam_new(f->ctx, 1, p, o, &opt)
+                   : k == OPT_ADAMW ? tg_adamw_new(f->ctx, 1, p, o, &opt)
+                                    : tg_rmsprop_new(f->ctx, 1, p, o, &opt);
+    assert_status(st, TG_OK);
+    for (int step = 0; step < 3; step++) {
+        double *g = tg_param_grad(*p);
+        for (int i = 0; i < 5; i++)
+            g[i] = sin(1.0 + i + 2.0 * step) * (i == 2 && step == 1 ? 0 : 1); /* one zero */
+        assert_status(tg_optim_step(opt, f->tp), TG_OK);
+    }
+    return opt;
+}
+
+/* Optimiser ka with options a and kb with b give the same (finite) parameters, bit for bit. */
+static void same_steps_as(fixture *f, int ka, const void *a, int kb, const void *b)
+{
+    tg_param *pa, *pb;
+    tg_optim *oa = after_three_steps(f, ka, a, &pa), *ob = after_three_steps(f, kb, b, &pb);
+    assert_memory_equal(tg_param_data(pa), tg_param_data(pb), 5 * sizeof(double));
+    for (int i = 0; i < 5; i++)
+        assert_true(isfinite(((const double *)tg_param_data(pa))[i]));
+    assert_true(tg_optim_lr(oa) == tg_optim_lr(ob));
+    tg_optim_free(oa);
+    tg_optim_free(ob);
+    tg_param_free(pa);
+    tg_param_free(pb);
+}
+
+static void same_steps(fixture *f, int k, const void *a, const void *b)
+{
+    same_steps_as(f, k, a, k, b);
+}
+
+/* Fields left 0 take PyTorch's defaults ({.lr = 1e-3} gave Adam beta1 = beta2 = eps = 0 and NaN
+ * weights); TG_OPTION_ZERO asks for a real 0. */
+static void zero_means_default(void **state)
+{
+    fixture *f = *state;
+    tg_sgd_options sgd = TG_SGD_DEFAULTS;
+    tg_adam_options adam = TG_ADAM_DEFAULTS, adamw = TG_ADAMW_DEFAULTS;
+    tg_rmsprop_options rms = TG_RMSPROP_DEFAULTS;
+    same_steps(f, OPT_SGD, &(tg_sgd_options){.momentum = 0.5},
+               &(tg_sgd_options){0.01, 0.5, 0, 0, false});
+    same_steps(f, OPT_SGD, &(tg_sgd_options){0}, &sgd);
+    same_steps(f, OPT_ADAM, &(tg_adam_options){.lr = 1e-3}, &adam);
+    same_steps(f, OPT_ADAM, &(tg_adam_options){0}, NULL);
+    same_steps(f, OPT_ADAMW, &(tg_adam_options){.amsgrad = false}, &adamw);
+    same_steps(f, OPT_RMSPROP, &(tg_rmsprop_options){.lr = 1e-2}, &rms);
+    same_steps(f, OPT_RMSPROP, &(tg_rmsprop_options){.centered = false}, NULL);
+
+    /* AdamW without decay is Adam. */
+    same_steps_as(f, OPT_ADAMW, &(tg_adam_options){.weight_decay = TG_OPTION_ZERO}, OPT_ADAM,
+                  &adam);
+    /* beta1 = 0: exp_avg is the last gradient itself. */
+    tg_param *p;
+    tg_optim *opt = after_three_steps(f, OPT_ADAM, &(tg_adam_options){.beta1 = TG_OPTION_ZERO}, &p);
+    void *exp_avg;
+    assert_status(tg_optim_state_info(opt, 0, NULL, NULL, &exp_avg), TG_OK);
+    assert_memory_equal(exp_avg, tg_param_grad(p), 5 * sizeof(double));
+    tg_optim_free(opt);
+    tg_param_free(p);
+    /* lr = 0: nothing moves. */
+    opt = after_three_steps(f, OPT_RMSPROP, &(tg_rmsprop_options){.lr = TG_OPTION_ZERO}, &p);
+    assert_true(tg_optim_lr(opt) == 0);
+    assert_true(((const double *)tg_param_data(p))[4] == 1.0);
+    tg_optim_free(opt);
+    tg_param_free(p);
+    /* Explicit zeros are checked like any value: nesterov needs a momentum. */
+    tg_optim *bad = (tg_optim *)1;
+    assert_status(tg_sgd_new(f->ctx, 1, &(tg_param *){NULL}, NULL, &bad), TG_INVALID);
+    tg_param *q;
+    assert_status(tg_param_new(f->ctx, "q", TG_F32, 0, NULL, &q), TG_OK);
+    assert_status(tg_sgd_new(f->ctx, 1, &q,
+                             &(tg_sgd_options){.momentum = TG_OPTION_ZERO, .nesterov = true}, &bad),
+                  TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "nesterov momentum requires a momentum");
+    tg_param_free(q);
+}
+
 /* Step counts stay in [0, 2^53 - 1]: tg_optim_set_steps refuses others (INT64_MAX overflowed at
  * the next step) and a step at the limit is refused, changing nothing. */
 static void step_count_limit(void **state)
@@ -982,6 +1075,7 @@ int main(void)
         FIXTURE_TEST(bad_options_are_clear_errors),
         FIXTURE_TEST(accessors_and_restoring_state),
         FIXTURE_TEST(step_count_limit),
+        FIXTURE_TEST(zero_means_default),
         cmocka_unit_test(steps_on_two_threads),
     };
     return cmocka_run_group_tests(tests, load_refs, ref_free);

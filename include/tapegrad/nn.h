@@ -177,6 +177,20 @@ void tg_module_free(tg_module *m);
  */
 typedef struct tg_optim tg_optim;
 
+/* Options. Every optimiser takes its options struct by pointer; NULL means all the defaults.
+ * Zero means default: a field left 0 (as in `&(tg_adam_options){.lr = 3e-4}`) takes the default
+ * below, PyTorch's (torch.optim's, except SGD's lr, which PyTorch >= 2.2 sets to 1e-3):
+ *   SGD:      lr 0.01; momentum, dampening, weight_decay 0; nesterov false
+ *   Adam:     lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8; weight_decay 0; amsgrad false
+ *   AdamW:    as Adam, but weight_decay 1e-2
+ *   RMSprop:  lr 1e-2, alpha 0.99, eps 1e-8; weight_decay, momentum 0; centered false
+ * To ask for a real 0 in a field whose default is not 0 (beta1 = 0 in Adam, an AdamW without
+ * decay, eps = 0, alpha = 0, lr = 0), write TG_OPTION_ZERO: the least positive double, which no
+ * option means literally, read as an exact 0 in every double field of these structs (in fields
+ * whose default is 0 it is simply 0). A zero learning rate can also be set later with
+ * tg_optim_set_lr(opt, 0). The TG_*_DEFAULTS initialisers spell the defaults out. */
+#define TG_OPTION_ZERO 4.9406564584124654e-324
+
 typedef struct tg_sgd_options {
     double lr;
     double momentum;
@@ -219,7 +233,7 @@ typedef struct tg_rmsprop_options {
     }
 
 /* Each optimiser keeps its own list of the n parameters (n >= 1, all of one context, no repeats;
- * they must outlive the optimiser). `o` may be NULL (the defaults). Options are checked as
+ * they must outlive the optimiser). After the defaults are filled in, options are checked as
  * PyTorch checks them (lr, eps, momentum, weight_decay, alpha >= 0; 0 <= beta < 1; nesterov
  * needs momentum > 0 and dampening 0): a bad one fails with TG_RANGE or TG_INVALID and a message
  * in tg_ctx_error. Every parameter gets a gradient each step (zeros count as a gradient, unlike a

@@ -267,6 +267,47 @@ static tg_status check_nonneg(tg_ctx *ctx, const char *fn, const char *what, con
     return TG_OK;
 }
 
+/* An option as given: 0 takes the default `fallback`, TG_OPTION_ZERO stands for an exact 0. */
+static double option_or(double v, double fallback)
+{
+    if (v == 0)
+        return fallback;
+    return v == TG_OPTION_ZERO ? 0.0 : v;
+}
+
+static tg_sgd_options sgd_options(const tg_sgd_options *in)
+{
+    tg_sgd_options d = TG_SGD_DEFAULTS, a = in ? *in : d;
+    a.lr = option_or(a.lr, d.lr);
+    a.momentum = option_or(a.momentum, d.momentum);
+    a.dampening = option_or(a.dampening, d.dampening);
+    a.weight_decay = option_or(a.weight_decay, d.weight_decay);
+    return a;
+}
+
+static tg_adam_options adam_options(const tg_adam_options *in, kind k)
+{
+    tg_adam_options adam = TG_ADAM_DEFAULTS, adamw = TG_ADAMW_DEFAULTS;
+    tg_adam_options d = k == KIND_ADAMW ? adamw : adam, a = in ? *in : d;
+    a.lr = option_or(a.lr, d.lr);
+    a.beta1 = option_or(a.beta1, d.beta1);
+    a.beta2 = option_or(a.beta2, d.beta2);
+    a.eps = option_or(a.eps, d.eps);
+    a.weight_decay = option_or(a.weight_decay, d.weight_decay);
+    return a;
+}
+
+static tg_rmsprop_options rmsprop_options(const tg_rmsprop_options *in)
+{
+    tg_rmsprop_options d = TG_RMSPROP_DEFAULTS, a = in ? *in : d;
+    a.lr = option_or(a.lr, d.lr);
+    a.alpha = option_or(a.alpha, d.alpha);
+    a.eps = option_or(a.eps, d.eps);
+    a.weight_decay = option_or(a.weight_decay, d.weight_decay);
+    a.momentum = option_or(a.momentum, d.momentum);
+    return a;
+}
+
 /* Validates the parameter list and allocates the optimiser with its zeroed state buffers. */
 static tg_status make(tg_ctx *ctx, const char *fn, kind k, size_t n, tg_param *const *params,
                       tg_optim **out)
@@ -339,9 +380,7 @@ tg_status tg_sgd_new(tg_ctx *ctx, size_t n, tg_param *const *params, const tg_sg
     if (!ctx || !out)
         return ctx ? tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn) : TG_INVALID;
     *out = NULL;
-    tg_sgd_options a = TG_SGD_DEFAULTS;
-    if (opts)
-        a = *opts;
+    tg_sgd_options a = sgd_options(opts);
     tg_status st = check_nonneg(ctx, fn, "learning rate", "lr", a.lr);
     if (!st)
         st = check_nonneg(ctx, fn, "momentum", "momentum", a.momentum);
@@ -371,11 +410,7 @@ static tg_status adam_new(tg_ctx *ctx, const char *fn, kind k, size_t n, tg_para
     if (!ctx || !out)
         return ctx ? tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn) : TG_INVALID;
     *out = NULL;
-    tg_adam_options a = TG_ADAM_DEFAULTS, aw = TG_ADAMW_DEFAULTS;
-    if (k == KIND_ADAMW)
-        a = aw;
-    if (opts)
-        a = *opts;
+    tg_adam_options a = adam_options(opts, k);
     tg_status st = check_nonneg(ctx, fn, "learning rate", "lr", a.lr);
     if (!st)
         st = check_nonneg(ctx, fn, "eps", "eps", a.eps);
@@ -417,9 +452,7 @@ tg_status tg_rmsprop_new(tg_ctx *ctx, size_t n, tg_param *const *params,
     if (!ctx || !out)
         return ctx ? tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn) : TG_INVALID;
     *out = NULL;
-    tg_rmsprop_options a = TG_RMSPROP_DEFAULTS;
-    if (opts)
-        a = *opts;
+    tg_rmsprop_options a = rmsprop_options(opts);
     tg_status st = check_nonneg(ctx, fn, "learning rate", "lr", a.lr);
     if (!st)
         st = check_nonneg(ctx, fn, "eps", "eps", a.eps);
