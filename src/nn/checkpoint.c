@@ -7,10 +7,12 @@
  * (parameters, then the optimiser's buffers), with {"format": "tapegrad", "optim_steps": "<n>"}
  * as metadata ("optim_steps" only with an optimiser).
  *
- * The JSON is built and parsed with cJSON. cJSON allocates with malloc: its only hooks are
- * process-global (cJSON_InitHooks), which a library without global state must not set, so the
- * header's parse tree and printed text bypass the context's allocator. Everything else (the
- * header bytes, the name tables, the staging buffer of a load) goes through tg_alloc.
+ * The JSON is built and parsed with jansson, which keeps no global state for a parse: its errors
+ * go to a json_error_t on the caller's stack, so loads on several threads at once are safe. It
+ * allocates with malloc: its only hooks are process-global (json_set_alloc_funcs), which a
+ * library without global state must not set, so the header's parse tree and printed text bypass
+ * the context's allocator. Everything else (the header bytes, the name tables, the staging
+ * buffer of a load) goes through tg_alloc. Names must be valid UTF-8, as JSON's strings are.
  *
  * Saving is atomic: the file is written as "<path>.tmp.<pid>.<random>" (created exclusively, so
  * concurrent saves never share one), flushed and fsynced, renamed over `path`, and the directory
@@ -32,12 +34,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
+#include <jansson.h>
 
 #include <tapegrad.h>
 
 #define MAX_HEADER 100000000u /* the reference implementation's limit on the header's length */
 #define MAX_EXACT 9007199254740992.0 /* 2^53: integers above are not exact in JSON doubles */
+#define MAX_EXACT_INT ((json_int_t)1 << 53)
 
 /* ---- dtypes ------------------------------------------------------------------------------ */
 
@@ -117,6 +120,32 @@ static void items_free(item_list *l)
     tg_free(l->ctx, l->names, l->names_size);
 }
 
+/* The bytes of s are UTF-8: no stray continuation bytes, overlong forms, surrogates or code
+ * points past U+10FFFF. */
+static bool valid_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p++, more = c < 0x80                ? 0
+                                  : c >= 0xc2 && c < 0xe0 ? 1
+                                  : c >= 0xe0 && c < 0xf0 ? 2
+                                  : c >= 0xf0 && c < 0xf5 ? 3
+                                                          : 4;
+        if (more == 4)
+            return false;
+        uint32_t cp = c & (0x3fu >> more);
+        for (unsigned k = 0; k < more; k++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (*p & 0x3fu);
+        }
+        if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000)))
+            || (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return false;
+    }
+    return true;
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -187,6 +216,12 @@ static tg_status items_make(tg_ctx *ctx, const char *fn, const char *path, size_
                              i < n ? i : i - n);
             goto done;
         }
+        if (!valid_utf8(it->name)) {
+            st = tg_ctx_fail(
+                ctx, TG_INVALID, "%s(%s): the name of %s %zu is not valid UTF-8 (JSON needs it)",
+                fn, path, i < n ? "parameter" : "the optimiser's buffer", i < n ? i : i - n);
+            goto done;
+        }
         if (strcmp(it->name, "__metadata__") == 0) {
             st = tg_ctx_fail(ctx, TG_INVALID, "%s(%s): \"__metadata__\" is reserved", fn, path);
             goto done;
@@ -233,59 +268,58 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* A JSON integer written exactly (cJSON's numbers are doubles printed with 15 digits). */
-static cJSON *json_int(uint64_t v)
+/* A JSON array of n integers (exact: jansson prints its integers in full), NULL when out of
+ * memory. */
+static json_t *integers_json(int n, const int64_t *v)
 {
-    char buf[24];
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
-    return cJSON_CreateRaw(buf);
+    json_t *a = json_array();
+    for (int i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_integer((json_int_t)v[i])) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    return a;
 }
 
-/* Builds the header text (cJSON-allocated; free with cJSON_free), NULL when out of memory. */
+/* One tensor's entry, {"shape": [...], "data_offsets": [begin, end], "dtype": "F32"}, or NULL
+ * when out of memory. json_object_set_new takes its value's reference even when it fails (a
+ * NULL object included), so nothing leaks. */
+static json_t *entry_json(const item *it, uint64_t begin)
+{
+    /* Offsets fit int64: they count bytes held in memory. */
+    int64_t range[2] = {(int64_t)begin, (int64_t)(begin + it->bytes)};
+    json_t *t = json_object();
+    int bad = json_object_set_new(
+        t, "shape", integers_json(tg_param_ndim(it->param), tg_param_shape(it->param)));
+    bad |= json_object_set_new(t, "data_offsets", integers_json(2, range));
+    bad |= json_object_set_new(t, "dtype", json_string(st_dtype_name(tg_param_dtype(it->param))));
+    if (bad) {
+        json_decref(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Builds the header text (malloc'd by jansson; free with free), NULL when out of memory. Keys
+ * keep their insertion order: metadata first, then the tensors in the order given. */
 static char *header_json(const item_list *l, const tg_optim *opt)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *meta = cJSON_CreateObject();
-    bool ok = root && meta && cJSON_AddItemToObject(root, "__metadata__", meta);
-    if (!ok)
-        cJSON_Delete(meta);
-    ok = ok && cJSON_AddStringToObject(meta, "format", "tapegrad");
-    if (ok && opt) {
+    json_t *meta = json_object();
+    int bad = json_object_set_new(meta, "format", json_string("tapegrad"));
+    if (opt) {
         char steps[24];
         snprintf(steps, sizeof steps, "%lld", (long long)tg_optim_steps(opt));
-        ok = cJSON_AddStringToObject(meta, "optim_steps", steps) != NULL;
+        bad |= json_object_set_new(meta, "optim_steps", json_string(steps));
     }
+    json_t *root = json_object();
+    bad |= json_object_set_new(root, "__metadata__", meta);
     uint64_t offset = 0;
-    for (size_t i = 0; ok && i < l->n; i++) {
-        const item *it = &l->items[i];
-        cJSON *t = cJSON_CreateObject();
-        if (!t || !cJSON_AddItemToObject(root, it->name, t)) {
-            cJSON_Delete(t);
-            ok = false;
-            break;
-        }
-        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
-        cJSON *range = cJSON_AddArrayToObject(t, "data_offsets");
-        ok = cJSON_AddStringToObject(t, "dtype", st_dtype_name(tg_param_dtype(it->param))) && shape
-             && range;
-        const int64_t *s = tg_param_shape(it->param);
-        for (int d = 0; ok && d < tg_param_ndim(it->param); d++) {
-            cJSON *v = json_int((uint64_t)s[d]);
-            ok = v && cJSON_AddItemToArray(shape, v);
-            if (!ok)
-                cJSON_Delete(v);
-        }
-        uint64_t ends[2] = {offset, offset + it->bytes};
-        for (int k = 0; ok && k < 2; k++) {
-            cJSON *v = json_int(ends[k]);
-            ok = v && cJSON_AddItemToArray(range, v);
-            if (!ok)
-                cJSON_Delete(v);
-        }
-        offset += it->bytes;
+    for (size_t i = 0; !bad && i < l->n; i++) {
+        bad |= json_object_set_new(root, l->items[i].name, entry_json(&l->items[i], offset));
+        offset += l->items[i].bytes;
     }
-    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
+    char *text = bad ? NULL : json_dumps(root, JSON_COMPACT);
+    json_decref(root);
     return text;
 }
 
@@ -441,7 +475,7 @@ done:
     tg_free(ctx, tmp, tmp_size);
     tg_free(ctx, dir, tmp_size);
     tg_free(ctx, swap, swap_size);
-    cJSON_free(header);
+    free(header);
     items_free(&l);
     return st;
 }
@@ -462,12 +496,20 @@ static int cmp_entries(const void *a, const void *b)
     return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
 }
 
-/* A JSON number that is an exact integer in [0, 2^53]. */
-static bool json_uint(const cJSON *v, uint64_t *out)
+/* A JSON number that is an exact integer in [0, 2^53] (written as an integer, or as a real
+ * such as 24.0). */
+static bool json_uint(const json_t *v, uint64_t *out)
 {
-    if (!cJSON_IsNumber(v))
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        if (i < 0 || i > MAX_EXACT_INT)
+            return false;
+        *out = (uint64_t)i;
+        return true;
+    }
+    if (!json_is_real(v))
         return false;
-    double d = v->valuedouble;
+    double d = json_real_value(v);
     if (!(d >= 0 && d <= MAX_EXACT) || d != (double)(uint64_t)d)
         return false;
     *out = (uint64_t)d;
@@ -483,34 +525,34 @@ typedef struct loader {
 #define LOAD_FAIL(L, status, ...) tg_ctx_fail((L)->ctx, (status), __VA_ARGS__)
 
 /* Validates one header entry into *e. */
-static tg_status parse_entry(const loader *L, const cJSON *t, entry *e)
+static tg_status parse_entry(const loader *L, const char *name, const json_t *t, entry *e)
 {
     static const char fn[] = "tg_checkpoint_load";
-    const char *name = t->string;
     memset(e, 0, sizeof *e);
     e->name = name;
-    if (!cJSON_IsObject(t))
+    if (!json_is_object(t))
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" is not a JSON object", fn, L->path,
                          name);
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype");
-    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
-    const cJSON *range = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+    const json_t *dt = json_object_get(t, "dtype");
+    const json_t *shape = json_object_get(t, "shape");
+    const json_t *range = json_object_get(t, "data_offsets");
     if (!dt || !shape || !range)
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" has no \"%s\"", fn, L->path, name,
                          !dt      ? "dtype"
                          : !shape ? "shape"
                                   : "data_offsets");
-    if (!cJSON_IsString(dt) || (e->dtype = dtype_index(dt->valuestring)) < 0)
+    const char *dname = json_string_value(dt); /* NULL when not a string */
+    if (!dname || (e->dtype = dtype_index(dname)) < 0)
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" has an unknown dtype %s%s%s", fn,
-                         L->path, name, cJSON_IsString(dt) ? "\"" : "",
-                         cJSON_IsString(dt) ? dt->valuestring : "(not a string)",
-                         cJSON_IsString(dt) ? "\"" : "");
-    if (!cJSON_IsArray(shape))
+                         L->path, name, dname ? "\"" : "", dname ? dname : "(not a string)",
+                         dname ? "\"" : "");
+    if (!json_is_array(shape))
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": shape is not an array", fn, L->path,
                          name);
     uint64_t numel = 1;
     bool overflow = false;
-    for (const cJSON *v = shape->child; v; v = v->next) {
+    for (size_t k = 0; k < json_array_size(shape); k++) {
+        const json_t *v = json_array_get(shape, k);
         uint64_t d;
         if (!json_uint(v, &d))
             return LOAD_FAIL(L, TG_FORMAT,
@@ -534,9 +576,9 @@ static tg_status parse_entry(const loader *L, const cJSON *t, entry *e)
     if (overflow || numel > UINT64_MAX / esize)
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": the shape's size overflows", fn,
                          L->path, name);
-    if (!cJSON_IsArray(range) || cJSON_GetArraySize(range) != 2
-        || !json_uint(cJSON_GetArrayItem(range, 0), &e->begin)
-        || !json_uint(cJSON_GetArrayItem(range, 1), &e->end))
+    if (!json_is_array(range) || json_array_size(range) != 2
+        || !json_uint(json_array_get(range, 0), &e->begin)
+        || !json_uint(json_array_get(range, 1), &e->end))
         return LOAD_FAIL(L, TG_FORMAT,
                          "%s(%s): tensor \"%s\": data_offsets is not a pair of integers [begin, "
                          "end]",
@@ -587,7 +629,7 @@ tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *
     FILE *f = NULL;
     char *header = NULL;
     size_t header_size = 0;
-    cJSON *root = NULL;
+    json_t *root = NULL;
     entry *entries = NULL;
     size_t nentries = 0, entries_size = 0;
     const entry **found = NULL;
@@ -650,57 +692,64 @@ tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *
         goto done;
     }
     header[hlen] = '\0';
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &end, 0);
+    /* Any value (an object is checked below), no key twice; the value may end before the
+     * padding, whose bytes are checked here. The error is ours, on the stack. */
+    json_error_t jerr;
+    root = json_loadb(header, (size_t)hlen,
+                      JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DISABLE_EOF_CHECK, &jerr);
     if (!root) {
-        /* cJSON points `end` where it stopped (its global error pointer is not thread-safe). */
-        st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header is not valid JSON (near byte %lld)", fn,
-                       path, (long long)(end ? end - header : -1));
+        bool twice = json_error_code(&jerr) == json_error_duplicate_key;
+        st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): %s (%s, at byte %d)", fn, path,
+                       twice ? "a tensor or key appears twice in the header"
+                             : "the header is not valid JSON",
+                       jerr.text, jerr.position);
         goto done;
     }
-    /* Only padding may follow the JSON value. */
-    for (const char *c = end; c && c < header + hlen; c++)
+    /* Only padding may follow the JSON value (jerr.position: the bytes it took). */
+    for (const char *c = header + jerr.position; c < header + hlen; c++)
         if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r') {
             st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header has bytes after its JSON (at %lld)",
                            fn, path, (long long)(c - header));
             goto done;
         }
-    if (!cJSON_IsObject(root)) {
+    if (!json_is_object(root)) {
         st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header is not a JSON object", fn, path);
         goto done;
     }
 
     /* Every entry, validated; the metadata apart. */
-    const cJSON *meta = NULL;
-    size_t count = (size_t)cJSON_GetArraySize(root);
+    const json_t *meta = NULL;
+    size_t count = json_object_size(root);
     entries_size = (count ? count : 1) * sizeof *entries;
     entries = tg_alloc(ctx, entries_size);
     if (!entries) {
         st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory", fn, path);
         goto done;
     }
-    for (const cJSON *t = root->child; t; t = t->next) {
-        if (!t->string) {
-            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): a header entry has no name", fn, path);
-            goto done;
-        }
-        if (strcmp(t->string, "__metadata__") == 0) {
-            if (meta || !cJSON_IsObject(t)) {
-                st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): __metadata__ is %s", fn, path,
-                               meta ? "repeated" : "not an object");
+    const char *key;
+    json_t *t;
+    json_object_foreach(root, key, t)
+    {
+        if (strcmp(key, "__metadata__") == 0) {
+            if (!json_is_object(t)) {
+                st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): __metadata__ is not an object", fn, path);
                 goto done;
             }
-            for (const cJSON *m = t->child; m; m = m->next)
-                if (!cJSON_IsString(m)) {
+            const char *mkey;
+            json_t *m;
+            json_object_foreach(t, mkey, m)
+            {
+                if (!json_is_string(m)) {
                     st = LOAD_FAIL(&L, TG_FORMAT,
                                    "%s(%s): __metadata__ entry \"%s\" is not a string", fn, path,
-                                   m->string ? m->string : "?");
+                                   mkey);
                     goto done;
                 }
+            }
             meta = t;
             continue;
         }
-        st = parse_entry(&L, t, &entries[nentries]);
+        st = parse_entry(&L, key, t, &entries[nentries]);
         if (st != TG_OK)
             goto done;
         nentries++;
@@ -756,7 +805,7 @@ tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *
         found[i] = e;
     }
     if (opt) {
-        const cJSON *s = meta ? cJSON_GetObjectItemCaseSensitive(meta, "optim_steps") : NULL;
+        const char *s = meta ? json_string_value(json_object_get(meta, "optim_steps")) : NULL;
         if (!s) {
             st = LOAD_FAIL(&L, TG_NOT_FOUND,
                            "%s(%s): no optimiser step count (__metadata__ \"optim_steps\")", fn,
@@ -765,12 +814,12 @@ tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *
         }
         char *stop = NULL;
         errno = 0;
-        long long v = strtoll(s->valuestring, &stop, 10);
-        if (errno || stop == s->valuestring || *stop || v < 0 || v > TG_OPTIM_MAX_STEPS) {
+        long long v = strtoll(s, &stop, 10);
+        if (errno || stop == s || *stop || v < 0 || v > TG_OPTIM_MAX_STEPS) {
             st = LOAD_FAIL(&L, TG_FORMAT,
                            "%s(%s): the optimiser step count \"%s\" is not an integer in [0, "
                            "2^53 - 1]",
-                           fn, path, s->valuestring);
+                           fn, path, s);
             goto done;
         }
         steps = v;
@@ -818,7 +867,7 @@ done:
     tg_free(ctx, stage, stage_size);
     tg_free(ctx, found, (l.n ? l.n : 1) * sizeof *found);
     tg_free(ctx, entries, entries_size);
-    cJSON_Delete(root);
+    json_decref(root);
     tg_free(ctx, header, header_size);
     if (f)
         fclose(f);
