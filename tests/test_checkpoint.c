@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -401,6 +402,46 @@ static void save_rejects_bad_names(void **state)
     assert_int_equal(temp_files(), 0);
     tg_optim_free(opt);
     tg_param_free(u);
+    model_free(&a);
+}
+
+/* A pid that existed and is gone: a child that exits at once, reaped. */
+static pid_t dead_pid(void)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return pid;
+}
+
+/* A save killed between creating and renaming its temporary file left it forever: the next save
+ * of that path removes temporary files whose process is gone, and only those. */
+static void save_removes_stale_temp_files(void **state)
+{
+    fixture *f = *state;
+    model a;
+    model_make(f->ctx, &a, "", 1);
+    char dead[192], live[192], other[192], foreign[192];
+    snprintf(dead, sizeof dead, "%s.tmp.%ld.0badf00d", file_path, (long)dead_pid());
+    snprintf(live, sizeof live, "%s.tmp.%ld.12345678", file_path, (long)getppid());
+    snprintf(other, sizeof other, "%s.tmp.notapid", file_path);
+    tmp_path(foreign, sizeof foreign, "other.safetensors.tmp.1.12345678");
+    const char *leftovers[] = {dead, live, other, foreign};
+    for (int i = 0; i < 4; i++)
+        write_all(leftovers[i], "leftover", 8);
+    assert_status(tg_checkpoint_save(f->ctx, file_path, 3, a.p, NULL), TG_OK);
+    assert_int_equal(access(dead, F_OK), -1);
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(access(leftovers[i], F_OK), 0); /* alive, not ours, not this path's */
+    assert_int_equal(temp_files(), 3);
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(unlink(leftovers[i]), 0);
+    /* A normal save leaves no temporary file. */
+    assert_status(tg_checkpoint_save(f->ctx, file_path, 3, a.p, NULL), TG_OK);
+    assert_int_equal(temp_files(), 0);
     model_free(&a);
 }
 
@@ -880,12 +921,19 @@ static int dir_fixture_setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        DIR_TEST(round_trip_parameters),        DIR_TEST(round_trip_optimiser),
-        DIR_TEST(header_text_is_exact),         DIR_TEST(optimiser_state_names),
-        DIR_TEST(save_rejects_bad_names),       DIR_TEST(save_is_atomic),
-        DIR_TEST(load_rejects_truncated_files), DIR_TEST(load_rejects_malformed_files),
-        DIR_TEST(load_ignores_extra_tensors),   DIR_TEST(load_rejects_other_models),
-        DIR_TEST(load_allocation_failures),     DIR_TEST(concurrent_loads),
+        DIR_TEST(round_trip_parameters),
+        DIR_TEST(round_trip_optimiser),
+        DIR_TEST(header_text_is_exact),
+        DIR_TEST(optimiser_state_names),
+        DIR_TEST(save_rejects_bad_names),
+        DIR_TEST(save_removes_stale_temp_files),
+        DIR_TEST(save_is_atomic),
+        DIR_TEST(load_rejects_truncated_files),
+        DIR_TEST(load_rejects_malformed_files),
+        DIR_TEST(load_ignores_extra_tensors),
+        DIR_TEST(load_rejects_other_models),
+        DIR_TEST(load_allocation_failures),
+        DIR_TEST(concurrent_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -326,8 +326,11 @@ double tg_lr_warmup(double base, int64_t t, int64_t warmup, double start_factor)
  * Checkpoints in the safetensors format: a little-endian u64 header length, a JSON header naming
  * each tensor's dtype, shape and byte range, then the data. Parameters are stored under their
  * names; optimiser state under "<param>.<state>" names (e.g. "fc1.weight.exp_avg") with the
- * step count in the metadata. Saving writes a temporary file, fsyncs it and renames it over the
- * old one: a crash mid-save leaves the previous checkpoint intact. Loading validates everything
+ * step count in the metadata. Saving writes a temporary file (anonymous, O_TMPFILE, where the
+ * file system allows), fsyncs it and renames it over the old one: a crash mid-save leaves the
+ * previous checkpoint intact and, with O_TMPFILE, no temporary file; each save also removes the
+ * "<path>.tmp.<pid>.<hex>" files of earlier saves of that path whose process is gone. Names must
+ * be valid UTF-8 (TG_INVALID otherwise). Loading validates everything
  * before changing anything: a failed load leaves every parameter and state as it was.
  */
 tg_status tg_checkpoint_save(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,

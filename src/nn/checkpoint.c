@@ -14,9 +14,14 @@
  * the context's allocator. Everything else (the header bytes, the name tables, the staging
  * buffer of a load) goes through tg_alloc. Names must be valid UTF-8, as JSON's strings are.
  *
- * Saving is atomic: the file is written as "<path>.tmp.<pid>.<random>" (created exclusively, so
- * concurrent saves never share one), flushed and fsynced, renamed over `path`, and the directory
- * is fsynced. On any failure the temporary file is removed and `path` is untouched.
+ * Saving is atomic and leaves nothing behind: the file is written as an anonymous file in the
+ * target's directory (O_TMPFILE), flushed and fsynced, linked in as "<path>.tmp.<pid>.<random>"
+ * only once complete, renamed over `path`, and the directory is fsynced. A save killed before
+ * the link leaves no file at all. Where O_TMPFILE is not supported the file is created under
+ * that name directly (exclusively, so concurrent saves never share one). Either way a save also
+ * removes the temporary files of the same path whose process no longer exists (killed between
+ * creating and renaming them). On any failure the temporary file is removed and `path` is
+ * untouched.
  *
  * Loading validates the whole header (structure, dtypes, shapes, byte ranges against the file's
  * size) and every requested tensor's dtype and shape, reads the requested data into a staging
@@ -24,8 +29,13 @@
  * Tensors in the file that nobody asked for are ignored (a PyTorch state_dict with more entries
  * loads), but they are validated too.
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* O_TMPFILE */
+#endif
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -371,6 +381,181 @@ static int sync_dir(const char *dir)
     return err;
 }
 
+/* A save's temporary file: anonymous (O_TMPFILE in the target's directory, so a save killed
+ * midway leaves nothing) where the file system allows it, else created under the name `tmp`.
+ * `named`: `tmp` exists and is ours to remove. */
+typedef struct temp_file {
+    char *tmp, *dir;
+    size_t size;
+    int fd;
+    bool anonymous, named;
+} temp_file;
+
+#define TEMP_INFIX ".tmp."
+
+/* "<path>.tmp.<pid>.<8 hex digits>" into t->tmp, the hex part from the salt and attempt. */
+static void temp_name(temp_file *t, const char *path, uint64_t salt, int attempt)
+{
+    snprintf(t->tmp, t->size, "%s" TEMP_INFIX "%ld.%08x", path, (long)getpid(),
+             (unsigned)(mix64(salt + (uint64_t)attempt) & 0xffffffffu));
+}
+
+static uint64_t temp_salt(void)
+{
+    struct timespec ts = {0, 0};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return mix64((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec)
+           ^ mix64((uint64_t)(uintptr_t)&ts);
+}
+
+/* Opens the temporary file (mode 0666 less the umask, as fopen would): anonymous if it can be,
+ * else named and created exclusively, so concurrent saves never share one. 0 or an errno. */
+static int temp_open(temp_file *t, const char *path)
+{
+#ifdef O_TMPFILE
+    /* An anonymous file is linked in through /proc/self/fd: without /proc, a named one. */
+    if (access("/proc/self/fd", X_OK) == 0) {
+        t->fd = open(t->dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+        t->anonymous = t->fd >= 0;
+        if (t->anonymous)
+            return 0;
+    }
+#endif
+    uint64_t salt = temp_salt();
+    for (int attempt = 0; attempt < 100 && t->fd < 0; attempt++) {
+        temp_name(t, path, salt, attempt);
+        t->fd = open(t->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (t->fd < 0 && errno != EEXIST)
+            break;
+    }
+    t->named = t->fd >= 0;
+    return t->named ? 0 : errno;
+}
+
+/* Gives an anonymous file its temporary name (linkat through /proc/self/fd), ready to be
+ * renamed. 0 or an errno. */
+static int temp_link(temp_file *t, const char *path)
+{
+    if (!t->anonymous)
+        return 0;
+    char proc[40];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", t->fd);
+    uint64_t salt = temp_salt();
+    for (int attempt = 0; attempt < 100; attempt++) {
+        temp_name(t, path, salt, attempt);
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, t->tmp, AT_SYMLINK_FOLLOW) == 0) {
+            t->named = true;
+            return 0;
+        }
+        if (errno != EEXIST)
+            return errno;
+    }
+    return EEXIST;
+}
+
+/* The pid of a temporary file of `base` named "<base>.tmp.<pid>.<8 hex digits>", or 0. */
+static long temp_pid(const char *name, const char *base)
+{
+    size_t blen = strlen(base), ilen = strlen(TEMP_INFIX);
+    if (strncmp(name, base, blen) != 0 || strncmp(name + blen, TEMP_INFIX, ilen) != 0)
+        return 0;
+    const char *p = name + blen + ilen;
+    char *stop = NULL;
+    errno = 0;
+    long pid = strtol(p, &stop, 10);
+    if (errno || stop == p || *p < '1' || *p > '9' || *stop != '.' || strlen(stop + 1) != 8)
+        return 0;
+    for (const char *h = stop + 1; *h; h++)
+        if (!((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f')))
+            return 0;
+    return pid;
+}
+
+/* Removes the temporary files of `path` left by saves whose process is gone (killed between
+ * creating and renaming them): those whose pid no longer exists (kill(pid, 0) gives ESRCH).
+ * Best effort: a directory that cannot be read is skipped. */
+static void remove_stale_temps(const char *path, const char *dir)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d));) {
+        long pid = temp_pid(e->d_name, base);
+        if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
+/* Writes the length, the padded header and the data to f, flushes and fsyncs it. */
+static bool write_checkpoint(FILE *f, const char *header, const item_list *l, unsigned char *swap,
+                             size_t swap_size)
+{
+    size_t len = strlen(header);
+    size_t padded = (len + 7) / 8 * 8;
+    unsigned char len8[8];
+    for (int b = 0; b < 8; b++)
+        len8[b] = (unsigned char)((uint64_t)padded >> (8 * b));
+    bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
+    for (size_t k = len; ok && k < padded; k++)
+        ok = fputc(' ', f) != EOF;
+    for (size_t i = 0; ok && i < l->n; i++) {
+        const item *it = &l->items[i];
+        const void *data = it->buffer ? it->buffer : tg_param_data(it->param);
+        ok = write_data(f, data, it->bytes, tg_dtype_size(tg_param_dtype(it->param)), swap,
+                        swap_size);
+    }
+    return ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+}
+
+/* Writes the checkpoint into the temporary file and renames it over `path`, then syncs the
+ * directory. On failure the caller removes t->tmp when t->named. */
+static tg_status save_file(tg_ctx *ctx, const char *path, temp_file *t, const char *header,
+                           const item_list *l, unsigned char *swap, size_t swap_size)
+{
+    static const char fn[] = "tg_checkpoint_save";
+    int err = temp_open(t, path);
+    if (err)
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot create the temporary file %s: %s", fn, path,
+                           t->tmp, strerror(err));
+    const char *what = t->anonymous ? "the temporary file" : t->tmp;
+    FILE *f = fdopen(t->fd, "wb");
+    if (!f) {
+        err = errno;
+        close(t->fd);
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot open a stream on %s: %s", fn, path, what,
+                           strerror(err));
+    }
+    bool ok = write_checkpoint(f, header, l, swap, swap_size);
+    err = errno;
+    if (!ok) {
+        fclose(f);
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): writing %s failed: %s", fn, path, what,
+                           strerror(err));
+    }
+    /* Linked while still open: /proc/self/fd names the descriptor. */
+    err = temp_link(t, path);
+    int rc = fclose(f);
+    if (err)
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot link the temporary file as %s: %s", fn, path,
+                           t->tmp, strerror(err));
+    if (rc != 0)
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): closing %s failed: %s", fn, path, t->tmp,
+                           strerror(errno));
+    if (rename(t->tmp, path) != 0)
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot rename %s over it: %s", fn, path, t->tmp,
+                           strerror(errno));
+    t->named = false;
+    err = sync_dir(t->dir);
+    if (err)
+        return tg_ctx_fail(
+            ctx, TG_IO, "%s(%s): the file was replaced but its directory could not be synced: %s",
+            fn, path, strerror(err));
+    return TG_OK;
+}
+
 tg_status tg_checkpoint_save(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,
                              const tg_optim *opt)
 {
@@ -387,93 +572,23 @@ tg_status tg_checkpoint_save(tg_ctx *ctx, const char *path, size_t n, tg_param *
     char *header = header_json(&l, opt);
     /* Everything is allocated before the temporary file exists: nothing after the rename can
      * fail for want of memory. */
-    size_t tmp_size = strlen(path) + 64;
-    char *tmp = tg_alloc(ctx, tmp_size);
-    char *dir = tg_alloc(ctx, tmp_size);
+    temp_file t = {NULL, NULL, strlen(path) + 64, -1, false, false};
+    t.tmp = tg_alloc(ctx, t.size);
+    t.dir = tg_alloc(ctx, t.size);
     size_t swap_size = host_is_little() ? 0 : 65536;
     unsigned char *swap = swap_size ? tg_alloc(ctx, swap_size) : NULL;
-    FILE *f = NULL;
-    bool created = false;
-    if (!header || !tmp || !dir || (swap_size && !swap)) {
+    if (!header || !t.tmp || !t.dir || (swap_size && !swap)) {
         st = tg_ctx_fail(ctx, TG_NOMEM, "%s(%s): out of memory", fn, path);
-        goto done;
+    } else {
+        t.tmp[0] = '\0';
+        dir_of(path, t.dir);
+        remove_stale_temps(path, t.dir);
+        st = save_file(ctx, path, &t, header, &l, swap, swap_size);
+        if (t.named)
+            unlink(t.tmp);
     }
-
-    /* A fresh temporary file next to the target, created exclusively (mode 0666 less the
-     * umask, as fopen would). The suffix mixes the pid, the time and an address. */
-    int fd = -1;
-    struct timespec ts = {0, 0};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t salt = mix64((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec)
-                    ^ mix64((uint64_t)(uintptr_t)&ts);
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, tmp_size, "%s.tmp.%ld.%08x", path, (long)getpid(),
-                 (unsigned)(mix64(salt + (uint64_t)attempt) & 0xffffffffu));
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot create the temporary file %s: %s", fn, path,
-                         tmp, strerror(errno));
-        goto done;
-    }
-    created = true;
-    f = fdopen(fd, "wb");
-    if (!f) {
-        int err = errno;
-        close(fd);
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot open a stream on %s: %s", fn, path, tmp,
-                         strerror(err));
-        goto done;
-    }
-
-    size_t len = strlen(header);
-    size_t padded = (len + 7) / 8 * 8;
-    unsigned char len8[8];
-    for (int b = 0; b < 8; b++)
-        len8[b] = (unsigned char)((uint64_t)padded >> (8 * b));
-    bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
-    for (size_t k = len; ok && k < padded; k++)
-        ok = fputc(' ', f) != EOF;
-    for (size_t i = 0; ok && i < l.n; i++) {
-        const item *it = &l.items[i];
-        const void *data = it->buffer ? it->buffer : tg_param_data(it->param);
-        ok = write_data(f, data, it->bytes, tg_dtype_size(tg_param_dtype(it->param)), swap,
-                        swap_size);
-    }
-    ok = ok && fflush(f) == 0;
-    if (!ok || fsync(fileno(f)) != 0) {
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): writing %s failed: %s", fn, path, tmp,
-                         strerror(errno));
-        goto done;
-    }
-    int rc = fclose(f);
-    f = NULL;
-    if (rc != 0) {
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): closing %s failed: %s", fn, path, tmp,
-                         strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot rename %s over it: %s", fn, path, tmp,
-                         strerror(errno));
-        goto done;
-    }
-    created = false;
-    dir_of(path, dir);
-    int err = sync_dir(dir);
-    if (err)
-        st = tg_ctx_fail(ctx, TG_IO,
-                         "%s(%s): the file was replaced but its directory could not be synced: %s",
-                         fn, path, strerror(err));
-done:
-    if (f)
-        fclose(f);
-    if (created)
-        unlink(tmp);
-    tg_free(ctx, tmp, tmp_size);
-    tg_free(ctx, dir, tmp_size);
+    tg_free(ctx, t.tmp, t.size);
+    tg_free(ctx, t.dir, t.size);
     tg_free(ctx, swap, swap_size);
     free(header);
     items_free(&l);
