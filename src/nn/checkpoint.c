@@ -631,10 +631,27 @@ static bool json_uint(const json_t *v, uint64_t *out)
     return true;
 }
 
+/* The state of one tg_checkpoint_load, phase by phase (read the file, parse the header,
+ * validate its entries, check them against the requested tensors, stage the data, commit). */
 typedef struct loader {
     tg_ctx *ctx;
     const char *path;
-    uint64_t data_size;
+    const item_list *l; /* the requested tensors */
+    tg_optim *opt;
+    FILE *f;
+    uint64_t hlen;      /* the header's length */
+    uint64_t data_size; /* bytes after the header */
+    char *header;       /* hlen + 1 bytes */
+    size_t header_size;
+    json_t *root;
+    const json_t *meta; /* __metadata__, or NULL */
+    entry *entries;     /* the header's tensors, sorted by name */
+    size_t nentries, entries_size;
+    const entry **found; /* found[i]: the entry of item i */
+    size_t found_size;
+    unsigned char *stage; /* the requested data, read before anything is written */
+    size_t stage_size;
+    int64_t steps;
 } loader;
 
 #define LOAD_FAIL(L, status, ...) tg_ctx_fail((L)->ctx, (status), __VA_ARGS__)
@@ -727,265 +744,277 @@ static int read_at(FILE *f, uint64_t offset, void *dst, size_t bytes)
     return 0;
 }
 
-tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,
-                             tg_optim *opt)
+#define LOAD_FN "tg_checkpoint_load"
+
+/* Opens the file and reads the header's length and text into L->header. */
+static tg_status load_read_file(loader *L)
 {
-    static const char fn[] = "tg_checkpoint_load";
-    if (!ctx)
-        return TG_INVALID;
-    if (!path || !path[0])
-        return tg_ctx_fail(ctx, TG_INVALID, "%s: no path", fn);
-    item_list l;
-    tg_status st = items_make(ctx, fn, path, n, params, opt, &l);
-    if (st != TG_OK)
-        return st;
-
-    loader L = {ctx, path, 0};
-    FILE *f = NULL;
-    char *header = NULL;
-    size_t header_size = 0;
-    json_t *root = NULL;
-    entry *entries = NULL;
-    size_t nentries = 0, entries_size = 0;
-    const entry **found = NULL;
-    unsigned char *stage = NULL;
-    size_t stage_size = 0;
-    int64_t steps = 0;
-
-    f = fopen(path, "rb");
-    if (!f) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot open: %s", fn, path, strerror(errno));
-        goto done;
-    }
+    L->f = fopen(L->path, "rb");
+    if (!L->f)
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot open: %s", L->path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot stat: %s", fn, path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): not a regular file", fn, path);
-        goto done;
-    }
+    if (fstat(fileno(L->f), &sb) != 0)
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot stat: %s", L->path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): not a regular file", L->path);
     uint64_t file_size = (uint64_t)sb.st_size;
     unsigned char len8[8];
-    if (file_size < 8) {
-        st = LOAD_FAIL(&L, TG_FORMAT,
-                       "%s(%s): the file is %llu bytes, too short for a safetensors header", fn,
-                       path, (unsigned long long)file_size);
-        goto done;
-    }
-    int err = read_at(f, 0, len8, 8);
-    if (err) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read the header length: %s", fn, path,
-                       err > 0 ? strerror(err) : "short read");
-        goto done;
-    }
+    if (file_size < 8)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         LOAD_FN "(%s): the file is %llu bytes, too short for a safetensors header",
+                         L->path, (unsigned long long)file_size);
+    int err = read_at(L->f, 0, len8, 8);
+    if (err)
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot read the header length: %s", L->path,
+                         err > 0 ? strerror(err) : "short read");
     uint64_t hlen = 0;
     for (int b = 0; b < 8; b++)
         hlen |= (uint64_t)len8[b] << (8 * b);
-    if (hlen > MAX_HEADER || hlen > file_size - 8) {
-        st = LOAD_FAIL(&L, TG_FORMAT,
-                       "%s(%s): the header length %llu is %s (the file is %llu bytes; at most "
-                       "%u allowed)",
-                       fn, path, (unsigned long long)hlen,
-                       hlen > MAX_HEADER ? "too large" : "past the end of the file",
-                       (unsigned long long)file_size, MAX_HEADER);
-        goto done;
-    }
-    L.data_size = file_size - 8 - hlen;
-    header_size = (size_t)hlen + 1;
-    header = tg_alloc(ctx, header_size);
-    if (!header) {
-        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory for a %llu-byte header", fn, path,
-                       (unsigned long long)hlen);
-        goto done;
-    }
-    err = read_at(f, 8, header, (size_t)hlen);
-    if (err) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read the header: %s", fn, path,
-                       err > 0 ? strerror(err) : "short read");
-        goto done;
-    }
-    header[hlen] = '\0';
+    if (hlen > MAX_HEADER || hlen > file_size - 8)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         LOAD_FN "(%s): the header length %llu is %s (the file is %llu bytes; at "
+                                 "most %u allowed)",
+                         L->path, (unsigned long long)hlen,
+                         hlen > MAX_HEADER ? "too large" : "past the end of the file",
+                         (unsigned long long)file_size, MAX_HEADER);
+    L->hlen = hlen;
+    L->data_size = file_size - 8 - hlen;
+    L->header_size = (size_t)hlen + 1;
+    L->header = tg_alloc(L->ctx, L->header_size);
+    if (!L->header)
+        return LOAD_FAIL(L, TG_NOMEM, LOAD_FN "(%s): out of memory for a %llu-byte header", L->path,
+                         (unsigned long long)hlen);
+    err = read_at(L->f, 8, L->header, (size_t)hlen);
+    if (err)
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot read the header: %s", L->path,
+                         err > 0 ? strerror(err) : "short read");
+    L->header[hlen] = '\0';
+    return TG_OK;
+}
+
+/* Parses the header into L->root: one JSON object, no key twice, only padding after it. */
+static tg_status load_parse_header(loader *L)
+{
     /* Any value (an object is checked below), no key twice; the value may end before the
      * padding, whose bytes are checked here. The error is ours, on the stack. */
     json_error_t jerr;
-    root = json_loadb(header, (size_t)hlen,
-                      JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DISABLE_EOF_CHECK, &jerr);
-    if (!root) {
+    L->root = json_loadb(L->header, (size_t)L->hlen,
+                         JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DISABLE_EOF_CHECK, &jerr);
+    if (!L->root) {
         bool twice = json_error_code(&jerr) == json_error_duplicate_key;
-        st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): %s (%s, at byte %d)", fn, path,
-                       twice ? "a tensor or key appears twice in the header"
-                             : "the header is not valid JSON",
-                       jerr.text, jerr.position);
-        goto done;
+        return LOAD_FAIL(L, TG_FORMAT, LOAD_FN "(%s): %s (%s, at byte %d)", L->path,
+                         twice ? "a tensor or key appears twice in the header"
+                               : "the header is not valid JSON",
+                         jerr.text, jerr.position);
     }
     /* Only padding may follow the JSON value (jerr.position: the bytes it took). */
-    for (const char *c = header + jerr.position; c < header + hlen; c++)
-        if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r') {
-            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header has bytes after its JSON (at %lld)",
-                           fn, path, (long long)(c - header));
-            goto done;
-        }
-    if (!json_is_object(root)) {
-        st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header is not a JSON object", fn, path);
-        goto done;
-    }
+    for (const char *c = L->header + jerr.position; c < L->header + L->hlen; c++)
+        if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r')
+            return LOAD_FAIL(L, TG_FORMAT,
+                             LOAD_FN "(%s): the header has bytes after its JSON (at %lld)", L->path,
+                             (long long)(c - L->header));
+    if (!json_is_object(L->root))
+        return LOAD_FAIL(L, TG_FORMAT, LOAD_FN "(%s): the header is not a JSON object", L->path);
+    return TG_OK;
+}
 
-    /* Every entry, validated; the metadata apart. */
-    const json_t *meta = NULL;
-    size_t count = json_object_size(root);
-    entries_size = (count ? count : 1) * sizeof *entries;
-    entries = tg_alloc(ctx, entries_size);
-    if (!entries) {
-        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory", fn, path);
-        goto done;
+/* __metadata__: an object of strings. */
+static tg_status load_check_metadata(loader *L, const json_t *t)
+{
+    if (!json_is_object(t))
+        return LOAD_FAIL(L, TG_FORMAT, LOAD_FN "(%s): __metadata__ is not an object", L->path);
+    const char *mkey;
+    json_t *m;
+    json_object_foreach((json_t *)t, mkey, m)
+    {
+        if (!json_is_string(m))
+            return LOAD_FAIL(L, TG_FORMAT,
+                             LOAD_FN "(%s): __metadata__ entry \"%s\" is not a string", L->path,
+                             mkey);
     }
+    L->meta = t;
+    return TG_OK;
+}
+
+/* Validates every entry of the header (the metadata apart) into L->entries, sorted by name. */
+static tg_status load_validate_entries(loader *L)
+{
+    size_t count = json_object_size(L->root);
+    L->entries_size = (count ? count : 1) * sizeof *L->entries;
+    L->entries = tg_alloc(L->ctx, L->entries_size);
+    if (!L->entries)
+        return LOAD_FAIL(L, TG_NOMEM, LOAD_FN "(%s): out of memory", L->path);
     const char *key;
     json_t *t;
-    json_object_foreach(root, key, t)
+    json_object_foreach(L->root, key, t)
     {
-        if (strcmp(key, "__metadata__") == 0) {
-            if (!json_is_object(t)) {
-                st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): __metadata__ is not an object", fn, path);
-                goto done;
-            }
-            const char *mkey;
-            json_t *m;
-            json_object_foreach(t, mkey, m)
-            {
-                if (!json_is_string(m)) {
-                    st = LOAD_FAIL(&L, TG_FORMAT,
-                                   "%s(%s): __metadata__ entry \"%s\" is not a string", fn, path,
-                                   mkey);
-                    goto done;
-                }
-            }
-            meta = t;
-            continue;
-        }
-        st = parse_entry(&L, key, t, &entries[nentries]);
+        tg_status st = strcmp(key, "__metadata__") == 0
+                           ? load_check_metadata(L, t)
+                           : parse_entry(L, key, t, &L->entries[L->nentries++]);
         if (st != TG_OK)
-            goto done;
-        nentries++;
+            return st;
     }
-    qsort(entries, nentries, sizeof *entries, cmp_entries);
-    for (size_t i = 1; i < nentries; i++)
-        if (strcmp(entries[i - 1].name, entries[i].name) == 0) {
-            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): tensor \"%s\" appears twice", fn, path,
-                           entries[i].name);
-            goto done;
-        }
+    qsort(L->entries, L->nentries, sizeof *L->entries, cmp_entries);
+    for (size_t i = 1; i < L->nentries; i++)
+        if (strcmp(L->entries[i - 1].name, L->entries[i].name) == 0)
+            return LOAD_FAIL(L, TG_FORMAT, LOAD_FN "(%s): tensor \"%s\" appears twice", L->path,
+                             L->entries[i].name);
+    return TG_OK;
+}
 
-    /* Every requested tensor: present, same dtype, same shape. */
-    found = tg_alloc(ctx, (l.n ? l.n : 1) * sizeof *found);
-    if (!found) {
-        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory", fn, path);
-        goto done;
+/* Item `it`'s entry: present, of its dtype and shape. */
+static tg_status load_match(loader *L, const item *it, const entry **out)
+{
+    entry key;
+    key.name = it->name;
+    const entry *e = L->nentries
+                         ? bsearch(&key, L->entries, L->nentries, sizeof *L->entries, cmp_entries)
+                         : NULL;
+    const char *what = it->buffer ? "optimiser state" : "parameter";
+    if (!e)
+        return LOAD_FAIL(L, TG_NOT_FOUND, LOAD_FN "(%s): no tensor \"%s\" for the %s", L->path,
+                         it->name, what);
+    tg_dtype pdt = tg_param_dtype(it->param);
+    if (dtypes[e->dtype].dt != pdt)
+        return LOAD_FAIL(L, TG_DTYPE, LOAD_FN "(%s): tensor \"%s\" is %s, the %s is %s (%s)",
+                         L->path, it->name, dtypes[e->dtype].name, what, tg_dtype_name(pdt),
+                         st_dtype_name(pdt));
+    int nd = tg_param_ndim(it->param);
+    const int64_t *ps = tg_param_shape(it->param);
+    bool same = e->ndim == nd;
+    for (int d = 0; same && d < nd; d++)
+        same = e->shape[d] == ps[d];
+    if (!same) {
+        char a[160], b[160];
+        if (e->ndim > TG_MAX_DIMS)
+            snprintf(a, sizeof a, "%d dims", e->ndim);
+        else
+            shape_str(a, sizeof a, e->ndim, e->shape);
+        return LOAD_FAIL(L, TG_SHAPE, LOAD_FN "(%s): tensor \"%s\" has shape %s, the %s %s",
+                         L->path, it->name, a, what, shape_str(b, sizeof b, nd, ps));
     }
-    for (size_t i = 0; i < l.n; i++) {
-        const item *it = &l.items[i];
-        entry key;
-        key.name = it->name;
-        const entry *e =
-            nentries ? bsearch(&key, entries, nentries, sizeof *entries, cmp_entries) : NULL;
-        const char *what = it->buffer ? "optimiser state" : "parameter";
-        if (!e) {
-            st = LOAD_FAIL(&L, TG_NOT_FOUND, "%s(%s): no tensor \"%s\" for the %s", fn, path,
-                           it->name, what);
-            goto done;
-        }
-        tg_dtype pdt = tg_param_dtype(it->param);
-        if (dtypes[e->dtype].dt != pdt) {
-            st = LOAD_FAIL(&L, TG_DTYPE, "%s(%s): tensor \"%s\" is %s, the %s is %s (%s)", fn, path,
-                           it->name, dtypes[e->dtype].name, what, tg_dtype_name(pdt),
-                           st_dtype_name(pdt));
-            goto done;
-        }
-        int nd = tg_param_ndim(it->param);
-        const int64_t *ps = tg_param_shape(it->param);
-        bool same = e->ndim == nd;
-        for (int d = 0; same && d < nd; d++)
-            same = e->shape[d] == ps[d];
-        if (!same) {
-            char a[160], b[160];
-            if (e->ndim > TG_MAX_DIMS)
-                snprintf(a, sizeof a, "%d dims", e->ndim);
-            else
-                shape_str(a, sizeof a, e->ndim, e->shape);
-            st = LOAD_FAIL(&L, TG_SHAPE, "%s(%s): tensor \"%s\" has shape %s, the %s %s", fn, path,
-                           it->name, a, what, shape_str(b, sizeof b, nd, ps));
-            goto done;
-        }
-        found[i] = e;
-    }
-    if (opt) {
-        const char *s = meta ? json_string_value(json_object_get(meta, "optim_steps")) : NULL;
-        if (!s) {
-            st = LOAD_FAIL(&L, TG_NOT_FOUND,
-                           "%s(%s): no optimiser step count (__metadata__ \"optim_steps\")", fn,
-                           path);
-            goto done;
-        }
-        char *stop = NULL;
-        errno = 0;
-        long long v = strtoll(s, &stop, 10);
-        if (errno || stop == s || *stop || v < 0 || v > TG_OPTIM_MAX_STEPS) {
-            st = LOAD_FAIL(&L, TG_FORMAT,
-                           "%s(%s): the optimiser step count \"%s\" is not an integer in [0, "
-                           "2^53 - 1]",
-                           fn, path, s);
-            goto done;
-        }
-        steps = v;
-    }
+    *out = e;
+    return TG_OK;
+}
 
-    /* Read everything into a staging buffer; nothing is written before the last byte arrived. */
-    for (size_t i = 0; i < l.n; i++)
-        stage_size += l.items[i].bytes;
-    stage = tg_alloc(ctx, stage_size);
-    if (!stage) {
-        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory for %zu bytes of data", fn, path,
-                       stage_size);
-        goto done;
+/* The optimiser's step count from the metadata, in [0, TG_OPTIM_MAX_STEPS]. */
+static tg_status load_steps(loader *L)
+{
+    const char *s = L->meta ? json_string_value(json_object_get(L->meta, "optim_steps")) : NULL;
+    if (!s)
+        return LOAD_FAIL(L, TG_NOT_FOUND,
+                         LOAD_FN "(%s): no optimiser step count (__metadata__ \"optim_steps\")",
+                         L->path);
+    char *stop = NULL;
+    errno = 0;
+    long long v = strtoll(s, &stop, 10);
+    if (errno || stop == s || *stop || v < 0 || v > TG_OPTIM_MAX_STEPS)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         LOAD_FN "(%s): the optimiser step count \"%s\" is not an integer in [0, "
+                                 "2^53 - 1]",
+                         L->path, s);
+    L->steps = v;
+    return TG_OK;
+}
+
+/* Every requested tensor has its entry (L->found), and the optimiser its step count. */
+static tg_status load_check_params(loader *L)
+{
+    L->found_size = (L->l->n ? L->l->n : 1) * sizeof *L->found;
+    L->found = tg_alloc(L->ctx, L->found_size);
+    if (!L->found)
+        return LOAD_FAIL(L, TG_NOMEM, LOAD_FN "(%s): out of memory", L->path);
+    for (size_t i = 0; i < L->l->n; i++) {
+        tg_status st = load_match(L, &L->l->items[i], &L->found[i]);
+        if (st != TG_OK)
+            return st;
     }
+    return L->opt ? load_steps(L) : TG_OK;
+}
+
+/* Reads everything requested into the staging buffer; nothing is written before the last byte
+ * arrived. */
+static tg_status load_stage(loader *L)
+{
+    const item_list *l = L->l;
+    for (size_t i = 0; i < l->n; i++)
+        L->stage_size += l->items[i].bytes;
+    L->stage = tg_alloc(L->ctx, L->stage_size);
+    if (!L->stage)
+        return LOAD_FAIL(L, TG_NOMEM, LOAD_FN "(%s): out of memory for %zu bytes of data", L->path,
+                         L->stage_size);
     size_t at = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        err = read_at(f, 8 + hlen + found[i]->begin, stage + at, l.items[i].bytes);
-        if (err) {
-            st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read tensor \"%s\": %s", fn, path,
-                           l.items[i].name, err > 0 ? strerror(err) : "short read");
-            goto done;
-        }
+    for (size_t i = 0; i < l->n; i++) {
+        int err = read_at(L->f, 8 + L->hlen + L->found[i]->begin, L->stage + at, l->items[i].bytes);
+        if (err)
+            return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot read tensor \"%s\": %s", L->path,
+                             l->items[i].name, err > 0 ? strerror(err) : "short read");
         if (!host_is_little())
-            swap_elements(stage + at, l.items[i].bytes,
-                          tg_dtype_size(tg_param_dtype(l.items[i].param)));
-        at += l.items[i].bytes;
+            swap_elements(L->stage + at, l->items[i].bytes,
+                          tg_dtype_size(tg_param_dtype(l->items[i].param)));
+        at += l->items[i].bytes;
     }
+    return TG_OK;
+}
 
-    /* Commit: nothing below can fail. */
-    at = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        const item *it = &l.items[i];
+/* Writes the staged data into the parameters and the optimiser; cannot fail. */
+static void load_commit(const loader *L)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < L->l->n; i++) {
+        const item *it = &L->l->items[i];
         if (it->buffer) {
             if (it->bytes)
-                memcpy(it->buffer, stage + at, it->bytes);
+                memcpy(it->buffer, L->stage + at, it->bytes);
         } else {
-            tg_param_set(it->param, stage + at);
+            tg_param_set(it->param, L->stage + at);
         }
         at += it->bytes;
     }
-    if (opt)
-        tg_optim_set_steps(opt, steps);
+    if (L->opt)
+        tg_optim_set_steps(L->opt, L->steps);
+}
 
-done:
-    tg_free(ctx, stage, stage_size);
-    tg_free(ctx, found, (l.n ? l.n : 1) * sizeof *found);
-    tg_free(ctx, entries, entries_size);
-    json_decref(root);
-    tg_free(ctx, header, header_size);
-    if (f)
-        fclose(f);
+static void loader_free(loader *L)
+{
+    tg_free(L->ctx, L->stage, L->stage_size);
+    tg_free(L->ctx, L->found, L->found_size);
+    tg_free(L->ctx, L->entries, L->entries_size);
+    json_decref(L->root);
+    tg_free(L->ctx, L->header, L->header_size);
+    if (L->f)
+        fclose(L->f);
+}
+
+tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,
+                             tg_optim *opt)
+{
+    if (!ctx)
+        return TG_INVALID;
+    if (!path || !path[0])
+        return tg_ctx_fail(ctx, TG_INVALID, LOAD_FN ": no path");
+    item_list l;
+    tg_status st = items_make(ctx, LOAD_FN, path, n, params, opt, &l);
+    if (st != TG_OK)
+        return st;
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.ctx = ctx;
+    L.path = path;
+    L.l = &l;
+    L.opt = opt;
+    st = load_read_file(&L);
+    if (st == TG_OK)
+        st = load_parse_header(&L);
+    if (st == TG_OK)
+        st = load_validate_entries(&L);
+    if (st == TG_OK)
+        st = load_check_params(&L);
+    if (st == TG_OK)
+        st = load_stage(&L);
+    if (st == TG_OK)
+        load_commit(&L);
+    loader_free(&L);
     items_free(&l);
     return st;
 }
