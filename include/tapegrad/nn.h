@@ -171,9 +171,13 @@ tg_param *const *tg_module_params(const tg_module *m);
 void tg_module_free(tg_module *m);
 
 /* ---------------------------------------------------------------------------------------------
- * Optimisers. The update of each step is written in tapegrad ops on a tape you pass: by default
- * they run without recording and the results are written into the parameters (and the
- * optimiser's state). tg_optim_step_graph records a step instead, so it can be differentiated.
+ * Optimisers. Each algorithm has one update rule, followed two ways. tg_optim_step, the training
+ * loop's step, applies it in place: plain C loops over each parameter's values, its gradient and
+ * the optimiser's own state buffers, with no tape nodes and no allocation (the tape passed only
+ * carries errors). tg_optim_step_graph records the same rule as tapegrad ops on the caller's
+ * tensors, with the state carried in tensors, so a step (or several) can be differentiated, e.g.
+ * with respect to the learning rate; it touches neither the parameters nor the optimiser's
+ * buffers and step count. Both give bitwise the same numbers.
  */
 typedef struct tg_optim tg_optim;
 
