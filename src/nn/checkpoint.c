@@ -260,11 +260,7 @@ done:
 /* "[2,3]" into buf. */
 static const char *shape_str(char *buf, size_t size, int ndim, const int64_t *shape)
 {
-    size_t k = (size_t)snprintf(buf, size, "[");
-    for (int d = 0; d < ndim && k < size; d++)
-        k += (size_t)snprintf(buf + k, size - k, d ? ",%lld" : "%lld", (long long)shape[d]);
-    if (k < size)
-        snprintf(buf + k, size - k, "]");
+    tg_format_shape(buf, size, 0, ndim, shape);
     return buf;
 }
 

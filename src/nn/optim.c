@@ -525,11 +525,7 @@ static const char *describe(tg_tensor t, char *buf, size_t size)
         snprintf(buf, size, "%s", is_none(t) ? "none" : "an invalid handle");
         return buf;
     }
-    size_t k = (size_t)snprintf(buf, size, "%s[", tg_dtype_name(tg_tensor_dtype(t)));
-    for (int d = 0; d < nd && k < size; d++)
-        k += (size_t)snprintf(buf + k, size - k, d ? ",%lld" : "%lld", (long long)tg_dim(t, d));
-    if (k < size)
-        snprintf(buf + k, size - k, "]");
+    tg_format_shape(buf, size, tg_tensor_dtype(t), nd, tg_shape(t));
     return buf;
 }
 
