@@ -19,6 +19,10 @@
  *   them; the three are then defined below);
  * and undefines them all at the end, so the next instantiation starts clean.
  *
+ * The elementwise kernels and both tables' entries are generated from the list of ops in
+ * vmath_ops.h (TG__VMATH_MAPS: each row's BODY is written in the macros above and the helpers
+ * below); the reductions and the row sums are written out here.
+ *
  * f32 notes: the fused f32 kernels use their own exp (exp_v: Cody-Waite reduction, degree-7
  * Taylor polynomial, exact scaling; at most 1.3 ulp over the whole range, measured over every
  * float) and tanh (tanh_v: (1 - e) / (1 + e) with e = exp(-2|x|) kept in parts, 2^k and
@@ -61,9 +65,9 @@
 
 /* ---- elementwise skeletons: full vectors, then one masked tail (same code, same rounding) -- */
 
-/* y = BODY(a) */
-#define VM_MAP1(name, BODY)                                                                        \
-    static void FN(name)(int64_t n, const T *pa, const T *pb, T *py, T c0, T c1)                   \
+/* The function <kernel>_<TS> computing y = BODY(a; C0, C1): the rows of KIND UNARY and SCALAR. */
+#define VM_MAP_UNARY(kernel, BODY)                                                                 \
+    static void VM_CAT3(kernel, _, TS)(int64_t n, const T *pa, const T *pb, T *py, T c0, T c1)     \
     {                                                                                              \
         (void)pb;                                                                                  \
         const V C0 = SET(c0), C1 = SET(c1);                                                        \
@@ -79,10 +83,11 @@
             STT(py + i, m, BODY);                                                                  \
         }                                                                                          \
     }
+#define VM_MAP_SCALAR VM_MAP_UNARY
 
-/* y = BODY(a, b) */
-#define VM_MAP2(name, BODY)                                                                        \
-    static void FN(name)(int64_t n, const T *pa, const T *pb, T *py, T c0, T c1)                   \
+/* The function <kernel>_<TS> computing y = BODY(a, b): the rows of KIND BINARY. */
+#define VM_MAP_BINARY(kernel, BODY)                                                                \
+    static void VM_CAT3(kernel, _, TS)(int64_t n, const T *pa, const T *pb, T *py, T c0, T c1)     \
     {                                                                                              \
         (void)c0, (void)c1;                                                                        \
         int64_t i = 0;                                                                             \
@@ -172,7 +177,7 @@ static inline V FN(tanh_v)(V x)
     MUL(x, FMA(x2, SET((float)(-2 * 0.7978845608028654 * 0.044715)),                               \
                SET((float)(-2 * 0.7978845608028654))))
 static inline V FN(gelu_v)(V x) { return DIV(x, ADD(ONE, FAST_EXP(GELU_M2U(x, MUL(x, x))))); }
-static inline V FN(gelu_bw_v)(V g, V x)
+static inline V FN(gelu_backward_v)(V g, V x)
 {
     V x2 = MUL(x, x);
     V s = DIV(ONE, ADD(ONE, FAST_EXP(GELU_M2U(x, x2))));
@@ -188,7 +193,7 @@ static inline V FN(gelu_v)(V x)
     V t = SL_TANH(GELU_U(x, MUL(x, x)));
     return MUL(MUL(SET(0.5), x), ADD(ONE, t));
 }
-static inline V FN(gelu_bw_v)(V g, V x)
+static inline V FN(gelu_backward_v)(V g, V x)
 {
     V x2 = MUL(x, x);
     V t = SL_TANH(GELU_U(x, x2));
@@ -208,30 +213,11 @@ static inline V FN(softplus_v)(V x)
 
 /* ---- the elementwise kernels ------------------------------------------------------------- */
 
-VM_MAP1(exp, SL_EXP(a))
-VM_MAP1(log, SL_LOG(a))
-VM_MAP1(log1p, SL_LOG1P(a))
-VM_MAP1(sqrt, SQRT(a))
-VM_MAP1(sin, SL_SIN(a))
-VM_MAP1(cos, SL_COS(a))
-VM_MAP1(tanh, TANH(a))
-/* exp(-x) = inf for x << 0 gives exactly 0. */
-VM_MAP1(sigmoid, DIV(ONE, ADD(ONE, FAST_EXP(SUB(ZERO, a)))))
-VM_MAP1(gelu, FN(gelu_v)(a))
-VM_MAP1(softplus, FN(softplus_v)(a))
-VM_MAP2(add, ADD(a, b))
-VM_MAP2(sub, SUB(a, b))
-VM_MAP2(mul, MUL(a, b))
-VM_MAP2(div, DIV(a, b))
-VM_MAP2(max, SEL(MOR(CMPGT(a, b), CMPUNORD(a, a)), b, a))
-VM_MAP2(min, SEL(MOR(CMPLT(a, b), CMPUNORD(a, a)), b, a))
-VM_MAP2(tanh_bw, MUL(a, SUB(ONE, MUL(b, b))))
-VM_MAP2(sigmoid_bw, MUL(MUL(a, b), SUB(ONE, b)))
-VM_MAP2(relu_bw, SEL(CMPGT(b, ZERO), ZERO, a))
-VM_MAP2(gelu_bw, FN(gelu_bw_v)(a, b))
-VM_MAP1(add_scalar, ADD(a, C0))
-VM_MAP1(mul_scalar, MUL(a, C0))
-VM_MAP1(sub2, SUB(SUB(a, C0), C1))
+/* One kernel per row of TG__VMATH_MAPS (vmath_ops.h): vm_<name>_<TS> computes the row's BODY
+ * with the skeleton of its KIND. */
+#define VM_MAP_KERNEL(name, NAME, KIND, COST, BODY) VM_MAP_##KIND(vm_##name, BODY)
+TG__VMATH_MAPS(VM_MAP_KERNEL)
+#undef VM_MAP_KERNEL
 
 /* ---- reductions -------------------------------------------------------------------------- */
 
@@ -365,31 +351,26 @@ static void FN(add_rows)(int64_t rows, int64_t cols, int64_t stride, const T *x,
 #undef TANH
 #undef GELU_U
 #undef GELU_M2U
-#undef VM_MAP1
-#undef VM_MAP2
+#undef VM_MAP_UNARY
+#undef VM_MAP_SCALAR
+#undef VM_MAP_BINARY
 #undef VM_EXTREME
 #undef FN
 
-/* The table entries of one element type, for the includer's table. */
+/* The table entries of one element type, for the includer's table: vm_<name>_<f32|f64> at
+ * TG__VM_<NAME> for each row of TG__VMATH_MAPS and of TG__VMATH_REDUCTIONS (vmath_ops.h). */
 #ifndef VM_TABLE_MAP
+#define VM_MAP_ENTRY_f32(name, NAME, KIND, COST, BODY) [TG__VM_##NAME] = vm_##name##_f32,
+#define VM_MAP_ENTRY_f64(name, NAME, KIND, COST, BODY) [TG__VM_##NAME] = vm_##name##_f64,
+#define VM_REDUCTION_ENTRY_f32(name, NAME) [TG__VM_##NAME] = vm_##name##_f32,
+#define VM_REDUCTION_ENTRY_f64(name, NAME) [TG__VM_##NAME] = vm_##name##_f64,
 #define VM_TABLE_MAP(TSX)                                                                          \
     {                                                                                              \
-        [TG__VM_EXP] = vm_exp_##TSX, [TG__VM_LOG] = vm_log_##TSX, [TG__VM_LOG1P] = vm_log1p_##TSX, \
-        [TG__VM_SQRT] = vm_sqrt_##TSX, [TG__VM_SIN] = vm_sin_##TSX, [TG__VM_COS] = vm_cos_##TSX,   \
-        [TG__VM_TANH] = vm_tanh_##TSX, [TG__VM_SIGMOID] = vm_sigmoid_##TSX,                        \
-        [TG__VM_GELU] = vm_gelu_##TSX, [TG__VM_SOFTPLUS] = vm_softplus_##TSX,                      \
-        [TG__VM_ADD] = vm_add_##TSX, [TG__VM_SUB] = vm_sub_##TSX, [TG__VM_MUL] = vm_mul_##TSX,     \
-        [TG__VM_DIV] = vm_div_##TSX, [TG__VM_MAX] = vm_max_##TSX, [TG__VM_MIN] = vm_min_##TSX,     \
-        [TG__VM_TANH_BACKWARD] = vm_tanh_bw_##TSX,                                                 \
-        [TG__VM_SIGMOID_BACKWARD] = vm_sigmoid_bw_##TSX,                                           \
-        [TG__VM_RELU_BACKWARD] = vm_relu_bw_##TSX, [TG__VM_GELU_BACKWARD] = vm_gelu_bw_##TSX,      \
-        [TG__VM_ADD_SCALAR] = vm_add_scalar_##TSX, [TG__VM_MUL_SCALAR] = vm_mul_scalar_##TSX,      \
-        [TG__VM_SUB2] = vm_sub2_##TSX,                                                             \
+        TG__VMATH_MAPS(VM_MAP_ENTRY_##TSX)                                                         \
     }
 #define VM_TABLE_RED(TSX)                                                                          \
     {                                                                                              \
-        [TG__VM_SUM] = vm_sum_##TSX, [TG__VM_MAXALL] = vm_maxall_##TSX,                            \
-        [TG__VM_MINALL] = vm_minall_##TSX, [TG__VM_EXP_SUM] = vm_exp_sum_##TSX,                    \
+        TG__VMATH_REDUCTIONS(VM_REDUCTION_ENTRY_##TSX)                                             \
     }
 #endif
 
