@@ -18,10 +18,10 @@
  *         plain arithmetic is memory-bound (1); the fused transcendental kernels cost 3 or 6
  *   BODY  one vector of y in vmath_simd.h's vector macros (ADD, MUL, SEL, ...), over the inputs
  *         a and b and the constants C0 and C1 (c0 and c1 rounded to the element type, as
- *         PyTorch rounds a Python scalar to the tensor's dtype). SL_EXP, SL_LOG, ... are SLEEF's
- *         1-ulp functions (libm's for the portable set); FAST_EXP and TANH are f32's own inlined
- *         exp and tanh (SLEEF's for f64); FN(x) names the helper vm_x_<f32|f64> that
- *         vmath_simd.h defines before the kernels.
+ *         PyTorch rounds a Python scalar to the tensor's dtype). SLEEF(fn) is SLEEF's 1-ulp
+ *         function fn for the instruction set and element type (libm's for the portable set);
+ *         FAST_EXP and TANH are f32's own inlined exp and tanh (SLEEF's for f64); FN(x) names
+ *         the helper vm_x_<f32|f64> that vmath_simd.h defines before the kernels.
  * The rows' order is the enum's. */
 #ifndef TG_VMATH_OPS_H
 #define TG_VMATH_OPS_H
@@ -29,12 +29,12 @@
 /* clang-format off */
 #define TG__VMATH_MAPS(X)                                                                          \
     /*name              NAME              KIND  COST BODY */                                       \
-    X(exp,              EXP,              UNARY,  3, SL_EXP(a))                                    \
-    X(log,              LOG,              UNARY,  6, SL_LOG(a))                                    \
-    X(log1p,            LOG1P,            UNARY,  6, SL_LOG1P(a))                                  \
+    X(exp,              EXP,              UNARY,  3, SLEEF(exp)(a))                                \
+    X(log,              LOG,              UNARY,  6, SLEEF(log)(a))                                \
+    X(log1p,            LOG1P,            UNARY,  6, SLEEF(log1p)(a))                              \
     X(sqrt,             SQRT,             UNARY,  3, SQRT(a))                                      \
-    X(sin,              SIN,              UNARY,  6, SL_SIN(a))                                    \
-    X(cos,              COS,              UNARY,  6, SL_COS(a))                                    \
+    X(sin,              SIN,              UNARY,  6, SLEEF(sin)(a))                                \
+    X(cos,              COS,              UNARY,  6, SLEEF(cos)(a))                                \
     X(tanh,             TANH,             UNARY,  3, TANH(a))                                      \
     /* 1 / (1 + exp(-a)); exp(-a) = inf for a << 0 gives exactly 0 */                              \
     X(sigmoid,          SIGMOID,          UNARY,  3, DIV(ONE, ADD(ONE, FAST_EXP(SUB(ZERO, a)))))   \

@@ -10,7 +10,8 @@
  *   MAX(a, b) MIN(a, b) (x86 semantics: b when either is NaN), ABS SQRT ROUND (to nearest),
  *   COPYSIGN(mag, sign), CMPLT CMPGT CMPUNORD, SEL(m, f, t) (m ? t : f), MOR, MNONE, MANY(m),
  *   LDEXP(p, k) (p 2^k for integral k in [-160, 130]);
- *   SL_EXP SL_LOG SL_LOG1P SL_SIN SL_COS SL_TANH (SLEEF, or libm for one lane);
+ *   SLEEF(fn) (SLEEF's 1-ulp function fn, such as exp, of this set and element type, or
+ *   libm's for one lane);
  *   ACC_ZERO, ACC_PLUS(a, b), ACC_ADD(a0, a1, v) (adds v's lanes into a0 and a1),
  *   ACC_HSUM(a) (to double), ACC_ROW(p, v) (p[0..W) += v in double, p a double array),
  *   ACC_ROW4(p, a, b, c, d) (p[0..W) += (a + b) + (c + d), added in double);
@@ -159,8 +160,8 @@ static inline V FN(tanh_v)(V x)
 #define FAST_EXP(v) FN(exp_v)(v)
 #define TANH(v) FN(tanh_v)(v)
 #else
-#define FAST_EXP(v) SL_EXP(v)
-#define TANH(v) SL_TANH(v)
+#define FAST_EXP(v) SLEEF(exp)(v)
+#define TANH(v) SLEEF(tanh)(v)
 #endif
 
 /* ---- gelu (tanh approximation): u = K0 (x + K1 x^3) --------------------------------------- */
@@ -190,13 +191,13 @@ static inline V FN(gelu_backward_v)(V g, V x)
  * gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  t = tanh(u). */
 static inline V FN(gelu_v)(V x)
 {
-    V t = SL_TANH(GELU_U(x, MUL(x, x)));
+    V t = SLEEF(tanh)(GELU_U(x, MUL(x, x)));
     return MUL(MUL(SET(0.5), x), ADD(ONE, t));
 }
 static inline V FN(gelu_backward_v)(V g, V x)
 {
     V x2 = MUL(x, x);
-    V t = SL_TANH(GELU_U(x, x2));
+    V t = SLEEF(tanh)(GELU_U(x, x2));
     V du = MUL(SET(0.7978845608028654), ADD(ONE, MUL(SET(3 * 0.044715), x2)));
     V left = MUL(SET(0.5), ADD(ONE, t));
     V right = MUL(MUL(MUL(SET(0.5), x), SUB(ONE, MUL(t, t))), du);
@@ -207,7 +208,7 @@ static inline V FN(gelu_backward_v)(V g, V x)
 /* softplus(x) = max(x, 0) + (x > 20 ? 0 : log1p(exp(-|x|))); NaN: 0 + NaN. */
 static inline V FN(softplus_v)(V x)
 {
-    V l = SL_LOG1P(FAST_EXP(SUB(ZERO, ABS(x))));
+    V l = SLEEF(log1p)(FAST_EXP(SUB(ZERO, ABS(x))));
     return ADD(SEL(CMPGT(x, ZERO), ZERO, x), SEL(CMPGT(x, SET((T)20)), l, ZERO));
 }
 
@@ -410,12 +411,7 @@ static void FN(add_rows)(int64_t rows, int64_t cols, int64_t stride, const T *x,
 #undef MNONE
 #undef MANY
 #undef LDEXP
-#undef SL_EXP
-#undef SL_LOG
-#undef SL_LOG1P
-#undef SL_SIN
-#undef SL_COS
-#undef SL_TANH
+#undef SLEEF
 #undef ACC_ZERO
 #undef ACC_PLUS
 #undef ACC_ADD
