@@ -62,27 +62,14 @@ static void run_map(const tg__vm_kernels *k, tg__vm_op op, tg_dtype dt, int64_t 
         k->map_f64[op](n, a, b, y, c0, c1);
 }
 
-/* Rough work per element, in the element-operations of tg__parallel_for's threshold: the plain
- * arithmetic is memory-bound (1); the fused transcendental kernels cost a few times more. */
+/* Rough work per element, in the element-operations of tg__parallel_for's threshold: each row's
+ * COST in TG__VMATH_MAPS (vmath_ops.h). */
 static double op_cost(tg__vm_op op)
 {
-    switch (op) {
-    case TG__VM_EXP:
-    case TG__VM_SQRT:
-    case TG__VM_TANH:
-    case TG__VM_SIGMOID:
-    case TG__VM_GELU:
-    case TG__VM_GELU_BACKWARD:
-        return 3;
-    case TG__VM_LOG:
-    case TG__VM_LOG1P:
-    case TG__VM_SIN:
-    case TG__VM_COS:
-    case TG__VM_SOFTPLUS:
-        return 6;
-    default:
-        return 1;
-    }
+#define OP_COST(name, NAME, KIND, COST, BODY) [TG__VM_##NAME] = COST,
+    static const double costs[TG__VM_NOPS] = {TG__VMATH_MAPS(OP_COST)};
+#undef OP_COST
+    return costs[op];
 }
 
 /* Threads get whole blocks of this many elements (whole cache lines, aligned alike). */
