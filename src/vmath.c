@@ -3,6 +3,8 @@
  * threads. Small arrays go straight to the kernel: one feature test and one indirect call. */
 #include "vmath.h"
 
+#include "layout.h"
+
 #include "parallel.h"
 #include "vmath_impl.h"
 
@@ -88,7 +90,7 @@ typedef struct map_job {
 static void map_range(void *user, int64_t lo, int64_t hi)
 {
     const map_job *j = user;
-    size_t es = j->dt == TG_F32 ? sizeof(float) : sizeof(double);
+    size_t es = tg__dtype_size(j->dt);
     int64_t b = lo * BLOCK, e = hi * BLOCK < j->n ? hi * BLOCK : j->n;
     size_t off = (size_t)b * es;
     run_map(j->k, j->op, j->dt, e - b, j->a + off, j->b ? j->b + off : NULL, j->c0, j->c1,
