@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* Internal invariants only; user input never reaches one of these. */
@@ -96,17 +97,30 @@ struct tg_param {
 
 #include "../ops/builtins.h"
 
+/* One thread's context-level message (tg_ctx_error): written and read by its thread only. */
+typedef struct tg__message {
+    struct tg__message *next; /* set before the slot is published, never changed after */
+    const void *thread;       /* the owning thread's tag (ctx.c) */
+    char text[TG__MESSAGE];
+} tg__message;
+
+/* Tapes of one context run in different threads at once: what their operations write here is
+ * atomic (alloc_calls) or per thread (messages). The registry and the parameter list are written
+ * only by calls the header says are not thread-safe with other calls on the context; builtin is
+ * fixed at creation. */
 struct tg_ctx {
     tg_alloc_fn alloc;
     void *alloc_user;
-    uint64_t alloc_calls;
-    int threads;
+    _Atomic uint64_t alloc_calls; /* relaxed: a count that orders nothing */
+    _Atomic int threads;          /* tg_ctx_set_threads may change it while tapes read it */
     tg_op **ops;
     size_t nops, ops_cap;
     const tg_op *builtin[TG__OP_COUNT];
     tg_param **params;
     size_t nparams, params_cap;
-    char error[TG__MESSAGE];
+    _Atomic(tg__message *) messages; /* every thread's slot, newest first; freed with the ctx */
+    _Atomic uint64_t messages_lost;  /* slots that could not be allocated */
+    tg__message first;               /* the creating thread's slot, inside the context */
 };
 
 tg_status tg__ctx_fail(tg_ctx *ctx, tg_status st, const char *fmt, ...) TG__PRINTF(3, 4);

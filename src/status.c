@@ -86,17 +86,6 @@ tg_status tg_tape_fail(tg_tape *tp, tg_status status, const char *fmt, ...)
     return r;
 }
 
-tg_status tg__ctx_fail(tg_ctx *ctx, tg_status st, const char *fmt, ...)
-{
-    if (ctx) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 int tg__format_view(char *buf, size_t size, const tg_view *v)
 {
     int n = snprintf(buf, size, "%s[", tg_dtype_name(v->dtype));
