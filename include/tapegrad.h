@@ -167,7 +167,8 @@ void tg_ctx_free(tg_ctx *ctx);
  * message, so threads sharing a context never see or overwrite each other's (a thread that has
  * recorded none may see one left by a thread that has ended). Owned by the context, valid until
  * the calling thread's next failing call on it or tg_ctx_free; to report a failure from another
- * thread, copy the text in the thread that failed. */
+ * thread, copy the text in the thread that failed. Messages are bounded: an over-long one (a
+ * long path) is shortened in the middle, keeping its beginning and its end (the errno text). */
 const char *tg_ctx_error(const tg_ctx *ctx);
 /* Records a context-level failure message (as the library's own calls do) and returns
  * `status`; lets code built on tapegrad report through tg_ctx_error. */
@@ -207,7 +208,8 @@ void tg_tape_reset(tg_tape *tp);
 /* TG_OK, or the first error recorded on the tape since the last reset. NULL tape: TG_INVALID. */
 tg_status tg_tape_status(const tg_tape *tp);
 /* The first error's message, e.g. "matmul: shapes f32[3,4] and f32[5,2] do not match (node 17)";
- * "" when the tape is fine. Owned by the tape, valid until the next reset. */
+ * "" when the tape is fine. Owned by the tape, valid until the next reset. Shortened in the
+ * middle as tg_ctx_error's messages are. */
 const char *tg_tape_error(const tg_tape *tp);
 /* Records `status` with a message on the tape (first error wins), as the library does; lets
  * user code join the tape's error model. Returns the tape's status afterwards. */

@@ -136,7 +136,7 @@ static tg_status ctx_vfail(tg_ctx *ctx, tg_status st, const char *fmt, va_list a
 {
     tg__message *m = ctx ? own_message(ctx) : NULL;
     if (m)
-        vsnprintf(m->text, sizeof m->text, fmt, ap);
+        tg__vformat_message(m->text, sizeof m->text, fmt, ap);
     return st;
 }
 

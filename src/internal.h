@@ -30,7 +30,14 @@
 #define TG__CHUNK_BITS 10 /* nodes are stored in chunks of 1024: stable addresses */
 #define TG__CHUNK (1u << TG__CHUNK_BITS)
 #define TG__MAX_NODES 0x7fffffffu /* node ids fit in 31 bits (the top bit tags owned grads) */
-#define TG__MESSAGE 512
+/* Bytes of a tape's or a context's message buffer. Longer messages are shortened in the middle
+ * (tg__vformat_message), so that the op or function name and an errno text at the end survive. */
+#define TG__MESSAGE 4096
+
+/* Formats a message into buf[size] (size >= 64). A string argument longer than a quarter of the
+ * buffer keeps its beginning and its end around "..." (a long path keeps its root and its file
+ * name); a message still too long keeps its beginning and its last bytes around "...". */
+void tg__vformat_message(char *buf, size_t size, const char *fmt, va_list ap);
 
 /* ---- allocation through the context's hook ------------------------------------------------ */
 void *tg__alloc(tg_ctx *ctx, size_t size);

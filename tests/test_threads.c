@@ -1,11 +1,13 @@
 /* test_threads.c — tapes of one context trained in several threads at once (equal to a serial
  * run), contexts in several threads saving and loading checkpoints, per-thread context messages,
- * and the allocator count under concurrency (CI runs this program under ThreadSanitizer). */
+ * the allocator count under concurrency (CI runs this program under ThreadSanitizer), and
+ * messages too long for their buffer, which must keep their beginning and their errno text. */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #define TMPDIR_TEMPLATE "/tmp/tg_threads_XXXXXX"
 #include "common.h"
 #include "files.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -47,6 +49,19 @@ static void *atomic_counting_alloc(void *user, void *ptr, size_t old_size, size_
     }
     return realloc(ptr, new_size);
 }
+
+/* Whether s ends with tail. */
+static bool ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), m = strlen(tail);
+    return n >= m && strcmp(s + n - m, tail) == 0;
+}
+
+#define assert_ends_with(s, tail)                                                                  \
+    do {                                                                                           \
+        if (!ends_with((s), (tail)))                                                               \
+            fail_msg("message \"%s\" does not end with \"%s\"", (s), (tail));                      \
+    } while (0)
 
 /* ---- several tapes of one context training at once ----------------------------------------- */
 
@@ -405,6 +420,175 @@ static void checkpoints_in_parallel_contexts(void **state)
         assert_string_equal(s[i].out.error, "");
 }
 
+/* ---- messages longer than their buffer ---------------------------------------------------- */
+
+/* tmp_dir/d000_.../d0NN_.../missing.safetensors, `length` bytes or a little more, none of it
+ * existing (malloc'd). */
+static char *long_path(size_t length)
+{
+    char *p = malloc(length + 128);
+    assert_non_null(p);
+    size_t at = (size_t)snprintf(p, length + 128, "%s", tmp_dir);
+    for (int i = 0; at < length; i++)
+        at += (size_t)snprintf(p + at, length + 128 - at, "/d%03d_%s", i,
+                               "a-directory-that-is-not-there");
+    snprintf(p + at, length + 128 - at, "/missing.safetensors");
+    return p;
+}
+
+/* The errno text fopen gives for path. */
+static const char *open_error(const char *path)
+{
+    errno = 0;
+    FILE *f = fopen(path, "rb");
+    assert_null(f);
+    return strerror(errno);
+}
+
+/* A checkpoint load of a path of about `length` bytes that does not exist: the message names
+ * the function and the path's beginning and file name, and ends with the errno text. */
+static void check_load_message(size_t length)
+{
+    tg_ctx *ctx;
+    tg_param *p;
+    assert_status(tg_ctx_new(&ctx, NULL), TG_OK);
+    assert_status(tg_param_new(ctx, "w", TG_F32, 1, (int64_t[]){2}, &p), TG_OK);
+    char *path = long_path(length);
+    char errno_text[256];
+    snprintf(errno_text, sizeof errno_text, ": %s", open_error(path));
+    assert_status(tg_checkpoint_load(ctx, path, 1, &p, NULL), TG_IO);
+    const char *msg = tg_ctx_error(ctx);
+    assert_ends_with(msg, errno_text);
+    assert_contains(msg, "missing.safetensors");
+    char head[128];
+    snprintf(head, sizeof head, "tg_checkpoint_load(%s/d000_", tmp_dir);
+    assert_true(strncmp(msg, head, strlen(head)) == 0);
+    assert_true(strlen(msg) < 4096);
+    free(path);
+    tg_ctx_free(ctx);
+}
+
+/* 600 bytes: more than the old 512-byte buffer (ENOENT). */
+static void load_message_keeps_errno_text(void **state)
+{
+    (void)state;
+    check_load_message(600);
+}
+
+/* 10000 bytes: more than any message buffer (ENAMETOOLONG, past PATH_MAX). */
+static void load_message_of_huge_path_keeps_errno_text(void **state)
+{
+    (void)state;
+    check_load_message(10000);
+}
+
+/* A save into a long missing directory: the action ("cannot create the temporary file") and the
+ * errno text both survive, however long the path. */
+static void save_message_keeps_action_and_errno_text(void **state)
+{
+    (void)state;
+    size_t lengths[] = {600, 3000, 10000};
+    for (size_t k = 0; k < sizeof lengths / sizeof *lengths; k++) {
+        tg_ctx *ctx;
+        tg_param *p;
+        assert_status(tg_ctx_new(&ctx, NULL), TG_OK);
+        assert_status(tg_param_new(ctx, "w", TG_F32, 1, (int64_t[]){2}, &p), TG_OK);
+        char *path = long_path(lengths[k]);
+        char errno_text[256];
+        snprintf(errno_text, sizeof errno_text, ": %s", open_error(path));
+        assert_status(tg_checkpoint_save(ctx, path, 1, &p, NULL), TG_IO);
+        const char *msg = tg_ctx_error(ctx);
+        assert_ends_with(msg, errno_text);
+        assert_contains(msg, "tg_checkpoint_save(");
+        assert_contains(msg, "): cannot create the temporary file ");
+        free(path);
+        tg_ctx_free(ctx);
+    }
+}
+
+/* Whether s is well-formed UTF-8 (no sequence cut in two). */
+static bool valid_utf8(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int extra = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2 : -1;
+        if (extra < 0)
+            return false;
+        p++;
+        for (int i = 0; i < extra; i++, p++)
+            if ((*p & 0xC0) != 0x80)
+                return false;
+    }
+    return true;
+}
+
+/* Messages over the buffer on a tape and on a context: one long argument is shortened in the
+ * middle; many arguments together keep the beginning and the end; UTF-8 is never cut. */
+static void long_messages_keep_both_ends(void **state)
+{
+    fixture *f = *state;
+    size_t big = 9000;
+    char *a = malloc(big + 1), *e = malloc(2 * big + 1);
+    assert_non_null(a);
+    assert_non_null(e);
+    memset(a, 'a', big);
+    a[0] = '<';
+    a[big - 1] = '>';
+    a[big] = '\0';
+    for (size_t i = 0; i < big; i++)
+        memcpy(e + 2 * i, "\xc3\xa9", 2); /* U+00E9, two bytes */
+    e[2 * big] = '\0';
+
+    tg_tape_fail(f->tp, TG_IO, "op(%s): %s", a, strerror(ENOENT));
+    const char *msg = tg_tape_error(f->tp);
+    assert_true(strncmp(msg, "op(<aaa", 7) == 0);
+    assert_contains(msg, "aaa...aaa");
+    assert_contains(msg, "aaa>): ");
+    assert_ends_with(msg, strerror(ENOENT));
+
+    tg_ctx_fail(f->ctx, TG_IO, "first %s %s %s %s %s %s last", "x", e, a, e, a, e);
+    msg = tg_ctx_error(f->ctx);
+    assert_true(strncmp(msg, "first x \xc3\xa9", 10) == 0);
+    assert_ends_with(msg, "\xc3\xa9 last");
+    assert_true(strlen(msg) < 4096);
+    assert_true(valid_utf8(msg));
+
+    tg_ctx_fail(f->ctx, TG_IO, "%.5s|%-3s|%*s|%s", a, "b", 4, "c", e + 1); /* e + 1: cut UTF-8 */
+    msg = tg_ctx_error(f->ctx);
+    assert_true(strncmp(msg, "<aaaa|b  |   c|", 15) == 0);
+    free(a);
+    free(e);
+}
+
+/* Short messages come out exactly as snprintf formats them, for every kind of directive. */
+#define CHECK_FORMAT(...)                                                                          \
+    do {                                                                                           \
+        char want_[512];                                                                           \
+        snprintf(want_, sizeof want_, __VA_ARGS__);                                                \
+        tg_tape_reset(f->tp);                                                                      \
+        tg_tape_fail(f->tp, TG_INVALID, __VA_ARGS__);                                              \
+        assert_string_equal(tg_tape_error(f->tp), want_);                                          \
+        tg_ctx_fail(f->ctx, TG_INVALID, __VA_ARGS__);                                              \
+        assert_string_equal(tg_ctx_error(f->ctx), want_);                                          \
+    } while (0)
+
+static void messages_format_as_snprintf(void **state)
+{
+    fixture *f = *state;
+    int x = 42;
+    CHECK_FORMAT("plain text, no directive");
+    CHECK_FORMAT("%d %5d %-5d| %+d % d %05d %i", -7, 3, 4, 5, 6, -8, 9);
+    CHECK_FORMAT("%lld %llu %ld %lu %hd %hhu %jd %zu %zx %td", -1234567890123LL,
+                 18446744073709551615ULL, -5L, 6UL, (short)-3, (unsigned char)250, (intmax_t)-9,
+                 (size_t)77, (size_t)255, (ptrdiff_t)-4);
+    CHECK_FORMAT("%u %x %X %08x %#x %o %#o", 1u, 0xbeefu, 0xbeefu, 0x12u, 0x12u, 8u, 8u);
+    CHECK_FORMAT("%g %e %f %.3f %10.4f %-10.2e| %G %a %Lg", 1.5, 1e-300, 3.25, 2.0 / 3, 3.14159,
+                 12345.678, 1e20, 0.5, (long double)2.5);
+    CHECK_FORMAT("%c%c %% %s %-6s| %6s %.2s %*d %-*d| %.*f %*.*f", 'o', 'k', "str", "ab", "cd",
+                 "xyz", 5, 1, 3, 2, 2, 1.0 / 3, 8, 3, 2.5);
+    CHECK_FORMAT("%s %s", "", (const char *)"tail");
+    CHECK_FORMAT("%p", (void *)&x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +596,13 @@ int main(void)
         cmocka_unit_test(alloc_calls_are_counted_from_every_thread),
         cmocka_unit_test(context_messages_are_per_thread),
         TMPDIR_TEST(checkpoints_in_parallel_contexts),
+        TMPDIR_TEST(load_message_keeps_errno_text),
+        TMPDIR_TEST(load_message_of_huge_path_keeps_errno_text),
+        TMPDIR_TEST(save_message_keeps_action_and_errno_text),
+        cmocka_unit_test_setup_teardown(long_messages_keep_both_ends, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(messages_format_as_snprintf, fixture_setup,
+                                        fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
