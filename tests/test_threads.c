@@ -306,6 +306,46 @@ static void context_messages_are_per_thread(void **state)
     tg_ctx_free(ctx);
 }
 
+/* A hook that refuses every allocation while *user (an atomic flag) is set. */
+static void *refusing_alloc(void *user, void *ptr, size_t old_size, size_t new_size)
+{
+    (void)old_size;
+    if (new_size == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return atomic_load((_Atomic bool *)user) ? NULL : realloc(ptr, new_size);
+}
+
+static void *fail_without_memory(void *arg)
+{
+    worker *w = arg;
+    if (tg_ctx_fail(w->ctx, TG_IO, "lost for want of memory") != TG_IO)
+        report(&w->out, "tg_ctx_fail", "wrong status");
+    if (!strstr(tg_ctx_error(w->ctx), "out of memory for a thread's message"))
+        report(&w->out, "tg_ctx_error", tg_ctx_error(w->ctx));
+    return NULL;
+}
+
+/* A thread whose message slot cannot be allocated still gets its status, and tg_ctx_error says
+ * that the message was lost (never another thread's text). */
+static void message_without_memory_says_so(void **state)
+{
+    (void)state;
+    _Atomic bool refuse = false;
+    tg_ctx_options o = {.alloc = refusing_alloc, .alloc_user = (void *)&refuse};
+    tg_ctx *ctx;
+    assert_status(tg_ctx_new(&ctx, &o), TG_OK);
+    tg_ctx_fail(ctx, TG_IO, "the main thread's message");
+    atomic_store(&refuse, true);
+    worker w = {.ctx = ctx};
+    run_workers(1, fail_without_memory, &w, sizeof w);
+    atomic_store(&refuse, false);
+    assert_string_equal(w.out.error, "");
+    assert_string_equal(tg_ctx_error(ctx), "the main thread's message");
+    tg_ctx_free(ctx);
+}
+
 /* ---- one context per thread: checkpoint round trips ---------------------------------------- */
 
 #define CYCLES 8
@@ -595,6 +635,7 @@ int main(void)
         cmocka_unit_test(parallel_training_matches_serial),
         cmocka_unit_test(alloc_calls_are_counted_from_every_thread),
         cmocka_unit_test(context_messages_are_per_thread),
+        cmocka_unit_test(message_without_memory_says_so),
         TMPDIR_TEST(checkpoints_in_parallel_contexts),
         TMPDIR_TEST(load_message_keeps_errno_text),
         TMPDIR_TEST(load_message_of_huge_path_keeps_errno_text),
