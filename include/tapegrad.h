@@ -22,7 +22,8 @@
  *
  * Conventions, true of every function below unless it says otherwise:
  * - No global state: everything lives in a context (tg_ctx) and its tapes (tg_tape).
- *   A tape is used by one thread at a time; different tapes may run in different threads.
+ *   A tape is used by one thread at a time; different tapes may run in different threads, also
+ *   tapes of one context: see "Threads" under Context for what they share.
  * - Nothing aborts on bad input. Calls that act on a tape record the first error on the tape
  *   (sticky status, message naming the op, shapes and node) and return an error handle, never
  *   NULL; every later op on that tape returns an error handle at once. Check tg_tape_status()
@@ -127,9 +128,26 @@ typedef struct tg_scalar {
  * Context.
  */
 
+/* Threads. Tapes of one context may run in different threads at once (each tape in one thread
+ * at a time). What they share is safe to share: the allocator hook is called from all of them
+ * (see tg_alloc_fn), tg_ctx_alloc_calls counts every call, each thread has its own
+ * tg_ctx_error, and the context's settings and registry are only read by tape operations.
+ * Calls that change the context itself (tg_op_register, tg_param_new, tg_param_free,
+ * tg_ctx_free, the nn layer's constructors) are not thread-safe with any other call on it that
+ * reads the registry or the parameter list (tg_op_find, tg_op_at, tg_param_find, tg_zero_grad,
+ * ...). tg_ctx_set_threads may run at any time; tapes see the new setting in later ops.
+ * Parameters are shared data: tapes in several threads may read one at once (forward passes),
+ * but a call that writes a parameter's value or gradient (tg_backward reaching it, tg_param_set
+ * and its siblings, tg_param_zero_grad, an optimiser's step) must not overlap any other use of
+ * that parameter; give each thread its own parameters (or serialise the writes yourself). */
+
 /* One allocator function, Lua-style: new_size == 0 frees `ptr` (returning NULL); otherwise it
  * returns a block of new_size bytes holding the first min(old,new) bytes of `ptr` (which may be
- * NULL), or NULL on failure, leaving `ptr` untouched. Blocks must be 16-byte aligned. */
+ * NULL), or NULL on failure, leaving `ptr` untouched. Blocks must be 16-byte aligned.
+ * The library does not serialise calls: the hook is called concurrently from every thread that
+ * uses a tape of its context (or calls tg_alloc and friends) at the same time, with `user` as
+ * given, so it must be thread-safe then; a block may be freed or resized in another thread than
+ * the one that allocated it. The default (realloc/free) is thread-safe. */
 typedef void *(*tg_alloc_fn)(void *user, void *ptr, size_t old_size, size_t new_size);
 
 /* Options for tg_ctx_new. Zero means default: fill with designated initialisers. */
@@ -144,8 +162,13 @@ typedef struct tg_ctx_options {
 tg_status tg_ctx_new(tg_ctx **out, const tg_ctx_options *opts);
 /* Frees the context, its registry and its parameters. Its tapes must be freed first. */
 void tg_ctx_free(tg_ctx *ctx);
-/* The message of the last context-level call that failed (registration, parameters, files);
- * "" if none. Owned by the context, valid until its next failing call. */
+/* The message of the last context-level call (registration, parameters, files, optimisers)
+ * that failed on this context in the calling thread; "" if none. Each thread has its own
+ * message, so threads sharing a context never see or overwrite each other's (a thread that has
+ * recorded none may see one left by a thread that has ended). Owned by the context, valid until
+ * the calling thread's next failing call on it or tg_ctx_free; to report a failure from another
+ * thread, copy the text in the thread that failed. Messages are bounded: an over-long one (a
+ * long path) is shortened in the middle, keeping its beginning and its end (the errno text). */
 const char *tg_ctx_error(const tg_ctx *ctx);
 /* Records a context-level failure message (as the library's own calls do) and returns
  * `status`; lets code built on tapegrad report through tg_ctx_error. */
@@ -160,10 +183,11 @@ tg_status tg_ctx_fail(tg_ctx *ctx, tg_status status, const char *fmt, ...)
 void *tg_alloc(tg_ctx *ctx, size_t size);
 void *tg_realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size);
 void tg_free(tg_ctx *ctx, void *ptr, size_t size);
-/* Worker threads kernels may use on this context's tapes (>= 1). */
+/* Worker threads kernels may use on this context's tapes (>= 1); may be called while tapes run. */
 tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads);
 int tg_ctx_threads(const tg_ctx *ctx);
-/* Number of calls the context made to its allocator so far (allocations, frees, resizes). */
+/* Number of calls the context made to its allocator so far (allocations, frees, resizes), from
+ * every thread; exact once the threads that used the context have been joined. */
 uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx);
 /* How this build of the library computes, for benchmark reports: a static string such as
  * "vmath=avx512f gemm=openblas openmp=yes" (the vector-math instruction set chosen on this CPU,
@@ -184,7 +208,8 @@ void tg_tape_reset(tg_tape *tp);
 /* TG_OK, or the first error recorded on the tape since the last reset. NULL tape: TG_INVALID. */
 tg_status tg_tape_status(const tg_tape *tp);
 /* The first error's message, e.g. "matmul: shapes f32[3,4] and f32[5,2] do not match (node 17)";
- * "" when the tape is fine. Owned by the tape, valid until the next reset. */
+ * "" when the tape is fine. Owned by the tape, valid until the next reset. Shortened in the
+ * middle as tg_ctx_error's messages are. */
 const char *tg_tape_error(const tg_tape *tp);
 /* Records `status` with a message on the tape (first error wins), as the library does; lets
  * user code join the tape's error model. Returns the tape's status afterwards. */

@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* Internal invariants only; user input never reaches one of these. */
@@ -33,7 +34,14 @@
 #define TG__CHUNK_BITS 10 /* nodes are stored in chunks of 1024: stable addresses */
 #define TG__CHUNK (1u << TG__CHUNK_BITS)
 #define TG__MAX_NODES 0x7fffffffu /* node ids fit in 31 bits (the top bit tags owned grads) */
-#define TG__MESSAGE 512
+/* Bytes of a tape's or a context's message buffer. Longer messages are shortened in the middle
+ * (tg__vformat_message), so that the op or function name and an errno text at the end survive. */
+#define TG__MESSAGE 4096
+
+/* Formats a message into buf[size] (size >= 64). A string argument longer than a quarter of the
+ * buffer keeps its beginning and its end around "..." (a long path keeps its root and its file
+ * name); a message still too long keeps its beginning and its last bytes around "...". */
+void tg__vformat_message(char *buf, size_t size, const char *fmt, va_list ap);
 
 /* ---- allocation through the context's hook ------------------------------------------------ */
 void *tg__alloc(tg_ctx *ctx, size_t size);
@@ -100,17 +108,30 @@ struct tg_param {
 
 #include "../ops/builtins.h"
 
+/* One thread's context-level message (tg_ctx_error): written and read by its thread only. */
+typedef struct tg__message {
+    struct tg__message *next; /* set before the slot is published, never changed after */
+    const void *thread;       /* the owning thread's tag (ctx.c) */
+    char text[TG__MESSAGE];
+} tg__message;
+
+/* Tapes of one context run in different threads at once: what their operations write here is
+ * atomic (alloc_calls) or per thread (messages). The registry and the parameter list are written
+ * only by calls the header says are not thread-safe with other calls on the context; builtin is
+ * fixed at creation. */
 struct tg_ctx {
     tg_alloc_fn alloc;
     void *alloc_user;
-    uint64_t alloc_calls;
-    int threads;
+    _Atomic uint64_t alloc_calls; /* relaxed: a count that orders nothing */
+    _Atomic int threads;          /* tg_ctx_set_threads may change it while tapes read it */
     tg_op **ops;
     size_t nops, ops_cap;
     const tg_op *builtin[TG__OP_COUNT];
     tg_param **params;
     size_t nparams, params_cap;
-    char error[TG__MESSAGE];
+    _Atomic(tg__message *) messages; /* every thread's slot, newest first; freed with the ctx */
+    _Atomic uint64_t messages_lost;  /* slots that could not be allocated */
+    tg__message first;               /* the creating thread's slot, inside the context */
 };
 
 tg_status tg__ctx_fail(tg_ctx *ctx, tg_status st, const char *fmt, ...) TG__PRINTF(3, 4);
