@@ -22,7 +22,8 @@
  *
  * Conventions, true of every function below unless it says otherwise:
  * - No global state: everything lives in a context (tg_ctx) and its tapes (tg_tape).
- *   A tape is used by one thread at a time; different tapes may run in different threads.
+ *   A tape is used by one thread at a time; different tapes may run in different threads, also
+ *   tapes of one context: see "Threads" under Context for what they share.
  * - Nothing aborts on bad input. Calls that act on a tape record the first error on the tape
  *   (sticky status, message naming the op, shapes and node) and return an error handle, never
  *   NULL; every later op on that tape returns an error handle at once. Check tg_tape_status()
@@ -127,9 +128,26 @@ typedef struct tg_scalar {
  * Context.
  */
 
+/* Threads. Tapes of one context may run in different threads at once (each tape in one thread
+ * at a time). What they share is safe to share: the allocator hook is called from all of them
+ * (see tg_alloc_fn), tg_ctx_alloc_calls counts every call, each thread has its own
+ * tg_ctx_error, and the context's settings and registry are only read by tape operations.
+ * Calls that change the context itself (tg_op_register, tg_param_new, tg_param_free,
+ * tg_ctx_free, the nn layer's constructors) are not thread-safe with any other call on it that
+ * reads the registry or the parameter list (tg_op_find, tg_op_at, tg_param_find, tg_zero_grad,
+ * ...). tg_ctx_set_threads may run at any time; tapes see the new setting in later ops.
+ * Parameters are shared data: tapes in several threads may read one at once (forward passes),
+ * but a call that writes a parameter's value or gradient (tg_backward reaching it, tg_param_set
+ * and its siblings, tg_param_zero_grad, an optimiser's step) must not overlap any other use of
+ * that parameter; give each thread its own parameters (or serialise the writes yourself). */
+
 /* One allocator function, Lua-style: new_size == 0 frees `ptr` (returning NULL); otherwise it
  * returns a block of new_size bytes holding the first min(old,new) bytes of `ptr` (which may be
- * NULL), or NULL on failure, leaving `ptr` untouched. Blocks must be 16-byte aligned. */
+ * NULL), or NULL on failure, leaving `ptr` untouched. Blocks must be 16-byte aligned.
+ * The library does not serialise calls: the hook is called concurrently from every thread that
+ * uses a tape of its context (or calls tg_alloc and friends) at the same time, with `user` as
+ * given, so it must be thread-safe then; a block may be freed or resized in another thread than
+ * the one that allocated it. The default (realloc/free) is thread-safe. */
 typedef void *(*tg_alloc_fn)(void *user, void *ptr, size_t old_size, size_t new_size);
 
 /* Options for tg_ctx_new. Zero means default: fill with designated initialisers. */
@@ -144,8 +162,13 @@ typedef struct tg_ctx_options {
 tg_status tg_ctx_new(tg_ctx **out, const tg_ctx_options *opts);
 /* Frees the context, its registry and its parameters. Its tapes must be freed first. */
 void tg_ctx_free(tg_ctx *ctx);
-/* The message of the last context-level call that failed (registration, parameters, files);
- * "" if none. Owned by the context, valid until its next failing call. */
+/* The message of the last context-level call (registration, parameters, files, optimisers)
+ * that failed on this context in the calling thread; "" if none. Each thread has its own
+ * message, so threads sharing a context never see or overwrite each other's (a thread that has
+ * recorded none may see one left by a thread that has ended). Owned by the context, valid until
+ * the calling thread's next failing call on it or tg_ctx_free; to report a failure from another
+ * thread, copy the text in the thread that failed. Messages are bounded: an over-long one (a
+ * long path) is shortened in the middle, keeping its beginning and its end (the errno text). */
 const char *tg_ctx_error(const tg_ctx *ctx);
 /* Records a context-level failure message (as the library's own calls do) and returns
  * `status`; lets code built on tapegrad report through tg_ctx_error. */
@@ -160,10 +183,11 @@ tg_status tg_ctx_fail(tg_ctx *ctx, tg_status status, const char *fmt, ...)
 void *tg_alloc(tg_ctx *ctx, size_t size);
 void *tg_realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size);
 void tg_free(tg_ctx *ctx, void *ptr, size_t size);
-/* Worker threads kernels may use on this context's tapes (>= 1). */
+/* Worker threads kernels may use on this context's tapes (>= 1); may be called while tapes run. */
 tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads);
 int tg_ctx_threads(const tg_ctx *ctx);
-/* Number of calls the context made to its allocator so far (allocations, frees, resizes). */
+/* Number of calls the context made to its allocator so far (allocations, frees, resizes), from
+ * every thread; exact once the threads that used the context have been joined. */
 uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx);
 /* How this build of the library computes, for benchmark reports: a static string such as
  * "vmath=avx512f gemm=openblas openmp=yes" (the vector-math instruction set chosen on this CPU,
@@ -184,7 +208,8 @@ void tg_tape_reset(tg_tape *tp);
 /* TG_OK, or the first error recorded on the tape since the last reset. NULL tape: TG_INVALID. */
 tg_status tg_tape_status(const tg_tape *tp);
 /* The first error's message, e.g. "matmul: shapes f32[3,4] and f32[5,2] do not match (node 17)";
- * "" when the tape is fine. Owned by the tape, valid until the next reset. */
+ * "" when the tape is fine. Owned by the tape, valid until the next reset. Shortened in the
+ * middle as tg_ctx_error's messages are. */
 const char *tg_tape_error(const tg_tape *tp);
 /* Records `status` with a message on the tape (first error wins), as the library does; lets
  * user code join the tape's error model. Returns the tape's status afterwards. */
@@ -213,6 +238,8 @@ tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shap
                          const void *data); /* copies numel elements of dtype `dt` */
 tg_tensor tg_zeros(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape);
 tg_tensor tg_ones(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape);
+/* For i64, `value` is truncated toward zero; NaN, infinities and values outside [-2^63, 2^63)
+ * are TG_RANGE (tg_constant likewise). */
 tg_tensor tg_full(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double value);
 /* 0-d tensor holding `value`. */
 tg_tensor tg_constant(tg_tape *tp, tg_dtype dt, double value);
@@ -232,6 +259,11 @@ tg_tensor tg_requires_grad(tg_tensor t);
 
 /* True if `t` is a live tensor of its tape (not none, not an error handle, not stale). */
 bool tg_ok(tg_tensor t);
+/* TG_OK if `t` is live and its tape has no error; otherwise records TG_STALE or TG_INVALID on
+ * the tape (naming `who`, when the tape has no error yet) and returns the tape's status (or
+ * TG_INVALID for none). For wrappers that return an input as it is (an identity in some mode),
+ * so they pass on an error exactly as an op would. */
+tg_status tg_tensor_check(tg_tensor t, const char *who);
 /* The tape a handle belongs to (NULL for none). */
 tg_tape *tg_tensor_tape(tg_tensor t);
 /* Metadata. On an invalid handle: dtype 0, ndim -1, numel -1, dim -1, shape NULL. */
@@ -244,7 +276,13 @@ const int64_t *tg_shape(tg_tensor t);
 /* The values, row-major, owned by the tape, valid until reset; NULL on an invalid handle.
  * Treat as read-only: other nodes may share the buffer. */
 const void *tg_data(tg_tensor t);
-/* Copies numel values into `dst` converted to `dt`; `count` is dst's capacity in elements. */
+/* Writes a shape as "[3,4]", or after a dtype's name as "f32[3,4]" (dtype 0: none), like
+ * snprintf: always NUL-terminated when size > 0 (cut short if it does not fit), and returns the
+ * length the whole text needs. For messages of code built on tapegrad. */
+int tg_format_shape(char *buf, size_t size, tg_dtype dtype, int ndim, const int64_t *shape);
+/* Copies numel values into `dst` converted to `dt`; `count` is dst's capacity in elements.
+ * Floats convert to i64 truncated toward zero; TG_RANGE (nothing written) when one is NaN,
+ * infinite or outside [-2^63, 2^63), or when count < numel. */
 tg_status tg_read(tg_tensor t, tg_dtype dt, void *dst, int64_t count);
 /* The value of a one-element tensor as a double; NaN on an invalid handle or numel != 1. */
 double tg_item(tg_tensor t);
@@ -522,14 +560,18 @@ typedef struct tg_kernel {
     const tg_view *const *in;
     const tg_view *out;
     const void *attr;
-    void *saved; /* saved_bytes of scratch from the check, kept until reset */
-    int threads; /* threads the kernel may use */
+    void *saved;         /* saved_bytes of scratch from the check, kept until reset */
+    int threads;         /* threads the kernel may use */
+    void *loop_scratch_; /* engine-owned: tg_kernel_loop's storage for ops of many inputs */
 } tg_kernel;
 
 /* Broadcasting loop helper, NumPy ufunc style: walks the output of a kernel whose inputs
  * broadcast to it, calling `fn` once per contiguous run of n output elements. ptrs[i] is input
  * i's first element of the run (ptrs[ninputs] the output's); steps[i] is the byte step between
- * consecutive elements (0 for a broadcast input). */
+ * consecutive elements (0 for a broadcast input). Any number of inputs: for ops of more than 15
+ * the engine sets aside the loop's storage when it records the op, so `k` must be the kernel
+ * the engine passed (a tg_kernel built by hand works up to 15 inputs; beyond, nothing is
+ * written). */
 typedef void (*tg_loop_fn)(int64_t n, char *const *ptrs, const int64_t *steps, void *user);
 void tg_kernel_loop(const tg_kernel *k, tg_loop_fn fn, void *user);
 

@@ -91,8 +91,11 @@ tg_tensor tg_dropout(tg_tensor x, double p, bool training, uint64_t seed)
         dropout_attr at = {p, seed};
         return tg__apply1(TG__OP_dropout, x, &at);
     }
+    /* The identity (evaluation, or p = 0) passes an error on as the op would. */
+    if (tg_tensor_check(x, "dropout"))
+        return tg_error(tp);
     tg_dtype dt = tg_tensor_dtype(x);
-    if (tg_ok(x) && dt != TG_F32 && dt != TG_F64) {
+    if (dt != TG_F32 && dt != TG_F64) {
         tg_tape_fail(tp, TG_DTYPE, "dropout: input must be f32 or f64, not %s", tg_dtype_name(dt));
         return tg_error(tp);
     }

@@ -25,12 +25,7 @@ static tg_status check_indices(tg_check *c, const tg_view *idx, int64_t rows)
             rest /= idx->shape[d];
         }
         char pos[200];
-        int len = snprintf(pos, sizeof pos, "[");
-        for (int d = 0; d < idx->ndim && len >= 0 && (size_t)len < sizeof pos; d++)
-            len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ",%lld" : "%lld",
-                            (long long)coord[d]);
-        if (len >= 0 && (size_t)len < sizeof pos)
-            snprintf(pos + len, sizeof pos - (size_t)len, "]");
+        tg_format_shape(pos, sizeof pos, 0, idx->ndim, coord);
         return tg_check_fail(c, TG_RANGE, "index %lld at position %s is out of range for %lld rows",
                              (long long)v[i], pos, (long long)rows);
     }

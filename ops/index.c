@@ -50,18 +50,13 @@ static tg_status check_index_values(tg_check *c, const tg_view *idx, int64_t siz
     for (int64_t i = 0; i < idx->numel; i++) {
         if (v[i] >= 0 && v[i] < size)
             continue;
-        char pos[160];
-        int len = snprintf(pos, sizeof pos, "[");
         int64_t rest = i, coord[TG_MAX_DIMS];
         for (int d = idx->ndim - 1; d >= 0; d--) {
             coord[d] = idx->shape[d] ? rest % idx->shape[d] : 0;
             rest = idx->shape[d] ? rest / idx->shape[d] : 0;
         }
-        for (int d = 0; d < idx->ndim && len >= 0 && (size_t)len < sizeof pos; d++)
-            len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ",%lld" : "%lld",
-                            (long long)coord[d]);
-        if (len >= 0 && (size_t)len < sizeof pos)
-            snprintf(pos + len, sizeof pos - (size_t)len, "]");
+        char pos[200];
+        tg_format_shape(pos, sizeof pos, 0, idx->ndim, coord);
         return tg_check_fail(c, TG_RANGE,
                              "index %lld at position %s is out of range for axis %d "
                              "of size %lld",
@@ -70,21 +65,20 @@ static tg_status check_index_values(tg_check *c, const tg_view *idx, int64_t siz
     return TG_OK;
 }
 
-/* Runs MACRO(T) with the element type of dtype dt (the checks admit only these three). */
-#define TG__SWITCH_DTYPE(dt, MACRO)                                                                \
-    do {                                                                                           \
-        switch (dt) {                                                                              \
-        case TG_F32:                                                                               \
-            MACRO(float);                                                                          \
-            break;                                                                                 \
-        case TG_F64:                                                                               \
-            MACRO(double);                                                                         \
-            break;                                                                                 \
-        default:                                                                                   \
-            MACRO(int64_t);                                                                        \
-            break;                                                                                 \
-        }                                                                                          \
-    } while (0)
+/* Calls name##_f32, name##_f64 or name##_i64 by dtype (the checks admit only these three): the
+ * kernels below are written once as a macro over the element type T and instantiated for each. */
+#define BY_DTYPE(dt, name, ...)                                                                    \
+    ((dt) == TG_F32   ? name##_f32(__VA_ARGS__)                                                    \
+     : (dt) == TG_F64 ? name##_f64(__VA_ARGS__)                                                    \
+                      : name##_i64(__VA_ARGS__))
+#define FOR_EACH_DTYPE(MACRO, name)                                                                \
+    MACRO(float, name##_f32) MACRO(double, name##_f64) MACRO(int64_t, name##_i64)
+
+/* The geometry of index_select / index_add: [outer, dim, inner] data, n index entries. */
+typedef struct rows {
+    int64_t outer, inner, n, dim;
+    const int64_t *index;
+} rows;
 
 /* ---- index_select / index_add ------------------------------------------------------------ */
 
@@ -105,29 +99,32 @@ static tg_status index_select_check(tg_check *c)
     c->out->shape[ax] = idx->numel;
     return TG_OK;
 }
-/* Rows of `inner` elements: y[o, j, :] = x[o, index[j], :]. Element type T. */
-#define SELECT_LOOP(T)                                                                             \
-    for (int64_t o = 0; o < outer; o++) {                                                          \
-        const T *xo = (const T *)x->data + o * src_dim * inner;                                    \
-        T *yo = (T *)y->data + o * n * inner;                                                      \
-        for (int64_t j = 0; j < n; j++) {                                                          \
-            const T *xr = xo + ix[j] * inner;                                                      \
-            T *yr = yo + j * inner;                                                                \
-            for (int64_t e = 0; e < inner; e++)                                                    \
-                yr[e] = xr[e];                                                                     \
+/* Rows of `inner` elements: y[o, j, :] = x[o, index[j], :] (x has r->dim rows per o). */
+#define SELECT_ROWS(T, name)                                                                       \
+    static void name(const rows *r, const void *x, void *y)                                        \
+    {                                                                                              \
+        for (int64_t o = 0; o < r->outer; o++) {                                                   \
+            const T *xo = (const T *)x + o * r->dim * r->inner;                                    \
+            T *yo = (T *)y + o * r->n * r->inner;                                                  \
+            for (int64_t j = 0; j < r->n; j++) {                                                   \
+                const T *xr = xo + r->index[j] * r->inner;                                         \
+                T *yr = yo + j * r->inner;                                                         \
+                for (int64_t e = 0; e < r->inner; e++)                                             \
+                    yr[e] = xr[e];                                                                 \
+            }                                                                                      \
         }                                                                                          \
     }
+FOR_EACH_DTYPE(SELECT_ROWS, select_rows)
 static void index_select_forward(const tg_kernel *k)
 {
     const select_attr *at = k->attr;
     const tg_view *x = k->in[0], *y = k->out;
     if (y->numel == 0)
         return;
-    const int64_t *ix = k->in[1]->data;
     int ax = tg__axis(at->axis, x->ndim);
-    int64_t outer, inner, n = k->in[1]->numel, src_dim = x->shape[ax];
-    tg__outer_inner(x, ax, &outer, &inner);
-    TG__SWITCH_DTYPE(x->dtype, SELECT_LOOP);
+    rows r = {.n = k->in[1]->numel, .dim = x->shape[ax], .index = k->in[1]->data};
+    tg__outer_inner(x, ax, &r.outer, &r.inner);
+    BY_DTYPE(x->dtype, select_rows, &r, x->data, y->data);
 }
 static void index_select_backward(const tg_backward_io *io)
 {
@@ -211,18 +208,22 @@ static tg_status index_add_check(tg_check *c)
     c->out->shape[ax] = at->size;
     return TG_OK;
 }
-/* y[o, index[j], :] += g[o, j, :]; repeated indices accumulate. */
-#define ADD_LOOP(T)                                                                                \
-    for (int64_t o = 0; o < outer; o++) {                                                          \
-        const T *go = (const T *)g->data + o * n * inner;                                          \
-        T *yo = (T *)y->data + o * dst_dim * inner;                                                \
-        for (int64_t j = 0; j < n; j++) {                                                          \
-            const T *gr = go + j * inner;                                                          \
-            T *yr = yo + ix[j] * inner;                                                            \
-            for (int64_t e = 0; e < inner; e++)                                                    \
-                yr[e] += gr[e];                                                                    \
+/* y[o, index[j], :] += g[o, j, :] (y has r->dim rows per o); repeated indices accumulate. */
+#define ADD_ROWS(T, name)                                                                          \
+    static void name(const rows *r, const void *g, void *y)                                        \
+    {                                                                                              \
+        for (int64_t o = 0; o < r->outer; o++) {                                                   \
+            const T *go = (const T *)g + o * r->n * r->inner;                                      \
+            T *yo = (T *)y + o * r->dim * r->inner;                                                \
+            for (int64_t j = 0; j < r->n; j++) {                                                   \
+                const T *gr = go + j * r->inner;                                                   \
+                T *yr = yo + r->index[j] * r->inner;                                               \
+                for (int64_t e = 0; e < r->inner; e++)                                             \
+                    yr[e] += gr[e];                                                                \
+            }                                                                                      \
         }                                                                                          \
     }
+FOR_EACH_DTYPE(ADD_ROWS, add_rows)
 static void index_add_forward(const tg_kernel *k)
 {
     const select_attr *at = k->attr;
@@ -230,11 +231,10 @@ static void index_add_forward(const tg_kernel *k)
     if (y->numel == 0)
         return;
     memset(y->data, 0, (size_t)y->numel * tg_dtype_size(y->dtype));
-    const int64_t *ix = k->in[1]->data;
     int ax = tg__axis(at->axis, g->ndim);
-    int64_t outer, inner, n = k->in[1]->numel, dst_dim = at->size;
-    tg__outer_inner(g, ax, &outer, &inner);
-    TG__SWITCH_DTYPE(g->dtype, ADD_LOOP);
+    rows r = {.n = k->in[1]->numel, .dim = at->size, .index = k->in[1]->data};
+    tg__outer_inner(g, ax, &r.outer, &r.inner);
+    BY_DTYPE(g->dtype, add_rows, &r, g->data, y->data);
 }
 static void index_add_backward(const tg_backward_io *io)
 {
@@ -329,12 +329,15 @@ static tg_status gather_check(tg_check *c)
     c->out->dtype = a->dtype;
     return TG_OK;
 }
-#define GATHER_LOOP(T)                                                                             \
-    do {                                                                                           \
-        const T *X = x->data;                                                                      \
-        T *Y = y->data;                                                                            \
-        GATHER_WALK(k->in[1], ax, stride, Y[e] = X[off]);                                          \
-    } while (0)
+/* y[e] = x[off] over the index tensor's elements. */
+#define GATHER(T, name)                                                                            \
+    static void name(const tg_view *idx, int ax, const int64_t *stride, const void *x, void *y)    \
+    {                                                                                              \
+        const T *X = x;                                                                            \
+        T *Y = y;                                                                                  \
+        GATHER_WALK(idx, ax, stride, Y[e] = X[off]);                                               \
+    }
+FOR_EACH_DTYPE(GATHER, gather)
 static void gather_forward(const tg_kernel *k)
 {
     const gather_attr *at = k->attr;
@@ -344,7 +347,7 @@ static void gather_forward(const tg_kernel *k)
     int ax = tg__axis(at->axis, x->ndim);
     int64_t stride[TG_MAX_DIMS];
     strides_of(x->ndim, x->shape, stride);
-    TG__SWITCH_DTYPE(x->dtype, GATHER_LOOP);
+    BY_DTYPE(x->dtype, gather, k->in[1], ax, stride, x->data, y->data);
 }
 static void gather_backward(const tg_backward_io *io)
 {
@@ -432,12 +435,15 @@ static tg_status scatter_add_check(tg_check *c)
     memcpy(c->out->shape, at->shape, sizeof at->shape);
     return TG_OK;
 }
-#define SCATTER_LOOP(T)                                                                            \
-    do {                                                                                           \
-        const T *G = g->data;                                                                      \
-        T *Y = y->data;                                                                            \
-        GATHER_WALK(k->in[1], ax, stride, Y[off] += G[e]);                                         \
-    } while (0)
+/* y[off] += g[e] over the index tensor's elements; repeated indices accumulate. */
+#define SCATTER(T, name)                                                                           \
+    static void name(const tg_view *idx, int ax, const int64_t *stride, const void *g, void *y)    \
+    {                                                                                              \
+        const T *G = g;                                                                            \
+        T *Y = y;                                                                                  \
+        GATHER_WALK(idx, ax, stride, Y[off] += G[e]);                                              \
+    }
+FOR_EACH_DTYPE(SCATTER, scatter)
 static void scatter_add_forward(const tg_kernel *k)
 {
     const gather_attr *at = k->attr;
@@ -450,7 +456,7 @@ static void scatter_add_forward(const tg_kernel *k)
     int ax = tg__axis(at->axis, y->ndim);
     int64_t stride[TG_MAX_DIMS];
     strides_of(y->ndim, y->shape, stride);
-    TG__SWITCH_DTYPE(g->dtype, SCATTER_LOOP);
+    BY_DTYPE(g->dtype, scatter, k->in[1], ax, stride, g->data, y->data);
 }
 static void scatter_add_backward(const tg_backward_io *io)
 {

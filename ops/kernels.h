@@ -5,6 +5,8 @@
 
 #include "tapegrad.h"
 
+#include "../src/layout.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -112,11 +114,12 @@
     } while (0)
 
 /* An axis of an ndim-dim tensor with negative values counting from the end; -1 if out of
- * range. */
+ * range (and for any axis when ndim < 0, an error handle's). */
 static inline int tg__axis(int axis, int ndim)
 {
-    int ax = axis < 0 ? axis + ndim : axis;
-    return ax >= 0 && ax < ndim ? ax : -1;
+    if (ndim < 0 || axis < -ndim || axis >= ndim)
+        return -1;
+    return axis < 0 ? axis + ndim : axis;
 }
 
 /* Elements before and after `axis` of a contiguous tensor (the layout [outer, dim, inner]). */
@@ -183,21 +186,6 @@ static inline tg_view tg__meta(tg_tensor t)
     if (tg_shape(t))
         memcpy(v.shape, tg_shape(t), (size_t)v.ndim * sizeof(int64_t));
     return v;
-}
-
-/* True if `shape` is a valid shape of ndim dims; *numel receives its element count. */
-static inline bool tg__shape_ok(int ndim, const int64_t *shape, int64_t *numel)
-{
-    int64_t n = 1;
-    if (ndim < 0 || ndim > TG_MAX_DIMS)
-        return false;
-    for (int d = 0; d < ndim; d++) {
-        if (shape[d] < 0 || (shape[d] > 0 && n > INT64_MAX / 16 / shape[d]))
-            return false;
-        n *= shape[d];
-    }
-    *numel = n;
-    return true;
 }
 
 /* y = EXPR(x, c) with the constant c in the element type (as PyTorch rounds a Python scalar to

@@ -310,17 +310,6 @@ tg_tensor tg_nll_loss(tg_tensor log_probs, tg_tensor labels, tg_reduction r)
 
 /* ---- composite losses --------------------------------------------------------------------- */
 
-/* "f32[4,3]" for a tensor's metadata. */
-static void format_meta(char *buf, size_t size, const tg_view *v)
-{
-    int len = snprintf(buf, size, "%s[", tg_dtype_name(v->dtype));
-    for (int d = 0; d < v->ndim && len >= 0 && (size_t)len < size; d++)
-        len +=
-            snprintf(buf + len, size - (size_t)len, d ? ",%lld" : "%lld", (long long)v->shape[d]);
-    if (len >= 0 && (size_t)len < size)
-        snprintf(buf + len, size - (size_t)len, "]");
-}
-
 /* Two live tensors of one dtype and one shape, or an error on the tape naming `who`. Handles
  * that are not live pass: the op that uses them reports them. */
 static bool same_meta(tg_tape *tp, tg_tensor a, tg_tensor b, const char *who, const char *an,
@@ -335,8 +324,8 @@ static bool same_meta(tg_tape *tp, tg_tensor a, tg_tensor b, const char *who, co
     if (same)
         return true;
     char sa[160], sb[160];
-    format_meta(sa, sizeof sa, &va);
-    format_meta(sb, sizeof sb, &vb);
+    tg_format_shape(sa, sizeof sa, va.dtype, va.ndim, va.shape);
+    tg_format_shape(sb, sizeof sb, vb.dtype, vb.ndim, vb.shape);
     tg_tape_fail(tp, va.dtype != vb.dtype ? TG_DTYPE : TG_SHAPE,
                  "%s: %s %s and %s %s must have the same dtype and shape", who, an, sa, bn, sb);
     return false;

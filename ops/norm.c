@@ -28,17 +28,6 @@ static void split_rows(const tg_view *x, int naxes, int64_t *rows, int64_t *n)
     }
 }
 
-/* Writes "[d0,d1,...]" of the last `nd` dims of `v` into buf. */
-static void format_dims(char *buf, size_t size, const tg_view *v, int nd)
-{
-    int len = snprintf(buf, size, "[");
-    for (int d = v->ndim - nd; d < v->ndim && len >= 0 && (size_t)len < size; d++)
-        len += snprintf(buf + len, size - (size_t)len, d > v->ndim - nd ? ",%lld" : "%lld",
-                        (long long)v->shape[d]);
-    if (len >= 0 && (size_t)len < size)
-        snprintf(buf + len, size - (size_t)len, "]");
-}
-
 /* The parts every check shares: x (input `xi`) is float, naxes and eps are valid. */
 static tg_status check_x(tg_check *c, int xi)
 {
@@ -68,8 +57,8 @@ static tg_status check_affine(tg_check *c, int i, const char *what)
         same = v->shape[d] == x->shape[x->ndim - at->naxes + d];
     if (!same) {
         char want[128], got[128];
-        format_dims(want, sizeof want, x, at->naxes);
-        format_dims(got, sizeof got, v, v->ndim);
+        tg_format_shape(want, sizeof want, 0, at->naxes, x->shape + x->ndim - at->naxes);
+        tg_format_shape(got, sizeof got, 0, v->ndim, v->shape);
         return tg_check_fail(c, TG_SHAPE, "%s has shape %s, not the normalised shape %s", what, got,
                              want);
     }

@@ -25,26 +25,26 @@ static tg_status reshape_check(tg_check *c)
     if (at->ndim < 0)
         return tg_check_fail(c, TG_INVALID, "invalid target shape");
     int infer = -1;
-    int64_t known = 1;
+    int64_t *shape = c->out->shape;
     for (int d = 0; d < at->ndim; d++) {
+        shape[d] = at->shape[d];
         if (at->shape[d] == -1 && infer < 0) {
             infer = d;
+            shape[d] = 1;
         } else if (at->shape[d] < 0) {
             return tg_check_fail(c, TG_SHAPE, "dim %d is %lld", d, (long long)at->shape[d]);
-        } else {
-            if (at->shape[d] > 0 && known > INT64_MAX / 16 / at->shape[d])
-                return tg_check_fail(c, TG_SHAPE, "target shape overflows");
-            known *= at->shape[d];
         }
     }
+    int64_t known;
+    if (!tg__shape_ok(at->ndim, shape, &known))
+        return tg_check_fail(c, TG_SHAPE, "target shape overflows");
     c->out->dtype = x->dtype;
     c->out->ndim = at->ndim;
-    memcpy(c->out->shape, at->shape, sizeof at->shape);
     if (infer >= 0) {
         if (known == 0 || x->numel % known)
             return tg_check_fail(c, TG_SHAPE, "cannot infer dim %d: %lld elements", infer,
                                  (long long)x->numel);
-        c->out->shape[infer] = x->numel / known;
+        shape[infer] = x->numel / known;
         known = x->numel;
     }
     if (known != x->numel)
@@ -100,8 +100,8 @@ static tg_status permute_check(tg_check *c)
     c->out->dtype = x->dtype;
     c->out->ndim = x->ndim;
     for (int d = 0; d < at->ndim; d++) {
-        int p = at->perm[d] < 0 ? at->perm[d] + x->ndim : at->perm[d];
-        if (p < 0 || p >= x->ndim || seen[p])
+        int p = tg__axis(at->perm[d], x->ndim);
+        if (p < 0 || seen[p])
             return tg_check_fail(c, TG_INVALID, "not a permutation (entry %d is %d)", d,
                                  at->perm[d]);
         seen[p] = true;
@@ -115,6 +115,8 @@ static void permute_forward(const tg_kernel *k)
     const tg_view *x = k->in[0], *y = k->out;
     int nd = x->ndim;
     size_t es = tg_dtype_size(x->dtype);
+    if (y->numel == 0)
+        return;
     int64_t xstride[TG_MAX_DIMS], s[TG_MAX_DIMS]; /* s: x's stride along each y dim */
     int64_t run = 1;
     for (int d = nd - 1; d >= 0; d--) {
@@ -123,8 +125,6 @@ static void permute_forward(const tg_kernel *k)
     }
     for (int d = 0; d < nd; d++)
         s[d] = xstride[at->perm[d] < 0 ? at->perm[d] + nd : at->perm[d]];
-    if (y->numel == 0)
-        return;
     if (nd == 0) {
         memcpy(y->data, x->data, es);
         return;
@@ -203,8 +203,8 @@ tg_tensor tg_transpose(tg_tensor a, int axis0, int axis1)
     at.ndim = nd < 0 ? 0 : nd;
     for (int d = 0; d < at.ndim; d++)
         at.perm[d] = d;
-    int a0 = axis0 < 0 ? axis0 + nd : axis0, a1 = axis1 < 0 ? axis1 + nd : axis1;
-    if (a0 >= 0 && a0 < nd && a1 >= 0 && a1 < nd) {
+    int a0 = tg__axis(axis0, nd), a1 = tg__axis(axis1, nd);
+    if (a0 >= 0 && a1 >= 0) {
         at.perm[a0] = a1;
         at.perm[a1] = a0;
     } else if (nd >= 0) {

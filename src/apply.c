@@ -6,12 +6,6 @@
 #include <stdio.h>
 
 #define SMALL_INPUTS 8
-#define LOOP_MAX_OPERANDS 16
-
-static bool quick_valid(const tg_tape *tp, tg_tensor t)
-{
-    return t.tape_ == tp && t.gen_ == tp->gen && t.id_ != 0 && t.id_ < tp->nnodes;
-}
 
 static void fail_check(tg_tape *tp, const tg_op *op, tg_status st, const char *msg, int n,
                        const tg_view *const *views)
@@ -47,7 +41,7 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
     }
     bool any_grad = false;
     for (int i = 0; i < n; i++) {
-        if (TG__UNLIKELY(!quick_valid(tp, inputs[i]))) {
+        if (TG__UNLIKELY(!tg__live(tp, inputs[i]))) {
             char what[96];
             snprintf(what, sizeof what, "%s: input %d", op->name, i);
             tg__resolve(tp, inputs[i], what);
@@ -71,7 +65,7 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
     }
     int64_t numel;
     size_t es = tg__dtype_size(node->v.dtype);
-    if (es == 0 || !tg__shape_valid(node->v.ndim, node->v.shape, &numel) || c.alias < -1
+    if (es == 0 || !tg__shape_ok(node->v.ndim, node->v.shape, &numel) || c.alias < -1
         || c.alias >= n
         || (c.alias >= 0
             && (views[c.alias]->numel != numel || views[c.alias]->dtype != node->v.dtype))
@@ -101,8 +95,9 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
         return tg__error_handle(tp);
     }
     size_t total = c.saved_bytes ? saved_off + c.saved_bytes : saved_off;
-    unsigned char *block = total ? tg__arena_alloc(tp->ctx, &tp->arena, total) : NULL;
-    if (total && !block) {
+    /* Never NULL, even for an empty output without attributes: kernels may offset it by 0. */
+    unsigned char *block = tg__arena_alloc(tp->ctx, &tp->arena, total);
+    if (!block) {
         tg__fail(tp, TG_NOMEM, "%s: out of memory allocating %zu bytes", op->name, total);
         return tg__error_handle(tp);
     }
@@ -111,10 +106,14 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
         node->attr = block + attr_off;
         memcpy(node->attr, attr, d->attr_size);
     }
-    if (c.saved_bytes)
-        node->saved = block + saved_off;
+    node->saved = block + saved_off; /* never NULL, even without scratch (kernels offset it) */
     if (c.alias < 0) {
-        tg_kernel k = {n, views, &node->v, node->attr, node->saved, tp->ctx->threads};
+        tg_kernel k = {n, views, &node->v, node->attr, node->saved, tp->ctx->threads, NULL};
+        size_t loop_bytes = tg__loop_scratch_bytes(n);
+        if (loop_bytes && !(k.loop_scratch_ = tg__arena_alloc(tp->ctx, &tp->arena, loop_bytes))) {
+            tg__fail(tp, TG_NOMEM, "%s: out of memory for %d operands", op->name, n);
+            return tg__error_handle(tp);
+        }
         d->forward(&k);
     }
     node->kind = TG__OPNODE;
@@ -244,92 +243,137 @@ tg_status tg_check_elementwise(tg_check *c)
 
 /* ---- the broadcasting loop ---------------------------------------------------------------- */
 
-void tg_kernel_loop(const tg_kernel *k, tg_loop_fn fn, void *user)
-{
-    const tg_view *out = k->out;
-    int nops = k->ninputs + 1;
-    if (out->numel == 0 || nops > LOOP_MAX_OPERANDS)
-        return;
-    char *ptrs[LOOP_MAX_OPERANDS];
-    int64_t steps[LOOP_MAX_OPERANDS];
-    bool flat = true;
-    for (int j = 0; j < k->ninputs; j++)
-        flat &= k->in[j]->numel == out->numel;
-    if (flat) { /* every operand has the output's shape: one contiguous run */
-        for (int j = 0; j < k->ninputs; j++) {
-            ptrs[j] = k->in[j]->data;
-            steps[j] = (int64_t)tg_dtype_size(k->in[j]->dtype);
-        }
-        ptrs[k->ninputs] = out->data;
-        steps[k->ninputs] = (int64_t)tg_dtype_size(out->dtype);
-        fn(out->numel, ptrs, steps, user);
-        return;
-    }
+/* Operands a loop keeps on the stack; more use the scratch the engine gives the kernel. */
+#define LOOP_STACK_OPERANDS 16
 
-    /* Byte strides of every operand along the output's dims (0 where broadcast). */
-    int nd = out->ndim;
-    int64_t shape[TG_MAX_DIMS], stride[LOOP_MAX_OPERANDS][TG_MAX_DIMS];
+/* Per operand: its run pointer and step, its byte strides along the output's dims (0 where
+ * broadcast) and the same after merging dims. */
+typedef struct loop_operands {
+    char **ptrs;
+    int64_t *steps;
+    int64_t (*stride)[TG_MAX_DIMS];
+    int64_t (*merged)[TG_MAX_DIMS];
+} loop_operands;
+
+#define LOOP_OPERAND_BYTES (sizeof(char *) + sizeof(int64_t) + 2 * TG_MAX_DIMS * sizeof(int64_t))
+
+size_t tg__loop_scratch_bytes(int ninputs)
+{
+    size_t nops = (size_t)ninputs + 1;
+    return nops > LOOP_STACK_OPERANDS ? nops * LOOP_OPERAND_BYTES : 0;
+}
+
+static loop_operands loop_operands_in(void *storage, int nops)
+{
+    loop_operands o;
+    o.stride = storage;
+    o.merged = o.stride + nops;
+    o.steps = (int64_t *)(o.merged + nops);
+    o.ptrs = (char **)(o.steps + nops);
+    return o;
+}
+
+static char *operand_data(const tg_kernel *k, int j)
+{
+    return j < k->ninputs ? k->in[j]->data : k->out->data;
+}
+
+/* Byte strides of every operand along the output's dims. */
+static void operand_strides(const tg_kernel *k, int nops, loop_operands *o)
+{
+    int nd = k->out->ndim;
     for (int j = 0; j < nops; j++) {
-        const tg_view *v = j < k->ninputs ? k->in[j] : out;
+        const tg_view *v = j < k->ninputs ? k->in[j] : k->out;
         int64_t run = (int64_t)tg_dtype_size(v->dtype);
         int off = nd - v->ndim;
         for (int d = nd - 1; d >= 0; d--) {
             int vd = d - off;
-            if (vd >= 0 && v->shape[vd] != 1) {
-                stride[j][d] = run;
-                run *= v->shape[vd];
-            } else {
-                stride[j][d] = 0;
-            }
+            o->stride[j][d] = vd >= 0 && v->shape[vd] != 1 ? run : 0;
+            run *= vd >= 0 && v->shape[vd] != 1 ? v->shape[vd] : 1;
         }
     }
-    /* Drop size-1 dims and merge dims that are contiguous for every operand. */
+}
+
+/* Drops size-1 dims and merges dims contiguous for every operand into `dims`; returns how many
+ * are left. */
+static int merge_dims(const tg_view *out, int nops, loop_operands *o, int64_t *dims)
+{
     int m = 0;
-    int64_t cs[TG_MAX_DIMS], cstride[LOOP_MAX_OPERANDS][TG_MAX_DIMS];
-    for (int d = 0; d < nd; d++) {
+    for (int d = 0; d < out->ndim; d++) {
         if (out->shape[d] == 1)
             continue;
         bool merge = m > 0;
         for (int j = 0; merge && j < nops; j++)
-            merge = cstride[j][m - 1] == stride[j][d] * out->shape[d];
+            merge = o->merged[j][m - 1] == o->stride[j][d] * out->shape[d];
         if (merge) {
-            cs[m - 1] *= out->shape[d];
-            for (int j = 0; j < nops; j++)
-                cstride[j][m - 1] = stride[j][d];
+            dims[m - 1] *= out->shape[d];
         } else {
-            cs[m] = out->shape[d];
-            for (int j = 0; j < nops; j++)
-                cstride[j][m] = stride[j][d];
+            dims[m] = out->shape[d];
             m++;
         }
+        for (int j = 0; j < nops; j++)
+            o->merged[j][m - 1] = o->stride[j][d];
     }
-    (void)shape;
-    if (m == 0) {
+    return m;
+}
+
+/* Calls fn once per run of the innermost merged dim, walking the outer ones like an odometer. */
+static void walk_runs(const tg_kernel *k, int nops, loop_operands *o, int m, const int64_t *dims,
+                      tg_loop_fn fn, void *user)
+{
+    if (m == 0) { /* a single element */
         for (int j = 0; j < nops; j++) {
-            ptrs[j] = j < k->ninputs ? k->in[j]->data : out->data;
-            steps[j] = 0;
+            o->ptrs[j] = operand_data(k, j);
+            o->steps[j] = 0;
         }
-        fn(1, ptrs, steps, user);
+        fn(1, o->ptrs, o->steps, user);
         return;
     }
-    int64_t inner = cs[m - 1];
+    int64_t inner = dims[m - 1];
     for (int j = 0; j < nops; j++)
-        steps[j] = cstride[j][m - 1];
+        o->steps[j] = o->merged[j][m - 1];
     int64_t idx[TG_MAX_DIMS] = {0};
-    int64_t outer = out->numel / inner;
-    for (int64_t o = 0; o < outer; o++) {
+    int64_t outer = k->out->numel / inner;
+    for (int64_t r = 0; r < outer; r++) {
         for (int j = 0; j < nops; j++) {
-            char *base = j < k->ninputs ? k->in[j]->data : out->data;
             int64_t off = 0;
             for (int d = 0; d < m - 1; d++)
-                off += idx[d] * cstride[j][d];
-            ptrs[j] = base + off;
+                off += idx[d] * o->merged[j][d];
+            o->ptrs[j] = operand_data(k, j) + off;
         }
-        fn(inner, ptrs, steps, user);
+        fn(inner, o->ptrs, o->steps, user);
         for (int d = m - 2; d >= 0; d--) {
-            if (++idx[d] < cs[d])
+            if (++idx[d] < dims[d])
                 break;
             idx[d] = 0;
         }
     }
+}
+
+void tg_kernel_loop(const tg_kernel *k, tg_loop_fn fn, void *user)
+{
+    const tg_view *out = k->out;
+    int nops = k->ninputs + 1;
+    if (out->numel == 0)
+        return;
+    _Alignas(int64_t) unsigned char stack[LOOP_STACK_OPERANDS * LOOP_OPERAND_BYTES];
+    void *storage = nops <= LOOP_STACK_OPERANDS ? stack : k->loop_scratch_;
+    if (!storage)
+        return; /* not reached through the engine, which always gives the scratch */
+    loop_operands o = loop_operands_in(storage, nops);
+    bool flat = true;
+    for (int j = 0; j < k->ninputs; j++)
+        flat &= k->in[j]->numel == out->numel;
+    if (flat) { /* every operand has the output's shape: one contiguous run */
+        for (int j = 0; j < nops; j++) {
+            o.ptrs[j] = operand_data(k, j);
+            o.steps[j] = (int64_t)tg_dtype_size(j < k->ninputs ? k->in[j]->dtype : out->dtype);
+        }
+        fn(out->numel, o.ptrs, o.steps, user);
+        return;
+    }
+    int64_t dims[TG_MAX_DIMS];
+    operand_strides(k, nops, &o);
+    int m = merge_dims(out, nops, &o, dims);
+    walk_runs(k, nops, &o, m, dims, fn, user);
 }

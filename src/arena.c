@@ -8,7 +8,7 @@ void *tg__alloc(tg_ctx *ctx, size_t size) { return tg__realloc(ctx, NULL, 0, siz
 void *tg__realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size)
 {
     tg__assert(new_size > 0);
-    ctx->alloc_calls++;
+    atomic_fetch_add_explicit(&ctx->alloc_calls, 1, memory_order_relaxed);
     return ctx->alloc(ctx->alloc_user, ptr, old_size, new_size);
 }
 
@@ -16,7 +16,7 @@ void tg__free(tg_ctx *ctx, void *ptr, size_t size)
 {
     if (!ptr)
         return;
-    ctx->alloc_calls++;
+    atomic_fetch_add_explicit(&ctx->alloc_calls, 1, memory_order_relaxed);
     ctx->alloc(ctx->alloc_user, ptr, size, 0);
 }
 

@@ -12,12 +12,15 @@
 
 /* struct tg__bw (the state of one backward) is in internal.h: the scalar sweeps use it too. */
 
-static inline uint32_t *slot(struct tg__bw *bw, uint32_t id) { return &bw->slot[id - bw->lo]; }
+static inline uint32_t *slot(struct tg__bw *bw, uint32_t id) { return &bw->slots[id - bw->low]; }
 
 static inline bool needs(const struct tg__bw *bw, uint32_t id) { return tg__bw_needs(bw, id); }
 
 /* The numeric scalar adjoints of this backward. */
-static inline double *sadj(const struct tg__bw *bw) { return bw->sadj ? bw->sadj : bw->tp->sadj; }
+static inline double *adjoints(const struct tg__bw *bw)
+{
+    return bw->scalar_adjoints ? bw->scalar_adjoints : bw->tp->scalar_adjoints;
+}
 
 static const char *op_name(const tg__node *n) { return n->op ? n->op->name : "?"; }
 
@@ -29,7 +32,7 @@ static tg_status accumulate(struct tg__bw *bw, uint32_t id, tg_tensor c, bool fr
     tg_tape *tp = bw->tp;
     tg__node *dst = tg__node_at(tp, id);
     tg__node *cn;
-    if (TG__LIKELY(c.tape_ == tp && c.gen_ == tp->gen && c.id_ != 0 && c.id_ < tp->nnodes))
+    if (TG__LIKELY(tg__live(tp, c)))
         cn = tg__node_at(tp, c.id_);
     else if (!(cn = tg__resolve(tp, c, "backward")))
         return tp->status;
@@ -122,84 +125,112 @@ static tg_status composite(struct tg__bw *bw, uint32_t id, tg__node *n, uint32_t
     return TG_OK;
 }
 
+/* A zeroed gradient buffer for input j of a kernel backward (of the output's shape when the
+ * input was broadcast); under TG_CREATE_GRAPH a barrier, so that differentiating it again fails
+ * loudly instead of giving zero. *id receives its node. */
+static tg_status kernel_buffer(struct tg__bw *bw, tg__node *n, uint32_t j, uint32_t g,
+                               bool requires_grad, tg__node **out, uint32_t *id)
+{
+    tg_tape *tp = bw->tp;
+    const tg_view *in = &tg__node_at(tp, n->inputs[j])->v;
+    bool broadcast = (n->op->def.flags & TG_OP_BROADCAST) && !tg__same_shape(in, &n->v);
+    const tg_view *shape = broadcast ? &n->v : in;
+    tg__node *buf;
+    tg_tensor t = tg__leaf(tp, in->dtype, shape->ndim, shape->shape, &buf);
+    if (!t.id_)
+        return tp->status;
+    memset(buf->v.data, 0, (size_t)buf->v.numel * tg_dtype_size(buf->v.dtype));
+    if (bw->create) {
+        uint32_t k = n->ninputs;
+        uint32_t *ids = tg__arena_alloc(tp->ctx, &tp->arena, (k + 1) * sizeof *ids);
+        if (!ids)
+            return tg__fail(tp, TG_NOMEM, "%s: backward: out of memory", op_name(n));
+        memcpy(ids, n->inputs, k * sizeof *ids);
+        ids[k] = g;
+        buf->kind = TG__BARRIER;
+        buf->op = n->op;
+        buf->inputs = ids;
+        buf->ninputs = k + 1;
+        buf->requires_grad = requires_grad;
+    }
+    *out = buf;
+    *id = t.id_;
+    return TG_OK;
+}
+
+/* Where input j's gradient goes: straight into its slot when that is owned and of its shape,
+ * else into a fresh buffer (bufs[j], accumulated afterwards). */
+static tg_status kernel_target(struct tg__bw *bw, tg__node *n, uint32_t j, uint32_t g,
+                               bool requires_grad, tg_view **target, uint32_t *buf_id)
+{
+    tg_tape *tp = bw->tp;
+    const tg_view *in = &tg__node_at(tp, n->inputs[j])->v;
+    bool broadcast = (n->op->def.flags & TG_OP_BROADCAST) && !tg__same_shape(in, &n->v);
+    uint32_t s = *slot(bw, n->inputs[j]);
+    *buf_id = 0;
+    if (!bw->create && !broadcast && (s & OWNED)) {
+        *target = &tg__node_at(tp, s & ~OWNED)->v;
+        return TG_OK;
+    }
+    tg__node *buf;
+    tg_status st = kernel_buffer(bw, n, j, g, requires_grad, &buf, buf_id);
+    *target = st ? NULL : &buf->v;
+    return st;
+}
+
 static tg_status kernel(struct tg__bw *bw, tg__node *n, uint32_t g, const bool *need_in)
 {
     tg_tape *tp = bw->tp;
     uint32_t k = n->ninputs;
     const tg_view *views_small[SMALL];
-    tg_view *gviews_small[SMALL];
+    tg_view *targets_small[SMALL];
     uint32_t bufs_small[SMALL];
     const tg_view **views = views_small;
-    tg_view **gviews = gviews_small;
+    tg_view **targets = targets_small;
     uint32_t *bufs = bufs_small;
+    size_t loop_bytes = tg__loop_scratch_bytes((int)k);
+    void *loop_scratch = loop_bytes ? tg__arena_alloc(tp->ctx, &tp->arena, loop_bytes) : NULL;
     if (k > SMALL) {
         void *p = tg__arena_alloc(tp->ctx, &tp->arena, k * (2 * sizeof(void *) + 4));
         if (!p)
             return tg__fail(tp, TG_NOMEM, "%s: backward: out of memory", op_name(n));
         views = p;
-        gviews = (tg_view **)(views + k);
-        bufs = (uint32_t *)(gviews + k);
+        targets = (tg_view **)(views + k);
+        bufs = (uint32_t *)(targets + k);
     }
-    bool any_rg = tg__node_at(tp, g)->requires_grad;
+    if (loop_bytes && !loop_scratch)
+        return tg__fail(tp, TG_NOMEM, "%s: backward: out of memory", op_name(n));
+    bool requires_grad = tg__node_at(tp, g)->requires_grad;
     for (uint32_t j = 0; j < k; j++) {
         tg__node *in = tg__node_at(tp, n->inputs[j]);
         views[j] = &in->v;
-        any_rg |= in->requires_grad;
+        requires_grad |= in->requires_grad;
     }
     for (uint32_t j = 0; j < k; j++) {
-        gviews[j] = NULL;
+        targets[j] = NULL;
         bufs[j] = 0;
-        if (!need_in[j])
-            continue;
-        tg__node *in = tg__node_at(tp, n->inputs[j]);
-        bool bcast = (n->op->def.flags & TG_OP_BROADCAST) && !tg__same_shape(&in->v, &n->v);
-        uint32_t s = *slot(bw, n->inputs[j]);
-        if (!bw->create && !bcast && (s & OWNED)) {
-            gviews[j] = &tg__node_at(tp, s & ~OWNED)->v; /* add straight into the owned slot */
-            continue;
-        }
-        const tg_view *shape = bcast ? &n->v : &in->v;
-        tg__node *buf;
-        tg_tensor t = tg__leaf(tp, in->v.dtype, shape->ndim, shape->shape, &buf);
-        if (!t.id_)
-            return tp->status;
-        memset(buf->v.data, 0, (size_t)buf->v.numel * tg_dtype_size(buf->v.dtype));
-        if (bw->create) {
-            /* Differentiating this gradient again must fail loudly, not give zero. */
-            uint32_t *ids = tg__arena_alloc(tp->ctx, &tp->arena, (k + 1) * sizeof *ids);
-            if (!ids)
-                return tg__fail(tp, TG_NOMEM, "%s: backward: out of memory", op_name(n));
-            memcpy(ids, n->inputs, k * sizeof *ids);
-            ids[k] = g;
-            buf->kind = TG__BARRIER;
-            buf->op = n->op;
-            buf->inputs = ids;
-            buf->ninputs = k + 1;
-            buf->requires_grad = any_rg;
-        }
-        gviews[j] = &buf->v;
-        bufs[j] = t.id_;
+        tg_status st =
+            need_in[j] ? kernel_target(bw, n, j, g, requires_grad, &targets[j], &bufs[j]) : TG_OK;
+        if (st)
+            return st;
     }
-    tg_kernel kn = {(int)k, views, &n->v, n->attr, n->saved, tp->ctx->threads};
-    n->op->def.backward_kernel(&kn, &tg__node_at(tp, g)->v, gviews);
+    tg_kernel kn = {(int)k, views, &n->v, n->attr, n->saved, tp->ctx->threads, loop_scratch};
+    n->op->def.backward_kernel(&kn, &tg__node_at(tp, g)->v, targets);
     for (uint32_t j = 0; j < k; j++) {
-        if (!bufs[j])
-            continue;
-        tg_status st = accumulate(bw, n->inputs[j], tg__handle(tp, bufs[j]), true, n);
+        tg_status st =
+            bufs[j] ? accumulate(bw, n->inputs[j], tg__handle(tp, bufs[j]), true, n) : TG_OK;
         if (st)
             return st;
     }
     return TG_OK;
 }
 
-static tg_status process(struct tg__bw *bw, uint32_t id)
+/* Nodes that are not op results: leaves end the path, parameters check their version, scalar
+ * conversions hand the gradient back to their entry, barriers refuse. */
+static tg_status process_special(struct tg__bw *bw, uint32_t id, tg__node *n, uint32_t g)
 {
     tg_tape *tp = bw->tp;
-    tg__node *n = tg__node_at(tp, id);
-    uint32_t g = *slot(bw, id) & ~OWNED;
     switch (n->kind) {
-    case TG__LEAF:
-        return TG_OK;
     case TG__PARAM:
         if (n->param->version != n->param_version)
             return tg__fail(tp, TG_MODIFIED,
@@ -211,14 +242,36 @@ static tg_status process(struct tg__bw *bw, uint32_t id)
         /* The gradient goes back into the entry: as a recorded entry under TG_CREATE_GRAPH. */
         if (bw->create)
             return tg__bw_give(bw, n->scalar_src, tg_s_from(tg__handle(tp, g)));
-        sadj(bw)[n->scalar_src] += tg_item(tg__handle(tp, g));
+        adjoints(bw)[n->scalar_src] += tg_item(tg__handle(tp, g));
         return TG_OK;
     case TG__BARRIER:
         return tg__fail(tp, TG_FIRST_ORDER,
                         "%s: its backward is a first-order kernel; its "
                         "gradient cannot be differentiated again (node %u)",
                         op_name(n), id);
+    default:
+        return TG_OK;
     }
+}
+
+/* Which inputs of op node n need a gradient (need_in, of n->ninputs); false when none does. */
+static bool inputs_needing(struct tg__bw *bw, const tg__node *n, bool *need_in)
+{
+    bool any = false;
+    for (uint32_t j = 0; j < n->ninputs; j++) {
+        need_in[j] = needs(bw, n->inputs[j]);
+        any |= need_in[j];
+    }
+    return any;
+}
+
+static tg_status process(struct tg__bw *bw, uint32_t id)
+{
+    tg_tape *tp = bw->tp;
+    tg__node *n = tg__node_at(tp, id);
+    uint32_t g = *slot(bw, id) & ~OWNED;
+    if (n->kind != TG__OPNODE)
+        return process_special(bw, id, n, g);
     if (!n->inputs)
         return TG_OK; /* recorded without grad: a leaf as far as backward goes */
     if (n->released)
@@ -227,17 +280,9 @@ static tg_status process(struct tg__bw *bw, uint32_t id)
                         "earlier backward (node %u); pass TG_RETAIN_GRAPH to the first",
                         op_name(n), id);
     bool small[SMALL], *need_in = small;
-    if (n->ninputs > SMALL) {
-        need_in = tg__arena_alloc(tp->ctx, &tp->arena, n->ninputs);
-        if (!need_in)
-            return tg__fail(tp, TG_NOMEM, "%s: backward: out of memory", op_name(n));
-    }
-    bool any = false;
-    for (uint32_t j = 0; j < n->ninputs; j++) {
-        need_in[j] = needs(bw, n->inputs[j]);
-        any |= need_in[j];
-    }
-    if (!any)
+    if (n->ninputs > SMALL && !(need_in = tg__arena_alloc(tp->ctx, &tp->arena, n->ninputs)))
+        return tg__fail(tp, TG_NOMEM, "%s: backward: out of memory", op_name(n));
+    if (!inputs_needing(bw, n, need_in))
         return TG_OK;
     const tg_op_def *d = &n->op->def;
     tg_status st;
@@ -281,8 +326,8 @@ static tg_status seed_output(struct tg__bw *bw, tg_tensor out, const tg_tensor *
     if (o->v.dtype == TG_I64)
         return tg__fail(tp, TG_DTYPE, "%s: cannot differentiate an i64 output %s (node %u)", fn,
                         buf, out.id_);
-    tg_tensor s;
-    if (seed && seed->tape_) {
+    bool seeded = seed && seed->tape_;
+    if (seeded) {
         tg__node *sn = tg__resolve(tp, *seed, fn);
         if (!sn)
             return tp->status;
@@ -292,17 +337,18 @@ static tg_status seed_output(struct tg__bw *bw, tg_tensor out, const tg_tensor *
             return tg__fail(tp, TG_SHAPE, "%s: seed %s does not match output %s (node %u)", fn, sb,
                             buf, out.id_);
         }
-        s = *seed;
-    } else {
-        if (o->v.numel != 1)
-            return tg__fail(tp, TG_NOT_SCALAR,
-                            "%s: output %s (node %u) is not a scalar; pass a "
-                            "seed of its shape",
-                            fn, buf, out.id_);
-        s = tg_ones(tp, o->v.dtype, o->v.ndim, o->v.shape);
-        if (!s.id_)
-            return tp->status;
+    } else if (o->v.numel != 1) {
+        return tg__fail(tp, TG_NOT_SCALAR,
+                        "%s: output %s (node %u) is not a scalar; pass a seed of its shape", fn,
+                        buf, out.id_);
     }
+    /* An output outside the swept range (recorded before every input) or off every path from
+     * an input contributes nothing, and has no slot to seed. */
+    if (!needs(bw, out.id_))
+        return TG_OK;
+    tg_tensor s = seeded ? *seed : tg_ones(tp, o->v.dtype, o->v.ndim, o->v.shape);
+    if (!s.id_)
+        return tp->status;
     return accumulate(bw, out.id_, s, false, NULL);
 }
 
@@ -311,7 +357,7 @@ static tg_status seed_output(struct tg__bw *bw, tg_tensor out, const tg_tensor *
 static tg_status finish_accumulate(struct tg__bw *bw)
 {
     tg_tape *tp = bw->tp;
-    for (uint32_t i = bw->lo; i <= bw->hi; i++) {
+    for (uint32_t i = bw->low; i <= bw->high; i++) {
         uint32_t g = *slot(bw, i) & ~OWNED;
         tg__node *n = tg__node_at(tp, i);
         if (!g || n->kind != TG__LEAF || !n->leaf_marked)
@@ -325,7 +371,7 @@ static tg_status finish_accumulate(struct tg__bw *bw)
             return tp->status;
         n->leaf_grad = sum.id_;
     }
-    for (uint32_t i = bw->lo; i <= bw->hi; i++) {
+    for (uint32_t i = bw->low; i <= bw->high; i++) {
         uint32_t g = *slot(bw, i) & ~OWNED;
         tg__node *n = tg__node_at(tp, i);
         if (!g || n->kind != TG__PARAM)
@@ -359,204 +405,286 @@ typedef struct job {
  * TG_CREATE_GRAPH (a separate loop, so the first-order sweep stays as tight as it is). */
 static tg_status sweep_scalars(struct tg__bw *bw, uint32_t lo, uint32_t hi)
 {
-    if (lo < bw->slo)
-        lo = bw->slo;
+    if (lo < bw->scalar_low)
+        lo = bw->scalar_low;
     if (hi <= lo)
         return TG_OK;
     if (bw->create)
         return tg__scalar_sweep_graph(bw->tp, lo, hi, bw);
-    return tg__scalar_sweep(bw->tp, sadj(bw), lo, hi, bw->retain, bw);
+    return tg__scalar_sweep(bw->tp, adjoints(bw), lo, hi, bw->retain, bw);
 }
+
+static bool nodes_empty(const struct tg__bw *bw) { return bw->low > bw->high; }
+static bool scalars_empty(const struct tg__bw *bw) { return bw->scalar_low >= bw->scalar_high; }
 
 /* Functional backward: marks the nodes and entries on a path from an input, walking both in
  * creation order (entries [mark(i-1), mark(i)) were recorded between nodes i-1 and i). */
-static void mark_paths(struct tg__bw *bw, const job *jb, bool empty)
+static void mark_paths(struct tg__bw *bw, const job *jb)
 {
     tg_tape *tp = bw->tp;
-    uint32_t lo = bw->lo, hi = bw->hi, slo = bw->slo, shi = bw->shi;
+    uint32_t low = bw->low, high = bw->high;
+    uint32_t scalar_low = bw->scalar_low, scalar_high = bw->scalar_high;
+    bool empty = nodes_empty(bw);
     for (int k = 0; k < jb->nin; k++) { /* integer tensors (indices) never carry gradients */
         uint32_t id = jb->ins[k].id_;
-        if (!empty && id >= lo && id <= hi && tg__node_at(tp, id)->v.dtype != TG_I64)
-            bw->need[id - lo] = 1;
+        if (!empty && id >= low && id <= high && tg__node_at(tp, id)->v.dtype != TG_I64)
+            bw->needed[id - low] = 1;
     }
     for (int k = 0; k < jb->nsin; k++) {
         uint32_t id = jb->sins[k].id_;
-        if (id >= slo && id < shi)
-            bw->sneed[id] = 1;
+        if (id >= scalar_low && id < scalar_high)
+            bw->scalar_needed[id] = 1;
     }
-    uint32_t sj = slo;
-    for (uint32_t i = lo; !empty && i <= hi; i++) {
+    uint32_t entry = scalar_low;
+    for (uint32_t i = low; !empty && i <= high; i++) {
         tg__node *n = tg__node_at(tp, i);
-        uint32_t m = n->scalar_mark < shi ? n->scalar_mark : shi;
-        if (sj < m) {
-            tg__scalar_need(tp, bw, sj, m);
-            sj = m;
+        uint32_t mark = n->scalar_mark < scalar_high ? n->scalar_mark : scalar_high;
+        if (entry < mark) {
+            tg__scalar_need(tp, bw, entry, mark);
+            entry = mark;
         }
-        uint8_t *nd = &bw->need[i - lo];
+        uint8_t *needed = &bw->needed[i - low];
         if (n->kind == TG__FROM_SCALAR)
-            *nd |= n->scalar_src >= slo && n->scalar_src < shi && bw->sneed[n->scalar_src];
-        for (uint32_t j = 0; !*nd && n->inputs && j < n->ninputs; j++)
-            *nd = n->inputs[j] >= lo && bw->need[n->inputs[j] - lo];
+            *needed |= n->scalar_src >= scalar_low && n->scalar_src < scalar_high
+                       && bw->scalar_needed[n->scalar_src];
+        for (uint32_t j = 0; !*needed && n->inputs && j < n->ninputs; j++)
+            *needed = n->inputs[j] >= low && bw->needed[n->inputs[j] - low];
     }
-    if (sj < shi)
-        tg__scalar_need(tp, bw, sj, shi);
+    if (entry < scalar_high)
+        tg__scalar_need(tp, bw, entry, scalar_high);
+}
+
+/* The call's own checks: a fine tape, not inside a rule, known flags. */
+static tg_status check_call(tg_tape *tp, const job *jb)
+{
+    if (tp->status)
+        return tp->status;
+    if (tp->in_backward)
+        return tg__fail(tp, TG_INVALID, "%s: called from inside a backward rule", jb->fn);
+    if (jb->flags & ~(TG_RETAIN_GRAPH | TG_CREATE_GRAPH))
+        return tg__fail(tp, TG_INVALID, "%s: unknown flags 0x%x", jb->fn, jb->flags);
+    return TG_OK;
+}
+
+/* Functional backward: nothing below the lowest input can depend on an input, so the sweep
+ * stops there (at the node after a scalar input, and the entries after a tensor input). */
+static tg_status functional_floor(tg_tape *tp, const job *jb, uint32_t *low, uint32_t *scalar_low)
+{
+    *low = *scalar_low = UINT32_MAX;
+    for (int k = 0; k < jb->nin; k++) {
+        if (!tg__resolve(tp, jb->ins[k], jb->fn))
+            return tp->status;
+        *low = jb->ins[k].id_ < *low ? jb->ins[k].id_ : *low;
+    }
+    if (*low != UINT32_MAX)
+        *scalar_low = tg__node_at(tp, *low)->scalar_mark; /* entries recorded after node low */
+    for (int k = 0; k < jb->nsin; k++) {
+        uint32_t id = jb->sins[k].id_, after = last_node_before(tp, id) + 1;
+        *scalar_low = id < *scalar_low ? id : *scalar_low;
+        *low = after < *low ? after : *low;
+    }
+    return TG_OK;
+}
+
+/* Phase 1, the range: nodes [low, high] and entries [scalar_low, scalar_high) to sweep, from
+ * the outputs down to the inputs (functional) or to the start (accumulating). An empty range
+ * is [1, 0] (nodes) or [1, 1) (entries). */
+static tg_status find_range(struct tg__bw *bw, const job *jb)
+{
+    tg_tape *tp = bw->tp;
+    uint32_t high = 0, low = 1, scalar_low = 1, scalar_high;
+    for (int k = 0; k < jb->nout; k++) {
+        if (!tg__resolve(tp, jb->outs[k], jb->fn))
+            return tp->status;
+        high = jb->outs[k].id_ > high ? jb->outs[k].id_ : high;
+    }
+    if (jb->scalar_out) {
+        high = last_node_before(tp, jb->scalar_out);
+        scalar_high = jb->scalar_out + 1;
+    } else {
+        scalar_high =
+            high + 1 < tp->nnodes ? tg__node_at(tp, high + 1)->scalar_mark : tp->scalar_count;
+    }
+    tg_status st = jb->accumulate ? TG_OK : functional_floor(tp, jb, &low, &scalar_low);
+    if (st)
+        return st;
+    bool empty = low > high; /* no node to sweep, or every input after every output */
+    bool scalars_none = scalar_low >= scalar_high;
+    bw->low = empty ? 1 : low;
+    bw->high = empty ? 0 : high;
+    bw->scalar_low = scalars_none ? 1 : scalar_low;
+    bw->scalar_high = scalars_none ? 1 : scalar_high;
+    return TG_OK;
+}
+
+/* Scratch of `bytes` from the arena, zeroed from byte `from` on; NULL (TG_NOMEM) on failure. */
+static void *scratch(struct tg__bw *bw, const job *jb, size_t bytes, size_t from)
+{
+    tg_tape *tp = bw->tp;
+    unsigned char *p = tg__arena_alloc(tp->ctx, &tp->arena, bytes);
+    if (!p)
+        tg__fail(tp, TG_NOMEM, "%s: out of memory for %zu bytes of backward scratch", jb->fn,
+                 bytes);
+    else
+        memset(p + from, 0, bytes - from);
+    return p;
+}
+
+/* Phase 2, the slots: a gradient slot per node, path marks (functional) and, for the entries,
+ * adjoints of the call's own (functional) or as entries (TG_CREATE_GRAPH); arrays by entry id,
+ * of which only [scalar_low, scalar_high) is used, and the entry below (the scalar floor). */
+static tg_status allocate_slots(struct tg__bw *bw, const job *jb)
+{
+    size_t count = nodes_empty(bw) ? 1 : (size_t)(bw->high - bw->low + 1);
+    if (!(bw->slots = scratch(bw, jb, count * sizeof *bw->slots, 0)))
+        return bw->tp->status;
+    if (!jb->accumulate && !nodes_empty(bw) && !(bw->needed = scratch(bw, jb, count, 0)))
+        return bw->tp->status;
+    size_t low = bw->scalar_low, high = bw->scalar_high;
+    if (!scalars_empty(bw)) {
+        if (!jb->accumulate && !(bw->scalar_needed = scratch(bw, jb, high, low)))
+            return bw->tp->status;
+        size_t entry = sizeof *bw->adjoint_entries;
+        if (bw->create && !(bw->adjoint_entries = scratch(bw, jb, high * entry, low * entry)))
+            return bw->tp->status;
+        size_t adjoint = sizeof *bw->scalar_adjoints;
+        if (!bw->create && !jb->accumulate
+            && !(bw->scalar_adjoints = scratch(bw, jb, high * adjoint, high * adjoint)))
+            return bw->tp->status;
+    }
+    bw->scalar_floor = bw->scalar_low - 1; /* the sweep carries into the entry below its range */
+    if (!jb->accumulate)
+        mark_paths(bw, jb);
+    if (bw->scalar_adjoints) /* now that mark_paths found the lowest entry written */
+        memset(bw->scalar_adjoints + bw->scalar_floor, 0,
+               (bw->scalar_high - bw->scalar_floor) * sizeof *bw->scalar_adjoints);
+    return TG_OK;
+}
+
+/* Phase 3, the seeds: 1 into a scalar output's adjoint, or each tensor output's seed. */
+static tg_status seed(struct tg__bw *bw, const job *jb)
+{
+    tg_tape *tp = bw->tp;
+    if (tp->scalar_count > 1)
+        tg__scalar_prepare(tp, jb->accumulate);
+    if (!jb->scalar_out) {
+        tg_status st = TG_OK;
+        for (int k = 0; k < jb->nout && !st; k++)
+            st = seed_output(bw, jb->outs[k], jb->seeds ? &jb->seeds[k] : NULL, jb->fn);
+        return st;
+    }
+    if (scalars_empty(bw))
+        return TG_OK;
+    if (bw->create) {
+        tg_scalar one = tg_s_const(tp, 1.0);
+        bw->adjoint_entries[jb->scalar_out] = one.id_;
+        return tp->status;
+    }
+    adjoints(bw)[jb->scalar_out] += 1.0;
+    return TG_OK;
+}
+
+/* Phase 4, the sweep: nodes from high down to low, each preceded by the entries recorded after
+ * it, then the entries before the lowest node. */
+static tg_status sweep(struct tg__bw *bw)
+{
+    tg_status st = TG_OK;
+    uint32_t entries_left = scalars_empty(bw) ? 0 : bw->scalar_high;
+    for (uint32_t i = bw->high; !st && !nodes_empty(bw) && i >= bw->low; i--) {
+        tg__node *n = tg__node_at(bw->tp, i);
+        if (entries_left > n->scalar_mark) {
+            st = sweep_scalars(bw, n->scalar_mark, entries_left);
+            entries_left = n->scalar_mark;
+            if (st)
+                break;
+        }
+        if (*slot(bw, i) && needs(bw, i))
+            st = process(bw, i);
+    }
+    if (!st && !scalars_empty(bw) && entries_left > bw->scalar_low)
+        st = sweep_scalars(bw, bw->scalar_low, entries_left);
+    return st;
+}
+
+/* The gradient of tensor input k (zeros when no path leads to it). */
+static tg_status deliver_tensor(struct tg__bw *bw, const job *jb, int k)
+{
+    tg_tape *tp = bw->tp;
+    uint32_t id = jb->ins[k].id_;
+    uint32_t g = id >= bw->low && id <= bw->high ? *slot(bw, id) & ~OWNED : 0;
+    if (g) {
+        jb->grads[k] = tg__handle(tp, g);
+        return TG_OK;
+    }
+    const tg__node *n = tg__node_at(tp, id);
+    jb->grads[k] = tg_zeros(tp, n->v.dtype, n->v.ndim, n->v.shape);
+    return tp->status;
+}
+
+/* The gradient of scalar input k, as an entry and/or a value. */
+static tg_status deliver_scalar(struct tg__bw *bw, const job *jb, int k)
+{
+    tg_tape *tp = bw->tp;
+    uint32_t id = jb->sins[k].id_;
+    bool in = id >= bw->scalar_low && id < bw->scalar_high;
+    if (bw->create) {
+        uint32_t h = in ? bw->adjoint_entries[id] : 0;
+        tg_scalar g = h ? (tg_scalar){tp, h, tp->gen} : tg_s_const(tp, 0.0);
+        if (jb->sgrads)
+            jb->sgrads[k] = g;
+        if (jb->svals)
+            jb->svals[k] = tg_s_value(g);
+    } else {
+        double v = in ? bw->scalar_adjoints[id] : 0.0;
+        if (jb->svals)
+            jb->svals[k] = v;
+        if (jb->sgrads)
+            jb->sgrads[k] = tg_s_const(tp, v);
+    }
+    return tp->status;
+}
+
+/* Phase 5, delivery: into parameters, leaves and the tape's adjoints (accumulating), or the
+ * inputs' gradients (functional). */
+static tg_status deliver(struct tg__bw *bw, const job *jb)
+{
+    tg_tape *tp = bw->tp;
+    tg_status st = TG_OK;
+    if (jb->accumulate && !nodes_empty(bw))
+        st = finish_accumulate(bw);
+    if (!st && jb->accumulate && bw->create && !scalars_empty(bw)) {
+        /* tg_s_grad reads numbers: the recorded adjoints' values. */
+        tp->scalars_dirty = true;
+        for (uint32_t i = bw->scalar_low; i < bw->scalar_high; i++)
+            if (bw->adjoint_entries[i])
+                tp->scalar_adjoints[i] += tp->scalars[bw->adjoint_entries[i]].v;
+    }
+    for (int k = 0; !st && k < jb->nin; k++)
+        st = deliver_tensor(bw, jb, k);
+    for (int k = 0; !st && k < jb->nsin; k++)
+        st = deliver_scalar(bw, jb, k);
+    return st;
 }
 
 static tg_status run(tg_tape *tp, const job *jb)
 {
-    const char *fn = jb->fn;
-    if (tp->status)
-        return tp->status;
-    if (tp->in_backward)
-        return tg__fail(tp, TG_INVALID, "%s: called from inside a backward rule", fn);
-    if (jb->flags & ~(TG_RETAIN_GRAPH | TG_CREATE_GRAPH))
-        return tg__fail(tp, TG_INVALID, "%s: unknown flags 0x%x", fn, jb->flags);
-    struct tg__bw bw = {0};
-    bw.tp = tp;
-    bw.create = jb->flags & TG_CREATE_GRAPH;
-    bw.retain = bw.create || (jb->flags & TG_RETAIN_GRAPH);
-    bw.accumulate = jb->accumulate;
-
-    /* Ranges to sweep: nodes [lo, hi], scalar entries [slo, shi). */
-    uint32_t hi = 0, lo = 1, slo = 1, shi;
-    for (int k = 0; k < jb->nout; k++) {
-        if (!tg__resolve(tp, jb->outs[k], fn))
-            return tp->status;
-        hi = jb->outs[k].id_ > hi ? jb->outs[k].id_ : hi;
-    }
-    if (jb->scalar_out) {
-        hi = last_node_before(tp, jb->scalar_out);
-        shi = jb->scalar_out + 1;
-    } else {
-        shi = hi + 1 < tp->nnodes ? tg__node_at(tp, hi + 1)->scalar_mark : tp->ns;
-    }
-    if (!jb->accumulate) {
-        lo = slo = UINT32_MAX;
-        for (int k = 0; k < jb->nin; k++) {
-            if (!tg__resolve(tp, jb->ins[k], fn))
-                return tp->status;
-            lo = jb->ins[k].id_ < lo ? jb->ins[k].id_ : lo;
-        }
-        if (lo != UINT32_MAX)
-            slo = tg__node_at(tp, lo)->scalar_mark; /* entries recorded after node lo */
-        for (int k = 0; k < jb->nsin; k++) {
-            uint32_t id = jb->sins[k].id_, after = last_node_before(tp, id) + 1;
-            slo = id < slo ? id : slo;
-            lo = after < lo ? after : lo;
-        }
-    }
-    bool empty = lo > hi; /* no node to sweep, or every input after every output */
-    bool sempty = slo >= shi;
-    bw.lo = empty ? 1 : lo;
-    bw.hi = empty ? 0 : hi;
-    bw.slo = sempty ? 1 : slo;
-    bw.shi = sempty ? 1 : shi;
-    size_t count = empty ? 1 : (size_t)(hi - lo + 1);
-    tg__arena *ar = &tp->arena;
-    bw.slot = tg__arena_alloc(tp->ctx, ar, count * sizeof *bw.slot);
-    if (!bw.slot)
-        return tg__fail(tp, TG_NOMEM, "%s: out of memory for %zu gradient slots", fn, count);
-    memset(bw.slot, 0, count * sizeof *bw.slot);
-    if (!jb->accumulate && !empty) {
-        if (!(bw.need = tg__arena_alloc(tp->ctx, ar, count)))
-            return tg__fail(tp, TG_NOMEM, "%s: out of memory", fn);
-        memset(bw.need, 0, count);
-    }
-    if (!sempty) {
-        /* Arrays by entry id; only [slo, shi) is used (numeric adjoints: also the operands below
-         * slo that the sweep adds into, cleared once mark_paths has found the lowest). */
-        if (!jb->accumulate) {
-            if (!(bw.sneed = tg__arena_alloc(tp->ctx, ar, shi)))
-                return tg__fail(tp, TG_NOMEM, "%s: out of memory", fn);
-            memset(bw.sneed + slo, 0, shi - slo);
-        }
-        if (bw.create) {
-            if (!(bw.sadjh = tg__arena_alloc(tp->ctx, ar, (size_t)shi * sizeof *bw.sadjh)))
-                return tg__fail(tp, TG_NOMEM, "%s: out of memory for %u scalar adjoints", fn, shi);
-            memset(bw.sadjh + slo, 0, (size_t)(shi - slo) * sizeof *bw.sadjh);
-        } else if (!jb->accumulate) {
-            /* Functional: adjoints of its own; tg_s_grad's stay untouched. */
-            if (!(bw.sadj = tg__arena_alloc(tp->ctx, ar, (size_t)shi * sizeof *bw.sadj)))
-                return tg__fail(tp, TG_NOMEM, "%s: out of memory for %u scalar adjoints", fn, shi);
-        }
-    }
-    bw.sfloor = bw.slo - 1; /* the sweep carries into the entry below its range */
-    if (!jb->accumulate)
-        mark_paths(&bw, jb, empty);
-    if (bw.sadj)
-        memset(bw.sadj + bw.sfloor, 0, (size_t)(shi - bw.sfloor) * sizeof *bw.sadj);
-
+    tg_status st = check_call(tp, jb);
+    if (st)
+        return st;
+    struct tg__bw bw = {.tp = tp,
+                        .create = jb->flags & TG_CREATE_GRAPH,
+                        .retain = jb->flags & (TG_CREATE_GRAPH | TG_RETAIN_GRAPH),
+                        .accumulate = jb->accumulate};
+    if ((st = find_range(&bw, jb)) || (st = allocate_slots(&bw, jb)))
+        return st;
     bool grad_mode = tp->grad_enabled;
-    tp->grad_enabled = bw.create;
+    tp->grad_enabled = bw.create; /* rules are recorded only under TG_CREATE_GRAPH */
     tp->in_backward = true;
-    tg_status st = TG_OK;
-    if (tp->ns > 1)
-        tg__scalar_prepare(tp, jb->accumulate);
-    if (jb->scalar_out) {
-        if (!sempty && bw.create) {
-            tg_scalar one = tg_s_const(tp, 1.0);
-            st = tp->status;
-            bw.sadjh[jb->scalar_out] = one.id_;
-        } else if (!sempty) {
-            sadj(&bw)[jb->scalar_out] += 1.0;
-        }
-    } else if (!empty) {
-        for (int k = 0; k < jb->nout && !st; k++)
-            st = seed_output(&bw, jb->outs[k], jb->seeds ? &jb->seeds[k] : NULL, fn);
-    }
-    uint32_t scur = sempty ? 0 : shi;
-    for (uint32_t i = hi; !st && !empty && i >= lo; i--) {
-        tg__node *n = tg__node_at(tp, i);
-        if (scur > n->scalar_mark) {
-            st = sweep_scalars(&bw, n->scalar_mark, scur);
-            scur = n->scalar_mark;
-            if (st)
-                break;
-        }
-        if (*slot(&bw, i) && needs(&bw, i))
-            st = process(&bw, i);
-    }
-    if (!st && !sempty && scur > slo)
-        st = sweep_scalars(&bw, slo, scur);
-    if (!st && jb->accumulate && !empty)
-        st = finish_accumulate(&bw);
-    if (!st && jb->accumulate && bw.create && !sempty) {
-        /* tg_s_grad reads numbers: the recorded adjoints' values. */
-        tp->scalars_dirty = true;
-        for (uint32_t i = slo; i < shi; i++)
-            if (bw.sadjh[i])
-                tp->sadj[i] += tp->s[bw.sadjh[i]].v;
-    }
-    for (int k = 0; !st && k < jb->nin; k++) {
-        uint32_t id = jb->ins[k].id_;
-        uint32_t g = !empty && id >= lo && id <= hi ? *slot(&bw, id) & ~OWNED : 0;
-        if (g) {
-            jb->grads[k] = tg__handle(tp, g);
-        } else {
-            const tg__node *n = tg__node_at(tp, id);
-            jb->grads[k] = tg_zeros(tp, n->v.dtype, n->v.ndim, n->v.shape);
-            st = tp->status;
-        }
-    }
-    for (int k = 0; !st && k < jb->nsin; k++) {
-        uint32_t id = jb->sins[k].id_;
-        bool in = !sempty && id >= slo && id < shi;
-        if (bw.create) {
-            uint32_t h = in ? bw.sadjh[id] : 0;
-            tg_scalar g = h ? (tg_scalar){tp, h, tp->gen} : tg_s_const(tp, 0.0);
-            if (jb->sgrads)
-                jb->sgrads[k] = g;
-            if (jb->svals)
-                jb->svals[k] = tg_s_value(g);
-        } else {
-            double v = in ? bw.sadj[id] : 0.0;
-            if (jb->svals)
-                jb->svals[k] = v;
-            if (jb->sgrads)
-                jb->sgrads[k] = tg_s_const(tp, v);
-        }
-        st = tp->status;
-    }
+    st = seed(&bw, jb);
+    if (!st)
+        st = sweep(&bw);
+    if (!st)
+        st = deliver(&bw, jb);
     tp->grad_enabled = grad_mode;
     tp->in_backward = false;
     return st ? st : tp->status;
@@ -612,7 +740,7 @@ static tg_status check_scalar(tg_tape *tp, tg_scalar s, const char *fn, const ch
         return tp->status;
     if (s.tape_ == tp && tg_s_ok(s))
         return TG_OK;
-    bool stale = s.tape_ && (s.tape_ != tp || s.gen_ != tp->gen || s.id_ >= tp->ns);
+    bool stale = s.tape_ && (s.tape_ != tp || s.gen_ != tp->gen || s.id_ >= tp->scalar_count);
     return tg__fail(tp, stale ? TG_STALE : TG_INVALID, "%s: %s is %s", fn, what,
                     !s.tape_        ? "none"
                     : s.tape_ != tp ? "on another tape"

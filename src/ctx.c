@@ -8,6 +8,59 @@
 #include "gemm.h"
 #include "vmath.h"
 
+/* ---- per-thread messages ------------------------------------------------------------------
+ * Each thread that records a context-level failure gets a slot of its own, found by the address
+ * of a thread-local byte (unique among running threads; a thread that starts after another ended
+ * may get its address, and then its slot). Slots are pushed onto a lock-free list and never
+ * removed before tg_ctx_free; only the owning thread writes or reads a slot's text. */
+
+static _Thread_local char thread_tag;
+
+static const void *this_thread(void) { return &thread_tag; }
+
+static tg__message *find_message(const tg_ctx *ctx)
+{
+    /* The load is acquire: a slot's fields were written before the release that published it. */
+    tg__message *m = atomic_load_explicit(&((tg_ctx *)ctx)->messages, memory_order_acquire);
+    const void *self = this_thread();
+    for (; m; m = m->next)
+        if (m->thread == self)
+            return m;
+    return NULL;
+}
+
+/* The calling thread's slot, made on its first failure (NULL, counted, if memory runs out). */
+static tg__message *own_message(tg_ctx *ctx)
+{
+    tg__message *m = find_message(ctx);
+    if (m)
+        return m;
+    m = tg__alloc(ctx, sizeof *m);
+    if (!m) {
+        atomic_fetch_add_explicit(&ctx->messages_lost, 1, memory_order_relaxed);
+        return NULL;
+    }
+    m->thread = this_thread();
+    m->text[0] = '\0';
+    m->next = atomic_load_explicit(&ctx->messages, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&ctx->messages, &m->next, m, memory_order_release,
+                                                  memory_order_relaxed))
+        continue;
+    return m;
+}
+
+/* tg_ctx_free only: no other thread uses the context any more. */
+static void free_messages(tg_ctx *ctx)
+{
+    tg__message *m = atomic_load_explicit(&ctx->messages, memory_order_acquire);
+    while (m) {
+        tg__message *next = m->next;
+        if (m != &ctx->first)
+            tg__free(ctx, m, sizeof *m);
+        m = next;
+    }
+}
+
 static void *default_alloc(void *user, void *ptr, size_t old_size, size_t new_size)
 {
     (void)user;
@@ -36,8 +89,11 @@ tg_status tg_ctx_new(tg_ctx **out, const tg_ctx_options *opts)
     memset(ctx, 0, sizeof *ctx);
     ctx->alloc = alloc;
     ctx->alloc_user = o.alloc_user;
-    ctx->alloc_calls = 1;
-    ctx->threads = o.threads > 0 ? o.threads : 1;
+    atomic_init(&ctx->alloc_calls, 1);
+    atomic_init(&ctx->threads, o.threads > 0 ? o.threads : 1);
+    ctx->first.thread = this_thread();
+    atomic_init(&ctx->messages, &ctx->first);
+    atomic_init(&ctx->messages_lost, 0);
     for (int i = 0; i < TG__OP_COUNT; i++) {
         tg_status st = tg_op_register(ctx, tg__builtin_defs[i], &ctx->builtin[i]);
         if (st != TG_OK) {
@@ -59,19 +115,48 @@ void tg_ctx_free(tg_ctx *ctx)
     for (size_t i = 0; i < ctx->nops; i++)
         tg__free(ctx, ctx->ops[i], sizeof(tg_op) + ctx->ops[i]->name_size);
     tg__free(ctx, ctx->ops, ctx->ops_cap * sizeof *ctx->ops);
+    free_messages(ctx);
     ctx->alloc(ctx->alloc_user, ctx, sizeof *ctx, 0);
 }
 
-const char *tg_ctx_error(const tg_ctx *ctx) { return ctx ? ctx->error : "NULL context"; }
+const char *tg_ctx_error(const tg_ctx *ctx)
+{
+    if (!ctx)
+        return "NULL context";
+    const tg__message *m = find_message(ctx);
+    if (m)
+        return m->text;
+    if (atomic_load_explicit(&ctx->messages_lost, memory_order_relaxed))
+        return "(no message: out of memory for a thread's message buffer)";
+    return "";
+}
+
+/* Formats the message into the calling thread's slot; the status is returned as it is. */
+static tg_status ctx_vfail(tg_ctx *ctx, tg_status st, const char *fmt, va_list ap)
+{
+    tg__message *m = ctx ? own_message(ctx) : NULL;
+    if (m)
+        tg__vformat_message(m->text, sizeof m->text, fmt, ap);
+    return st;
+}
+
+tg_status tg__ctx_fail(tg_ctx *ctx, tg_status st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ctx_vfail(ctx, st, fmt, ap);
+    va_end(ap);
+    return st;
+}
 
 tg_status tg_ctx_fail(tg_ctx *ctx, tg_status status, const char *fmt, ...)
 {
     if ((unsigned)status >= TG_STATUS_COUNT)
         status = TG_INVALID;
-    if (ctx && fmt) {
+    if (fmt) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+        ctx_vfail(ctx, status, fmt, ap);
         va_end(ap);
     }
     return status;
@@ -100,13 +185,19 @@ tg_status tg_ctx_set_threads(tg_ctx *ctx, int threads)
         return TG_INVALID;
     if (threads < 1)
         return tg__ctx_fail(ctx, TG_INVALID, "tg_ctx_set_threads: %d threads (need >= 1)", threads);
-    ctx->threads = threads;
+    atomic_store_explicit(&ctx->threads, threads, memory_order_relaxed);
     return TG_OK;
 }
 
-int tg_ctx_threads(const tg_ctx *ctx) { return ctx ? ctx->threads : 0; }
+int tg_ctx_threads(const tg_ctx *ctx)
+{
+    return ctx ? atomic_load_explicit(&((tg_ctx *)ctx)->threads, memory_order_relaxed) : 0;
+}
 
-uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx) { return ctx ? ctx->alloc_calls : 0; }
+uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx)
+{
+    return ctx ? atomic_load_explicit(&((tg_ctx *)ctx)->alloc_calls, memory_order_relaxed) : 0;
+}
 
 /* ---- build information --------------------------------------------------------------------- */
 

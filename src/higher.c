@@ -46,12 +46,7 @@ static const char *describe(tg_tensor t, char *buf, size_t size)
         snprintf(buf, size, "invalid");
         return buf;
     }
-    const int64_t *sh = tg_shape(t);
-    int k = snprintf(buf, size, "%s[", tg_dtype_name(tg_tensor_dtype(t)));
-    for (int i = 0; i < nd && k > 0 && (size_t)k < size; i++)
-        k += snprintf(buf + k, size - (size_t)k, i ? ",%lld" : "%lld", (long long)sh[i]);
-    if (k > 0 && (size_t)k < size)
-        snprintf(buf + k, size - (size_t)k, "]");
+    tg_format_shape(buf, size, tg_tensor_dtype(t), nd, tg_shape(t));
     return buf;
 }
 

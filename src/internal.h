@@ -1,11 +1,16 @@
-/* internal.h — engine-private types and helpers shared by src/ and ops/ (never installed). */
+/* internal.h — the engine's private types and helpers, for src/ only (never installed). ops/
+ * never includes it: an op sees what a user's op sees, plus ops/ops.h, ops/kernels.h and the
+ * service headers (src/layout.h, src/vmath.h, src/gemm.h). */
 #ifndef TG_INTERNAL_H
 #define TG_INTERNAL_H
 
 #include "tapegrad.h"
 
+#include "layout.h"
+
 #include <assert.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* Internal invariants only; user input never reaches one of these. */
@@ -29,7 +34,14 @@
 #define TG__CHUNK_BITS 10 /* nodes are stored in chunks of 1024: stable addresses */
 #define TG__CHUNK (1u << TG__CHUNK_BITS)
 #define TG__MAX_NODES 0x7fffffffu /* node ids fit in 31 bits (the top bit tags owned grads) */
-#define TG__MESSAGE 512
+/* Bytes of a tape's or a context's message buffer. Longer messages are shortened in the middle
+ * (tg__vformat_message), so that the op or function name and an errno text at the end survive. */
+#define TG__MESSAGE 4096
+
+/* Formats a message into buf[size] (size >= 64). A string argument longer than a quarter of the
+ * buffer keeps its beginning and its end around "..." (a long path keeps its root and its file
+ * name); a message still too long keeps its beginning and its last bytes around "...". */
+void tg__vformat_message(char *buf, size_t size, const char *fmt, va_list ap);
 
 /* ---- allocation through the context's hook ------------------------------------------------ */
 void *tg__alloc(tg_ctx *ctx, size_t size);
@@ -96,17 +108,30 @@ struct tg_param {
 
 #include "../ops/builtins.h"
 
+/* One thread's context-level message (tg_ctx_error): written and read by its thread only. */
+typedef struct tg__message {
+    struct tg__message *next; /* set before the slot is published, never changed after */
+    const void *thread;       /* the owning thread's tag (ctx.c) */
+    char text[TG__MESSAGE];
+} tg__message;
+
+/* Tapes of one context run in different threads at once: what their operations write here is
+ * atomic (alloc_calls) or per thread (messages). The registry and the parameter list are written
+ * only by calls the header says are not thread-safe with other calls on the context; builtin is
+ * fixed at creation. */
 struct tg_ctx {
     tg_alloc_fn alloc;
     void *alloc_user;
-    uint64_t alloc_calls;
-    int threads;
+    _Atomic uint64_t alloc_calls; /* relaxed: a count that orders nothing */
+    _Atomic int threads;          /* tg_ctx_set_threads may change it while tapes read it */
     tg_op **ops;
     size_t nops, ops_cap;
     const tg_op *builtin[TG__OP_COUNT];
     tg_param **params;
     size_t nparams, params_cap;
-    char error[TG__MESSAGE];
+    _Atomic(tg__message *) messages; /* every thread's slot, newest first; freed with the ctx */
+    _Atomic uint64_t messages_lost;  /* slots that could not be allocated */
+    tg__message first;               /* the creating thread's slot, inside the context */
 };
 
 tg_status tg__ctx_fail(tg_ctx *ctx, tg_status st, const char *fmt, ...) TG__PRINTF(3, 4);
@@ -161,13 +186,15 @@ struct tg_tape {
     tg__node **chunks;
     uint32_t nchunks, chunks_cap;
     uint32_t nnodes; /* node 0 is a placeholder: id 0 means none/error */
-    tg__sentry *s;   /* entries, then (same block) scap adjoints and released flags */
-    double *sadj;
-    uint8_t *sreleased;  /* set when a backward without TG_RETAIN_GRAPH went through the entry */
-    uint32_t ns, scap;   /* entry 0 is a placeholder too */
-    uint32_t slimit;     /* records allowed while ns < slimit: scap, or 0 once the tape failed */
-    bool sreleased_any;  /* some entry was released since the last reset */
-    uint32_t sadj_valid; /* adjoints [0, sadj_valid) are initialised */
+    /* The scalar record: entries, then (same block) scalar_capacity adjoints and released
+     * flags. Entry 0 is a placeholder too. */
+    tg__sentry *scalars;
+    double *scalar_adjoints;
+    uint8_t *scalar_released; /* set when a backward without TG_RETAIN_GRAPH went through */
+    uint32_t scalar_count, scalar_capacity;
+    uint32_t scalar_limit;    /* records allowed while count < limit: the capacity, 0 once failed */
+    bool scalar_released_any; /* some entry was released since the last reset */
+    uint32_t scalar_adjoints_valid; /* adjoints [0, scalar_adjoints_valid) are initialised */
     char error[TG__MESSAGE];
 };
 
@@ -188,6 +215,16 @@ static inline tg_tensor tg__error_handle(tg_tape *tp) { return tg__handle(tp, 0)
 tg_status tg__fail(tg_tape *tp, tg_status st, const char *fmt, ...) TG__PRINTF(3, 4);
 tg_status tg__vfail(tg_tape *tp, tg_status st, const char *fmt, va_list ap);
 
+/* Whether t is a live tensor of tape tp: not none, not an error handle, not from before a reset
+ * nor from another tape. The one test (tg__resolve also says why not). */
+static inline bool tg__live(const tg_tape *tp, tg_tensor t)
+{
+    return tp && t.tape_ == tp && t.gen_ == tp->gen && t.id_ != 0 && t.id_ < tp->nnodes;
+}
+
+/* Why t is not a live tensor of tp: TG_INVALID (none, an error handle) or TG_STALE (from
+ * before a reset, or another tape's), with a phrase for messages; TG_OK when it is live. */
+tg_status tg__handle_status(const tg_tape *tp, tg_tensor t, const char **why);
 /* Resolves a handle that must belong to `tp` (or to its own tape when tp is NULL); records
  * TG_ERR_STALE / TG_ERR_INVALID with `what` in the message and returns NULL on failure. */
 tg__node *tg__resolve(tg_tape *tp, tg_tensor t, const char *what);
@@ -224,7 +261,7 @@ static inline tg__node *tg__node_reserve(tg_tape *tp)
     if (TG__UNLIKELY((id >> TG__CHUNK_BITS) >= tp->nchunks || id >= TG__MAX_NODES))
         return tg__node_reserve_slow(tp);
     tg__node *n = tg__node_at(tp, id);
-    tg__node_clear(n, tp->ns);
+    tg__node_clear(n, tp->scalar_count);
     return n;
 }
 /* Allocates `numel` elements of `dt`, aligned; records TG_NOMEM on failure. */
@@ -233,24 +270,9 @@ void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel);
 tg_tensor tg__leaf(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, tg__node **out);
 
 /* Shape helpers. */
-static inline size_t tg__dtype_size(tg_dtype dt)
-{
-    return dt == TG_F32 ? 4 : (dt == TG_F64 || dt == TG_I64) ? 8 : 0;
-}
-/* Valid (0..TG_MAX_DIMS dims, none negative, no overflow); *numel receives the element count. */
-static inline bool tg__shape_valid(int ndim, const int64_t *shape, int64_t *numel)
-{
-    if (ndim < 0 || ndim > TG_MAX_DIMS || (ndim > 0 && !shape))
-        return false;
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 16 / shape[i]))
-            return false;
-        n *= shape[i];
-    }
-    *numel = n;
-    return true;
-}
+/* Whether a double converts to i64 without undefined behaviour (finite, in [-2^63, 2^63)); the
+ * conversion truncates toward zero, as C's does. */
+static inline bool tg__fits_i64(double v) { return v >= -0x1p63 && v < 0x1p63; }
 static inline bool tg__same_shape(const tg_view *a, const tg_view *b)
 {
     if (a->ndim != b->ndim)
@@ -260,40 +282,48 @@ static inline bool tg__same_shape(const tg_view *a, const tg_view *b)
             return false;
     return true;
 }
-int tg__format_view(char *buf, size_t size, const tg_view *v); /* "f32[3,4]" */
+/* A view's dtype and shape as "f32[3,4]" (tg_format_shape). */
+static inline int tg__format_view(char *buf, size_t size, const tg_view *v)
+{
+    return tg_format_shape(buf, size, v->dtype, v->ndim, v->shape);
+}
 bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *shape);
+/* Bytes of tg_kernel.loop_scratch_ an op of `ninputs` inputs needs (0: the loop's stack will
+ * do). Whoever builds a tg_kernel for a kernel sets it aside first. */
+size_t tg__loop_scratch_bytes(int ninputs);
 
 /* ---- the backward driver (backward.c) and its scalar side (scalar.c) ------------------------ */
 struct tg__bw {
     tg_tape *tp;
-    uint32_t lo, hi;   /* node range swept */
-    uint32_t *slot;    /* gradient node of each node in [lo, hi] (| OWNED), 0 = none */
-    uint8_t *need;     /* functional (tg_grad): nodes on a path from an input; NULL otherwise */
-    uint32_t slo, shi; /* scalar entries swept: [slo, shi) */
-    uint8_t *sneed;    /* functional: entries on a path from an input, by entry id in [slo, shi) */
-    uint32_t sfloor;   /* functional: lowest entry a first-order sweep of [slo, shi) writes */
-    double *sadj;      /* numeric adjoints by entry id; NULL: the tape's (those tg_s_grad reads) */
-    uint32_t *sadjh;   /* TG_CREATE_GRAPH: each entry's adjoint as an entry id, 0 = none */
+    uint32_t low, high; /* node range swept: [low, high] */
+    uint32_t *slots;    /* gradient node of each node in [low, high] (| OWNED), 0 = none */
+    uint8_t *needed;    /* functional (tg_grad): nodes on a path from an input; NULL otherwise */
+    uint32_t scalar_low, scalar_high; /* scalar entries swept: [scalar_low, scalar_high) */
+    uint8_t *scalar_needed;           /* functional: entries on a path from an input, by entry id */
+    uint32_t scalar_floor;            /* functional: lowest entry a first-order sweep writes */
+    double *scalar_adjoints;   /* numeric adjoints by entry id; NULL: the tape's (tg_s_grad's) */
+    uint32_t *adjoint_entries; /* TG_CREATE_GRAPH: each entry's adjoint as an entry id, 0 = none */
     bool create, retain, accumulate;
 };
 
 /* Whether node `id` gets a gradient in this backward. */
 static inline bool tg__bw_needs(const struct tg__bw *bw, uint32_t id)
 {
-    if (id < bw->lo || id > bw->hi)
+    if (id < bw->low || id > bw->high)
         return false;
-    if (bw->need)
-        return bw->need[id - bw->lo];
+    if (bw->needed)
+        return bw->needed[id - bw->low];
     return tg__node_at(bw->tp, id)->requires_grad;
 }
 
 /* The first-order scalar sweep: entries [lo, hi) in reverse, adjoints in `adj` (by entry id). */
 tg_status tg__scalar_sweep(tg_tape *tp, double *adj, uint32_t lo, uint32_t hi, bool retain,
                            struct tg__bw *bw);
-/* The recording sweep (TG_CREATE_GRAPH): adjoints are entries (bw->sadjh), each rule recorded. */
+/* The recording sweep (TG_CREATE_GRAPH): adjoints are entries (bw->adjoint_entries), each rule
+ * recorded. */
 tg_status tg__scalar_sweep_graph(tg_tape *tp, uint32_t lo, uint32_t hi, struct tg__bw *bw);
-/* Functional backward: marks bw->sneed for entries [lo, hi) from their operands, and lowers
- * bw->sfloor to the lowest operand among them. */
+/* Functional backward: marks bw->scalar_needed for entries [lo, hi) from their operands, and lowers
+ * bw->scalar_floor to the lowest operand among them. */
 void tg__scalar_need(tg_tape *tp, struct tg__bw *bw, uint32_t lo, uint32_t hi);
 /* Before a sweep: initialises adjoints and release flags of new entries; with `clear`, also
  * clears what a previous backward left in the tape's adjoints (but the leaves', which

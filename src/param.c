@@ -17,7 +17,7 @@ tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, con
                             name ? name : "");
     int64_t numel;
     if (ndim < 0 || ndim > TG_MAX_DIMS || (ndim > 0 && !shape)
-        || !tg__shape_valid(ndim, shape, &numel))
+        || !tg__shape_ok(ndim, shape, &numel))
         return tg__ctx_fail(ctx, TG_SHAPE, "tg_param_new(%s): invalid shape", name ? name : "");
     if (ctx->nparams == ctx->params_cap) {
         size_t cap = ctx->params_cap ? ctx->params_cap * 2 : 16;

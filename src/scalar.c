@@ -30,14 +30,14 @@ static tg_scalar none(tg_tape *tp)
  * adjoints and flags up behind the larger entry array. */
 static bool grow(tg_tape *tp)
 {
-    uint32_t old = tp->scap, cap = old ? old : 512;
+    uint32_t old = tp->scalar_capacity, cap = old ? old : 512;
     if (cap > UINT32_MAX / 4) {
-        tg__fail(tp, TG_NOMEM, "scalar entries: tape full (%u entries)", tp->ns);
+        tg__fail(tp, TG_NOMEM, "scalar entries: tape full (%u entries)", tp->scalar_count);
         return false;
     }
     cap *= 2;
     size_t per = sizeof(tg__sentry) + sizeof(double) + 1;
-    unsigned char *block = tg__realloc(tp->ctx, tp->s, (size_t)old * per, (size_t)cap * per);
+    unsigned char *block = tg__realloc(tp->ctx, tp->scalars, (size_t)old * per, (size_t)cap * per);
     if (!block) {
         tg__fail(tp, TG_NOMEM, "scalar entries: out of memory growing to %u entries", cap);
         return false;
@@ -51,17 +51,17 @@ static bool grow(tg_tape *tp)
     } else {
         memset(block, 0, sizeof(tg__sentry)); /* entry 0: the placeholder */
     }
-    tp->s = (tg__sentry *)block;
-    tp->sadj = adj;
-    tp->sreleased = released;
-    tp->scap = cap;
-    tp->slimit = tp->status ? 0 : cap;
+    tp->scalars = (tg__sentry *)block;
+    tp->scalar_adjoints = adj;
+    tp->scalar_released = released;
+    tp->scalar_capacity = cap;
+    tp->scalar_limit = tp->status ? 0 : cap;
     return true;
 }
 
 static bool live(const tg_tape *tp, tg_scalar x)
 {
-    return x.tape_ == tp && x.gen_ == tp->gen && x.id_ - 1u < tp->ns - 1u;
+    return x.tape_ == tp && x.gen_ == tp->gen && x.id_ - 1u < tp->scalar_count - 1u;
 }
 
 /* The slow path of every record: reports the error, or grows storage; true to retry. */
@@ -76,38 +76,38 @@ static bool slow(tg_tape *tp, const char *fn, int n, tg_scalar a, tg_scalar b)
         if (in[i].tape_ != tp)
             tg__fail(tp, in[i].tape_ ? TG_STALE : TG_INVALID, "%s: operand %d %s", fn, i,
                      in[i].tape_ ? "belongs to another tape" : "is none");
-        else if (in[i].gen_ != tp->gen || in[i].id_ >= tp->ns)
+        else if (in[i].gen_ != tp->gen || in[i].id_ >= tp->scalar_count)
             tg__fail(tp, TG_STALE, "%s: operand %d is stale (from before a tape reset)", fn, i);
         else
             tg__fail(tp, TG_INVALID, "%s: operand %d is an error handle", fn, i);
         return false;
     }
-    return tp->ns < tp->scap || grow(tp);
+    return tp->scalar_count < tp->scalar_capacity || grow(tp);
 }
 
 static tg_scalar push(tg_tape *tp, uint16_t op, double v, uint32_t a)
 {
-    tg__sentry *e = &tp->s[tp->ns];
+    tg__sentry *e = &tp->scalars[tp->scalar_count];
     e->v = v;
     e->a = a;
     e->op = tp->grad_enabled ? op : S_CONST;
-    tg_scalar r = {tp, tp->ns++, tp->gen};
+    tg_scalar r = {tp, tp->scalar_count++, tp->gen};
     return r;
 }
 
 /* The checks of a record: same tape and generation, live operands, room for one more entry and
- * no error (slimit is 0 on an errored tape). Separate predicted branches are cheaper here than
- * one combined test. */
+ * no error (scalar_limit is 0 on an errored tape). Separate predicted branches are cheaper here
+ * than one combined test. */
 static inline bool fast_ok(const tg_tape *tp, tg_scalar x, tg_scalar y)
 {
-    uint32_t ns = tp->ns;
+    uint32_t ns = tp->scalar_count;
     if (TG__UNLIKELY(y.tape_ != tp))
         return false;
     if (TG__UNLIKELY(x.gen_ != tp->gen || y.gen_ != tp->gen))
         return false;
     if (TG__UNLIKELY(x.id_ - 1u >= ns - 1u || y.id_ - 1u >= ns - 1u))
         return false;
-    return TG__LIKELY(ns < tp->slimit);
+    return TG__LIKELY(ns < tp->scalar_limit);
 }
 
 /* Each op: an inline fast path that touches no callee-saved registers, and an out-of-line slow
@@ -119,10 +119,10 @@ static inline bool fast_ok(const tg_tape *tp, tg_scalar x, tg_scalar y)
         tg_tape *tp = x.tape_;                                                                     \
         if (!tp || !fast_ok(tp, x, z))                                                             \
             return slow_##NAME(fn, x, z);                                                          \
-        const tg__sentry *s = tp->s;                                                               \
+        const tg__sentry *s = tp->scalars;                                                         \
         double a = s[x.id_].v, b = s[z.id_].v;                                                     \
         tg_scalar r = push(tp, S_##NAME, VALUE, x.id_);                                            \
-        tp->s[r.id_].u.b = z.id_;                                                                  \
+        tp->scalars[r.id_].u.b = z.id_;                                                            \
         return r;                                                                                  \
     }                                                                                              \
     static TG__NOINLINE tg_scalar slow_##NAME(const char *fn, tg_scalar x, tg_scalar z)            \
@@ -139,10 +139,10 @@ static inline bool fast_ok(const tg_tape *tp, tg_scalar x, tg_scalar y)
         tg_tape *tp = x.tape_;                                                                     \
         if (!tp || !fast_ok(tp, x, x))                                                             \
             return slow_##NAME(fn, x, c);                                                          \
-        double a = tp->s[x.id_].v;                                                                 \
+        double a = tp->scalars[x.id_].v;                                                           \
         (void)c;                                                                                   \
         tg_scalar r = push(tp, S_##NAME, VALUE, x.id_);                                            \
-        tp->s[r.id_].u.c = c;                                                                      \
+        tp->scalars[r.id_].u.c = c;                                                                \
         return r;                                                                                  \
     }                                                                                              \
     static TG__NOINLINE tg_scalar slow_##NAME(const char *fn, tg_scalar x, double c)               \
@@ -176,10 +176,10 @@ tg_scalar tg_s_abs(tg_scalar a) { return record_ABS("tg_s_abs", a, 0); }
 
 static tg_scalar leaf(tg_tape *tp, uint16_t op, double value)
 {
-    if (!tp || tp->status || (tp->ns >= tp->scap && !grow(tp)))
+    if (!tp || tp->status || (tp->scalar_count >= tp->scalar_capacity && !grow(tp)))
         return none(tp);
     tg_scalar r = push(tp, op, value, 0);
-    tp->s[r.id_].u.c = 0;
+    tp->scalars[r.id_].u.c = 0;
     return r;
 }
 
@@ -188,14 +188,14 @@ tg_scalar tg_s_const(tg_tape *tp, double value) { return leaf(tp, S_CONST, value
 
 bool tg_s_ok(tg_scalar s) { return s.tape_ && live(s.tape_, s); }
 
-double tg_s_value(tg_scalar s) { return tg_s_ok(s) ? s.tape_->s[s.id_].v : NAN; }
+double tg_s_value(tg_scalar s) { return tg_s_ok(s) ? s.tape_->scalars[s.id_].v : NAN; }
 
 double tg_s_grad(tg_scalar s)
 {
     if (!tg_s_ok(s))
         return NAN;
     /* Entries no backward has reached yet have no adjoint stored: their gradient is 0. */
-    return s.id_ < s.tape_->sadj_valid ? s.tape_->sadj[s.id_] : 0.0;
+    return s.id_ < s.tape_->scalar_adjoints_valid ? s.tape_->scalar_adjoints[s.id_] : 0.0;
 }
 
 /* ---- conversions -------------------------------------------------------------------------- */
@@ -216,9 +216,9 @@ tg_tensor tg__scalar_tensor(tg_scalar s, tg_dtype dt, int ndim, const int64_t *s
     if (!data)
         return tg__error_handle(tp);
     if (dt == TG_F32)
-        *(float *)data = (float)tp->s[s.id_].v;
+        *(float *)data = (float)tp->scalars[s.id_].v;
     else
-        *(double *)data = tp->s[s.id_].v;
+        *(double *)data = tp->scalars[s.id_].v;
     n->kind = TG__FROM_SCALAR;
     n->v.data = data;
     n->v.numel = 1;
@@ -227,7 +227,7 @@ tg_tensor tg__scalar_tensor(tg_scalar s, tg_dtype dt, int ndim, const int64_t *s
     for (int i = 0; i < ndim; i++)
         n->v.shape[i] = shape[i];
     n->scalar_src = s.id_;
-    n->requires_grad = tp->grad_enabled && tp->s[s.id_].op != S_CONST;
+    n->requires_grad = tp->grad_enabled && tp->scalars[s.id_].op != S_CONST;
     if (!tp->grad_enabled)
         n->kind = TG__LEAF;
     return tg__handle(tp, tp->nnodes++);
@@ -251,7 +251,7 @@ tg_scalar tg_s_from(tg_tensor t)
         return none(tp);
     }
     double v = tg_item(t);
-    if (tp->ns >= tp->scap && !grow(tp))
+    if (tp->scalar_count >= tp->scalar_capacity && !grow(tp))
         return none(tp);
     return push(tp, S_FROM_TENSOR, v, t.id_);
 }
@@ -260,20 +260,22 @@ tg_scalar tg_s_from(tg_tensor t)
 
 void tg__scalar_prepare(tg_tape *tp, bool clear)
 {
-    const tg__sentry *s = tp->s;
-    double *adj = tp->sadj;
+    const tg__sentry *s = tp->scalars;
+    double *adj = tp->scalar_adjoints;
     /* A previous backward left values: clear all but the leaves', which accumulate. */
     if (clear && tp->scalars_dirty) {
-        for (uint32_t i = 1; i < tp->sadj_valid; i++)
+        for (uint32_t i = 1; i < tp->scalar_adjoints_valid; i++)
             if (s[i].op != S_VAR)
                 adj[i] = 0;
         tp->scalars_dirty = false;
     }
     /* Entries recorded since then start at zero, unreleased. */
-    if (tp->ns > tp->sadj_valid) {
-        memset(adj + tp->sadj_valid, 0, (size_t)(tp->ns - tp->sadj_valid) * sizeof *adj);
-        memset(tp->sreleased + tp->sadj_valid, 0, tp->ns - tp->sadj_valid);
-        tp->sadj_valid = tp->ns;
+    if (tp->scalar_count > tp->scalar_adjoints_valid) {
+        memset(adj + tp->scalar_adjoints_valid, 0,
+               (size_t)(tp->scalar_count - tp->scalar_adjoints_valid) * sizeof *adj);
+        memset(tp->scalar_released + tp->scalar_adjoints_valid, 0,
+               tp->scalar_count - tp->scalar_adjoints_valid);
+        tp->scalar_adjoints_valid = tp->scalar_count;
     }
 }
 
@@ -284,8 +286,8 @@ static inline TG__ALWAYS_INLINE tg_status sweep(tg_tape *tp, double *adj, uint32
                                                 struct tg__bw *bw, const bool check,
                                                 const bool mark)
 {
-    tg__sentry *s = tp->s;
-    uint8_t *released = tp->sreleased;
+    tg__sentry *s = tp->scalars;
+    uint8_t *released = tp->scalar_released;
     /* Most operands are the entry just before: their contribution is carried in a register to
      * the next iteration instead of going through memory, which breaks the store-to-load chain
      * that would otherwise serialise the sweep. */
@@ -358,12 +360,12 @@ tg_status tg__scalar_sweep(tg_tape *tp, double *adj, uint32_t lo, uint32_t hi, b
 {
     if (hi <= lo)
         return TG_OK;
-    if (adj == tp->sadj)
+    if (adj == tp->scalar_adjoints)
         tp->scalars_dirty = true;
     if (retain)
-        return sweep(tp, adj, lo, hi, bw, tp->sreleased_any, false);
-    bool any = tp->sreleased_any;
-    tp->sreleased_any = true;
+        return sweep(tp, adj, lo, hi, bw, tp->scalar_released_any, false);
+    bool any = tp->scalar_released_any;
+    tp->scalar_released_any = true;
     return any ? sweep(tp, adj, lo, hi, bw, true, true) : sweep(tp, adj, lo, hi, bw, false, true);
 }
 
@@ -386,7 +388,7 @@ tg_status tg__bw_give(struct tg__bw *bw, uint32_t to, tg_scalar c)
     tg_tape *tp = bw->tp;
     if (!c.id_) /* no contribution, or a failed record (the tape holds its error) */
         return tp->status;
-    uint32_t *h = &bw->sadjh[to];
+    uint32_t *h = &bw->adjoint_entries[to];
     if (!*h) {
         *h = c.id_;
         return TG_OK;
@@ -401,14 +403,14 @@ tg_status tg__bw_give(struct tg__bw *bw, uint32_t to, tg_scalar c)
  * functional gradient. */
 static inline bool wants(const struct tg__bw *bw, uint32_t x)
 {
-    return !bw->sneed || (x >= bw->slo && bw->sneed[x]);
+    return !bw->scalar_needed || (x >= bw->scalar_low && bw->scalar_needed[x]);
 }
 
 void tg__scalar_need(tg_tape *tp, struct tg__bw *bw, uint32_t lo, uint32_t hi)
 {
-    const tg__sentry *s = tp->s;
-    uint8_t *need = bw->sneed;
-    uint32_t slo = bw->slo, low = bw->sfloor;
+    const tg__sentry *s = tp->scalars;
+    uint8_t *need = bw->scalar_needed;
+    uint32_t slo = bw->scalar_low, low = bw->scalar_floor;
     for (uint32_t i = lo; i < hi; i++) {
         const tg__sentry *e = &s[i];
         uint8_t nd = need[i]; /* set already for an input */
@@ -438,7 +440,7 @@ void tg__scalar_need(tg_tape *tp, struct tg__bw *bw, uint32_t lo, uint32_t hi)
         }
         need[i] = nd;
     }
-    bw->sfloor = low;
+    bw->scalar_floor = low;
 }
 
 /* Entries [lo, hi) in reverse, like sweep(), but each adjoint is an entry and each rule is
@@ -450,15 +452,15 @@ tg_status tg__scalar_sweep_graph(tg_tape *tp, uint32_t lo, uint32_t hi, struct t
 #define NONE none(tp)
 #define H(id) ((tg_scalar){tp, (id), gen})
     for (uint32_t i = hi; i-- > lo;) {
-        uint32_t h = bw->sadjh[i];
-        if (!h || (bw->sneed && !bw->sneed[i]))
+        uint32_t h = bw->adjoint_entries[i];
+        if (!h || (bw->scalar_needed && !bw->scalar_needed[i]))
             continue;
-        if (tp->sreleased_any && tp->sreleased[i])
+        if (tp->scalar_released_any && tp->scalar_released[i])
             return tg__fail(tp, TG_RELEASED,
                             "scalar entry %u: backward through a graph already released by an "
                             "earlier backward (pass TG_RETAIN_GRAPH to the first)",
                             i);
-        const tg__sentry e = tp->s[i];
+        const tg__sentry e = tp->scalars[i];
         tg_scalar g = H(h), A = H(e.a), Y = H(i);
         tg_status st = TG_OK;
         (void)A, (void)Y;
@@ -472,7 +474,7 @@ tg_status tg__scalar_sweep_graph(tg_tape *tp, uint32_t lo, uint32_t hi, struct t
             break;
 #define GRAPH_B(NAME, VALUE, DA, DB, GA, GB)                                                       \
     case S_##NAME: {                                                                               \
-        double a = tp->s[e.a].v, b = tp->s[e.u.b].v, y = e.v;                                      \
+        double a = tp->scalars[e.a].v, b = tp->scalars[e.u.b].v, y = e.v;                          \
         tg_scalar B = H(e.u.b);                                                                    \
         (void)a, (void)b, (void)y, (void)B;                                                        \
         if (wants(bw, e.a))                                                                        \
@@ -483,7 +485,7 @@ tg_status tg__scalar_sweep_graph(tg_tape *tp, uint32_t lo, uint32_t hi, struct t
     }
 #define GRAPH_U(NAME, VALUE, DA, GA)                                                               \
     case S_##NAME: {                                                                               \
-        double a = tp->s[e.a].v, c = e.u.c, y = e.v;                                               \
+        double a = tp->scalars[e.a].v, c = e.u.c, y = e.v;                                         \
         (void)a, (void)c, (void)y;                                                                 \
         if (wants(bw, e.a))                                                                        \
             st = tg__bw_give(bw, e.a, GA);                                                         \

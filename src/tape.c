@@ -16,8 +16,8 @@ tg_status tg_tape_new(tg_ctx *ctx, tg_tape **out)
     tp->gen = 1;
     tp->grad_enabled = true;
     tp->nnodes = 1; /* id 0: none */
-    tp->ns = 1;
-    tp->sadj_valid = 1;
+    tp->scalar_count = 1;
+    tp->scalar_adjoints_valid = 1;
     *out = tp;
     return TG_OK;
 }
@@ -30,7 +30,7 @@ void tg_tape_free(tg_tape *tp)
     for (uint32_t i = 0; i < tp->nchunks; i++)
         tg__free(ctx, tp->chunks[i], TG__CHUNK * sizeof(tg__node));
     tg__free(ctx, tp->chunks, tp->chunks_cap * sizeof *tp->chunks);
-    tg__free(ctx, tp->s, tp->scap * (sizeof *tp->s + sizeof(double) + 1));
+    tg__free(ctx, tp->scalars, tp->scalar_capacity * (sizeof *tp->scalars + sizeof(double) + 1));
     tg__arena_release(ctx, &tp->arena);
     tg__free(ctx, tp, sizeof *tp);
 }
@@ -41,14 +41,14 @@ void tg_tape_reset(tg_tape *tp)
         return;
     tp->gen = tp->gen + 1 ? tp->gen + 1 : 1;
     tp->status = TG_OK;
-    tp->slimit = tp->scap;
-    tp->sreleased_any = false;
+    tp->scalar_limit = tp->scalar_capacity;
+    tp->scalar_released_any = false;
     tp->error[0] = '\0';
     tp->grad_enabled = true;
     tp->scalars_dirty = false;
     tp->nnodes = 1;
-    tp->ns = 1;
-    tp->sadj_valid = 1;
+    tp->scalar_count = 1;
+    tp->scalar_adjoints_valid = 1;
     tg__arena_rewind(&tp->arena);
 }
 
@@ -71,7 +71,7 @@ tg_ctx *tg_tape_ctx(const tg_tape *tp) { return tp ? tp->ctx : NULL; }
 
 size_t tg_tape_node_count(const tg_tape *tp) { return tp ? tp->nnodes - 1 : 0; }
 
-size_t tg_tape_scalar_count(const tg_tape *tp) { return tp ? tp->ns - 1 : 0; }
+size_t tg_tape_scalar_count(const tg_tape *tp) { return tp ? tp->scalar_count - 1 : 0; }
 
 size_t tg_tape_bytes(const tg_tape *tp) { return tp ? tp->arena.bytes : 0; }
 
@@ -103,7 +103,7 @@ tg__node *tg__node_reserve_slow(tg_tape *tp)
         tp->chunks[tp->nchunks++] = nodes;
     }
     tg__node *n = tg__node_at(tp, id);
-    tg__node_clear(n, tp->ns);
+    tg__node_clear(n, tp->scalar_count);
     return n;
 }
 
@@ -121,23 +121,33 @@ void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel)
     return p;
 }
 
+tg_status tg__handle_status(const tg_tape *tp, tg_tensor t, const char **why)
+{
+    const char *reason = NULL;
+    tg_status st = TG_OK;
+    if (!t.tape_)
+        st = TG_INVALID, reason = "tensor is none";
+    else if (t.tape_ != tp)
+        st = TG_STALE, reason = "tensor belongs to another tape";
+    else if (t.gen_ != tp->gen || t.id_ >= tp->nnodes)
+        st = TG_STALE, reason = "stale tensor handle (from before a tape reset)";
+    else if (t.id_ == 0)
+        st = TG_INVALID, reason = "tensor is an error handle";
+    if (why)
+        *why = reason;
+    return st;
+}
+
 tg__node *tg__resolve(tg_tape *tp, tg_tensor t, const char *what)
 {
     if (!tp)
         tp = t.tape_;
     if (!tp)
         return NULL;
-    if (TG__UNLIKELY(t.tape_ != tp)) {
-        tg__fail(tp, t.tape_ ? TG_STALE : TG_INVALID, "%s: %s", what,
-                 t.tape_ ? "tensor belongs to another tape" : "tensor is none");
-        return NULL;
-    }
-    if (TG__UNLIKELY(t.gen_ != tp->gen || t.id_ >= tp->nnodes)) {
-        tg__fail(tp, TG_STALE, "%s: stale tensor handle (from before a tape reset)", what);
-        return NULL;
-    }
-    if (TG__UNLIKELY(t.id_ == 0)) {
-        tg__fail(tp, TG_INVALID, "%s: tensor is an error handle", what);
+    const char *why;
+    tg_status st = tg__handle_status(tp, t, &why);
+    if (TG__UNLIKELY(st != TG_OK)) {
+        tg__fail(tp, st, "%s: %s", what, why);
         return NULL;
     }
     return tg__node_at(tp, t.id_);

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdio.h>
 
 static bool dtype_valid(tg_dtype dt) { return dt == TG_F32 || dt == TG_F64 || dt == TG_I64; }
 
@@ -20,7 +21,7 @@ static bool check_leaf_args(tg_tape *tp, const char *fn, tg_dtype dt, int ndim,
         tg__fail(tp, TG_INVALID, "%s: shape is NULL", fn);
         return false;
     }
-    if (!tg__shape_valid(ndim, shape, numel)) {
+    if (!tg__shape_ok(ndim, shape, numel)) {
         tg__fail(tp, TG_SHAPE, "%s: invalid shape (negative or overflowing dims)", fn);
         return false;
     }
@@ -30,7 +31,7 @@ static bool check_leaf_args(tg_tape *tp, const char *fn, tg_dtype dt, int ndim,
 tg_tensor tg__leaf(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, tg__node **out)
 {
     int64_t numel = 1;
-    tg__shape_valid(ndim, shape, &numel);
+    tg__shape_ok(ndim, shape, &numel);
     tg__node *n = tg__node_reserve(tp);
     if (!n)
         return tg__error_handle(tp);
@@ -75,6 +76,10 @@ tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shap
 
 tg_tensor tg_full(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double value)
 {
+    if (tp && !tp->status && dt == TG_I64 && !tg__fits_i64(value)) {
+        tg__fail(tp, TG_RANGE, "tg_full: %g is not representable as i64", value);
+        return tg__error_handle(tp);
+    }
     tg__node *n;
     tg_tensor t = make(tp, "tg_full", dt, ndim, shape, &n);
     if (t.id_)
@@ -187,13 +192,20 @@ tg_tensor tg_requires_grad(tg_tensor t)
 /* Read-only accessors: no error is recorded, an invalid handle just reads as invalid. */
 static const tg__node *peek(tg_tensor t)
 {
-    const tg_tape *tp = t.tape_;
-    if (!tp || t.id_ == 0 || t.gen_ != tp->gen || t.id_ >= tp->nnodes)
-        return NULL;
-    return tg__node_at(tp, t.id_);
+    return tg__live(t.tape_, t) ? tg__node_at(t.tape_, t.id_) : NULL;
 }
 
 bool tg_ok(tg_tensor t) { return peek(t) != NULL; }
+
+tg_status tg_tensor_check(tg_tensor t, const char *who)
+{
+    tg_tape *tp = t.tape_;
+    if (!tp)
+        return TG_INVALID;
+    if (!tp->status)
+        tg__resolve(tp, t, who ? who : "tg_tensor_check");
+    return tp->status;
+}
 
 tg_tape *tg_tensor_tape(tg_tensor t) { return t.tape_; }
 
@@ -254,7 +266,7 @@ tg_status tg_read(tg_tensor t, tg_dtype dt, void *dst, int64_t count)
 {
     const tg__node *n = peek(t);
     if (!n)
-        return t.tape_ && t.gen_ != t.tape_->gen ? TG_STALE : TG_INVALID;
+        return tg__handle_status(t.tape_, t, NULL);
     if (!dst || !dtype_valid(dt))
         return TG_INVALID;
     if (count < n->v.numel)
@@ -263,6 +275,9 @@ tg_status tg_read(tg_tensor t, tg_dtype dt, void *dst, int64_t count)
         memcpy(dst, n->v.data, (size_t)n->v.numel * tg_dtype_size(dt));
         return TG_OK;
     }
+    for (int64_t i = 0; dt == TG_I64 && i < n->v.numel; i++)
+        if (!tg__fits_i64(load(&n->v, i)))
+            return TG_RANGE; /* NaN, infinite or beyond i64: nothing written */
     for (int64_t i = 0; i < n->v.numel; i++) {
         if (n->v.dtype == TG_I64 && dt == TG_F32) {
             ((float *)dst)[i] = (float)((const int64_t *)n->v.data)[i];
@@ -299,4 +314,34 @@ const tg_op *tg_tensor_op(tg_tensor t)
 {
     const tg__node *n = peek(t);
     return n && n->kind == TG__OPNODE ? n->op : NULL;
+}
+
+/* Appends `text` to buf as far as it fits (NUL-terminated); `len` counts the whole text. */
+static void append(char *buf, size_t size, size_t *len, const char *text)
+{
+    size_t n = strlen(text);
+    if (*len + 1 < size) {
+        size_t room = size - 1 - *len, k = n < room ? n : room;
+        memcpy(buf + *len, text, k);
+        buf[*len + k] = '\0';
+    }
+    *len += n;
+}
+
+int tg_format_shape(char *buf, size_t size, tg_dtype dtype, int ndim, const int64_t *shape)
+{
+    if (!buf)
+        size = 0;
+    if (size)
+        buf[0] = '\0';
+    size_t len = 0;
+    append(buf, size, &len, dtype ? tg_dtype_name(dtype) : "");
+    append(buf, size, &len, "[");
+    for (int d = 0; shape && d < ndim && d < TG_MAX_DIMS; d++) {
+        char dim[24];
+        snprintf(dim, sizeof dim, d ? ",%lld" : "%lld", (long long)shape[d]);
+        append(buf, size, &len, dim);
+    }
+    append(buf, size, &len, "]");
+    return (int)len; /* at most 8 dims of 21 characters and a name */
 }

@@ -3,6 +3,8 @@
  * threads. Small arrays go straight to the kernel: one feature test and one indirect call. */
 #include "vmath.h"
 
+#include "layout.h"
+
 #include "parallel.h"
 #include "vmath_impl.h"
 
@@ -62,27 +64,14 @@ static void run_map(const tg__vm_kernels *k, tg__vm_op op, tg_dtype dt, int64_t 
         k->map_f64[op](n, a, b, y, c0, c1);
 }
 
-/* Rough work per element, in the element-operations of tg__parallel_for's threshold: the plain
- * arithmetic is memory-bound (1); the fused transcendental kernels cost a few times more. */
+/* Rough work per element, in the element-operations of tg__parallel_for's threshold: each row's
+ * COST in TG__VMATH_MAPS (vmath_ops.h). */
 static double op_cost(tg__vm_op op)
 {
-    switch (op) {
-    case TG__VM_EXP:
-    case TG__VM_SQRT:
-    case TG__VM_TANH:
-    case TG__VM_SIGMOID:
-    case TG__VM_GELU:
-    case TG__VM_GELU_BACKWARD:
-        return 3;
-    case TG__VM_LOG:
-    case TG__VM_LOG1P:
-    case TG__VM_SIN:
-    case TG__VM_COS:
-    case TG__VM_SOFTPLUS:
-        return 6;
-    default:
-        return 1;
-    }
+#define OP_COST(name, NAME, KIND, COST, BODY) [TG__VM_##NAME] = COST,
+    static const double costs[TG__VM_NOPS] = {TG__VMATH_MAPS(OP_COST)};
+#undef OP_COST
+    return costs[op];
 }
 
 /* Threads get whole blocks of this many elements (whole cache lines, aligned alike). */
@@ -101,7 +90,7 @@ typedef struct map_job {
 static void map_range(void *user, int64_t lo, int64_t hi)
 {
     const map_job *j = user;
-    size_t es = j->dt == TG_F32 ? sizeof(float) : sizeof(double);
+    size_t es = tg__dtype_size(j->dt);
     int64_t b = lo * BLOCK, e = hi * BLOCK < j->n ? hi * BLOCK : j->n;
     size_t off = (size_t)b * es;
     run_map(j->k, j->op, j->dt, e - b, j->a + off, j->b ? j->b + off : NULL, j->c0, j->c1,

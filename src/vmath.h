@@ -8,47 +8,21 @@
 
 #include "tapegrad.h"
 
-/* Elementwise ops y[i] = f(a[i], b[i]; c0, c1). Constants are rounded to the element type
- * first, as PyTorch rounds a Python scalar to the tensor's dtype. */
-typedef enum tg__vm_op {
-    /* y = f(a) */
-    TG__VM_EXP,
-    TG__VM_LOG,
-    TG__VM_LOG1P,
-    TG__VM_SQRT,
-    TG__VM_SIN,
-    TG__VM_COS,
-    TG__VM_TANH,
-    TG__VM_SIGMOID,  /* 1 / (1 + exp(-a)) */
-    TG__VM_GELU,     /* tanh approximation, one pass (see vmath_simd.h for the forms) */
-    TG__VM_SOFTPLUS, /* a > 20 ? a : log1p(exp(a)), computed stably */
-    /* y = f(a, b) */
-    TG__VM_ADD,
-    TG__VM_SUB,
-    TG__VM_MUL,
-    TG__VM_DIV,
-    TG__VM_MAX,              /* NaN if either is NaN, else the larger (a on ties) */
-    TG__VM_MIN,              /* NaN if either is NaN, else the smaller (a on ties) */
-    TG__VM_TANH_BACKWARD,    /* a = g, b = y = tanh(x): g (1 - y^2) */
-    TG__VM_SIGMOID_BACKWARD, /* a = g, b = y = sigmoid(x): g y (1 - y) */
-    TG__VM_RELU_BACKWARD,    /* a = g, b = y = relu(x): y > 0 ? g : 0 */
-    TG__VM_GELU_BACKWARD,    /* a = g, b = x: g gelu'(x) */
-    /* y = f(a; c0, c1) */
-    TG__VM_ADD_SCALAR, /* a + c0 */
-    TG__VM_MUL_SCALAR, /* a * c0 */
-    TG__VM_SUB2,       /* (a - c0) - c1, rounded after each step (log_softmax) */
-    TG__VM_NOPS
-} tg__vm_op;
+#include "vmath_ops.h"
+
+/* Elementwise ops y[i] = f(a[i], b[i]; c0, c1): TG__VM_<NAME> for each row of TG__VMATH_MAPS in
+ * vmath_ops.h, which says what each computes, then their number TG__VM_NOPS. Constants are
+ * rounded to the element type first, as PyTorch rounds a Python scalar to the tensor's dtype. */
+#define TG__VM_OP_ENUM(name, NAME, KIND, COST, BODY) TG__VM_##NAME,
+typedef enum tg__vm_op { TG__VMATH_MAPS(TG__VM_OP_ENUM) TG__VM_NOPS } tg__vm_op;
+#undef TG__VM_OP_ENUM
 
 /* Reductions of one contiguous array, on the calling thread (callers split rows or blocks over
- * threads). Sums accumulate in double in several independent lanes for either element type. */
-typedef enum tg__vm_red {
-    TG__VM_SUM,     /* sum of x */
-    TG__VM_MAXALL,  /* max of x; NaN if any element is NaN; -inf if n == 0 */
-    TG__VM_MINALL,  /* min of x; NaN if any element is NaN; +inf if n == 0 */
-    TG__VM_EXP_SUM, /* y = exp(x - shift) (y may be NULL: not stored); returns the sum of y */
-    TG__VM_NREDS
-} tg__vm_red;
+ * threads): TG__VM_<NAME> for each row of TG__VMATH_REDUCTIONS in vmath_ops.h, then their number
+ * TG__VM_NREDS. Sums accumulate in double in several independent lanes for either element type. */
+#define TG__VM_REDUCTION_ENUM(name, NAME) TG__VM_##NAME,
+typedef enum tg__vm_red { TG__VMATH_REDUCTIONS(TG__VM_REDUCTION_ENUM) TG__VM_NREDS } tg__vm_red;
+#undef TG__VM_REDUCTION_ENUM
 
 void tg__vm_map(tg__vm_op op, int threads, tg_dtype dt, int64_t n, const void *a, const void *b,
                 double c0, double c1, void *y);
@@ -69,22 +43,34 @@ static inline void tg__vm_binary(tg__vm_op op, int threads, tg_dtype dt, int64_t
 {
     tg__vm_map(op, threads, dt, n, a, b, 0, 0, y);
 }
-#define TG__VM_UNARY(name, OP)                                                                     \
-    static inline void tg__vm_##name(int threads, tg_dtype dt, int64_t n, const void *x, void *y)  \
+
+/* One shorthand per op, tg__vm_<name> for the row `name` of TG__VMATH_MAPS, its arguments by the
+ * row's KIND: tg__vm_exp(threads, dt, n, x, y), tg__vm_add(threads, dt, n, a, b, y),
+ * tg__vm_sub2(threads, dt, n, x, c0, c1, y). */
+#define TG__VM_SHORTHAND_UNARY(function, op)                                                       \
+    static inline void function(int threads, tg_dtype dt, int64_t n, const void *x, void *y)       \
     {                                                                                              \
-        tg__vm_unary(OP, threads, dt, n, x, y);                                                    \
+        tg__vm_unary(op, threads, dt, n, x, y);                                                    \
     }
-TG__VM_UNARY(exp, TG__VM_EXP)
-TG__VM_UNARY(log, TG__VM_LOG)
-TG__VM_UNARY(log1p, TG__VM_LOG1P)
-TG__VM_UNARY(sqrt, TG__VM_SQRT)
-TG__VM_UNARY(sin, TG__VM_SIN)
-TG__VM_UNARY(cos, TG__VM_COS)
-TG__VM_UNARY(tanh, TG__VM_TANH)
-TG__VM_UNARY(sigmoid, TG__VM_SIGMOID)
-TG__VM_UNARY(gelu, TG__VM_GELU)
-TG__VM_UNARY(softplus, TG__VM_SOFTPLUS)
-#undef TG__VM_UNARY
+#define TG__VM_SHORTHAND_BINARY(function, op)                                                      \
+    static inline void function(int threads, tg_dtype dt, int64_t n, const void *a, const void *b, \
+                                void *y)                                                           \
+    {                                                                                              \
+        tg__vm_binary(op, threads, dt, n, a, b, y);                                                \
+    }
+#define TG__VM_SHORTHAND_SCALAR(function, op)                                                      \
+    static inline void function(int threads, tg_dtype dt, int64_t n, const void *x, double c0,     \
+                                double c1, void *y)                                                \
+    {                                                                                              \
+        tg__vm_map(op, threads, dt, n, x, NULL, c0, c1, y);                                        \
+    }
+#define TG__VM_SHORTHAND(name, NAME, KIND, COST, BODY)                                             \
+    TG__VM_SHORTHAND_##KIND(tg__vm_##name, TG__VM_##NAME)
+TG__VMATH_MAPS(TG__VM_SHORTHAND)
+#undef TG__VM_SHORTHAND
+#undef TG__VM_SHORTHAND_UNARY
+#undef TG__VM_SHORTHAND_BINARY
+#undef TG__VM_SHORTHAND_SCALAR
 
 /* y += x, on the calling thread (the backward sweep's accumulation). */
 void tg__vm_add_into(tg_dtype dt, int64_t n, const void *x, void *y);

@@ -63,12 +63,7 @@ static inline double hsum_pd(__m256d a)
 #define MNONE _mm256_setzero_ps()
 #define MANY(m) (_mm256_movemask_ps(m) != 0)
 #define LDEXP ldexp_f32
-#define SL_EXP Sleef_expf8_u10avx2
-#define SL_LOG Sleef_logf8_u10avx2
-#define SL_LOG1P Sleef_log1pf8_u10avx2
-#define SL_SIN Sleef_sinf8_u10avx2
-#define SL_COS Sleef_cosf8_u10avx2
-#define SL_TANH Sleef_tanhf8_u10avx2
+#define SLEEF(fn) Sleef_##fn##f8_u10avx2 /* Sleef_expf8_u10avx2, ... */
 #define ACC_ZERO _mm256_setzero_pd()
 #define ACC_PLUS _mm256_add_pd
 #define F32_LO(v) _mm256_cvtps_pd(_mm256_castps256_ps128(v))
@@ -116,12 +111,7 @@ static inline double hsum_pd(__m256d a)
 #define MOR _mm256_or_pd
 #define MNONE _mm256_setzero_pd()
 #define MANY(m) (_mm256_movemask_pd(m) != 0)
-#define SL_EXP Sleef_expd4_u10avx2
-#define SL_LOG Sleef_logd4_u10avx2
-#define SL_LOG1P Sleef_log1pd4_u10avx2
-#define SL_SIN Sleef_sind4_u10avx2
-#define SL_COS Sleef_cosd4_u10avx2
-#define SL_TANH Sleef_tanhd4_u10avx2
+#define SLEEF(fn) Sleef_##fn##d4_u10avx2 /* Sleef_expd4_u10avx2, ... */
 #define ACC_ZERO _mm256_setzero_pd()
 #define ACC_PLUS _mm256_add_pd
 #define ACC_ADD(a0, a1, v) ((void)(a1), a0 = _mm256_add_pd(a0, v))

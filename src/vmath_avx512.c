@@ -45,12 +45,7 @@
 #define MNONE ((__mmask16)0)
 #define MANY(m) ((m) != 0)
 #define LDEXP _mm512_scalef_ps
-#define SL_EXP Sleef_expf16_u10avx512f
-#define SL_LOG Sleef_logf16_u10avx512f
-#define SL_LOG1P Sleef_log1pf16_u10avx512f
-#define SL_SIN Sleef_sinf16_u10avx512f
-#define SL_COS Sleef_cosf16_u10avx512f
-#define SL_TANH Sleef_tanhf16_u10avx512f
+#define SLEEF(fn) Sleef_##fn##f16_u10avx512f /* Sleef_expf16_u10avx512f, ... */
 #define ACC_ZERO _mm512_setzero_pd()
 #define ACC_PLUS _mm512_add_pd
 #define F32_LO(v) _mm512_cvtps_pd(_mm512_castps512_ps256(v))
@@ -99,12 +94,7 @@
 #define MNONE ((__mmask8)0)
 #define MANY(m) ((m) != 0)
 #define LDEXP _mm512_scalef_pd
-#define SL_EXP Sleef_expd8_u10avx512f
-#define SL_LOG Sleef_logd8_u10avx512f
-#define SL_LOG1P Sleef_log1pd8_u10avx512f
-#define SL_SIN Sleef_sind8_u10avx512f
-#define SL_COS Sleef_cosd8_u10avx512f
-#define SL_TANH Sleef_tanhd8_u10avx512f
+#define SLEEF(fn) Sleef_##fn##d8_u10avx512f /* Sleef_expd8_u10avx512f, ... */
 #define ACC_ZERO _mm512_setzero_pd()
 #define ACC_PLUS _mm512_add_pd
 #define ACC_ADD(a0, a1, v) ((void)(a1), a0 = _mm512_add_pd(a0, v))

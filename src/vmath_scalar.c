@@ -42,12 +42,7 @@
 #define MNONE false
 #define MANY(m) (m)
 #define LDEXP(p, k) ldexpf(p, (k) == (k) ? (int)(k) : 0)
-#define SL_EXP expf
-#define SL_LOG logf
-#define SL_LOG1P log1pf
-#define SL_SIN sinf
-#define SL_COS cosf
-#define SL_TANH tanhf
+#define SLEEF(fn) fn##f /* libm: expf, logf, ... */
 #define ACC_ZERO 0.0
 #define ACC_PLUS(a, b) ((a) + (b))
 #define ACC_ADD(a0, a1, v) ((void)(a1), (a0) += (double)(v))
@@ -91,12 +86,7 @@
 #define MOR(a, b) ((a) || (b))
 #define MNONE false
 #define MANY(m) (m)
-#define SL_EXP exp
-#define SL_LOG log
-#define SL_LOG1P log1p
-#define SL_SIN sin
-#define SL_COS cos
-#define SL_TANH tanh
+#define SLEEF(fn) fn /* libm: exp, log, ... */
 #define ACC_ZERO 0.0
 #define ACC_PLUS(a, b) ((a) + (b))
 #define ACC_ADD(a0, a1, v) ((void)(a1), (a0) += (v))

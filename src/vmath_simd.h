@@ -10,7 +10,8 @@
  *   MAX(a, b) MIN(a, b) (x86 semantics: b when either is NaN), ABS SQRT ROUND (to nearest),
  *   COPYSIGN(mag, sign), CMPLT CMPGT CMPUNORD, SEL(m, f, t) (m ? t : f), MOR, MNONE, MANY(m),
  *   LDEXP(p, k) (p 2^k for integral k in [-160, 130]);
- *   SL_EXP SL_LOG SL_LOG1P SL_SIN SL_COS SL_TANH (SLEEF, or libm for one lane);
+ *   SLEEF(fn) (SLEEF's 1-ulp function fn, such as exp, of this set and element type, or
+ *   libm's for one lane);
  *   ACC_ZERO, ACC_PLUS(a, b), ACC_ADD(a0, a1, v) (adds v's lanes into a0 and a1),
  *   ACC_HSUM(a) (to double), ACC_ROW(p, v) (p[0..W) += v in double, p a double array),
  *   ACC_ROW4(p, a, b, c, d) (p[0..W) += (a + b) + (c + d), added in double);
@@ -18,6 +19,10 @@
  *   its halves widened to double vectors of ACC_N lanes, and ACC_LD/ACC_ST to load and store
  *   them; the three are then defined below);
  * and undefines them all at the end, so the next instantiation starts clean.
+ *
+ * The elementwise kernels and both tables' entries are generated from the list of ops in
+ * vmath_ops.h (TG__VMATH_MAPS: each row's BODY is written in the macros above and the helpers
+ * below); the reductions and the row sums are written out here.
  *
  * f32 notes: the fused f32 kernels use their own exp (exp_v: Cody-Waite reduction, degree-7
  * Taylor polynomial, exact scaling; at most 1.3 ulp over the whole range, measured over every
@@ -61,9 +66,9 @@
 
 /* ---- elementwise skeletons: full vectors, then one masked tail (same code, same rounding) -- */
 
-/* y = BODY(a) */
-#define VM_MAP1(name, BODY)                                                                        \
-    static void FN(name)(int64_t n, const T *pa, const T *pb, T *py, T c0, T c1)                   \
+/* The function <kernel>_<TS> computing y = BODY(a; C0, C1): the rows of KIND UNARY and SCALAR. */
+#define VM_MAP_UNARY(kernel, BODY)                                                                 \
+    static void VM_CAT3(kernel, _, TS)(int64_t n, const T *pa, const T *pb, T *py, T c0, T c1)     \
     {                                                                                              \
         (void)pb;                                                                                  \
         const V C0 = SET(c0), C1 = SET(c1);                                                        \
@@ -79,10 +84,11 @@
             STT(py + i, m, BODY);                                                                  \
         }                                                                                          \
     }
+#define VM_MAP_SCALAR VM_MAP_UNARY
 
-/* y = BODY(a, b) */
-#define VM_MAP2(name, BODY)                                                                        \
-    static void FN(name)(int64_t n, const T *pa, const T *pb, T *py, T c0, T c1)                   \
+/* The function <kernel>_<TS> computing y = BODY(a, b): the rows of KIND BINARY. */
+#define VM_MAP_BINARY(kernel, BODY)                                                                \
+    static void VM_CAT3(kernel, _, TS)(int64_t n, const T *pa, const T *pb, T *py, T c0, T c1)     \
     {                                                                                              \
         (void)c0, (void)c1;                                                                        \
         int64_t i = 0;                                                                             \
@@ -154,8 +160,8 @@ static inline V FN(tanh_v)(V x)
 #define FAST_EXP(v) FN(exp_v)(v)
 #define TANH(v) FN(tanh_v)(v)
 #else
-#define FAST_EXP(v) SL_EXP(v)
-#define TANH(v) SL_TANH(v)
+#define FAST_EXP(v) SLEEF(exp)(v)
+#define TANH(v) SLEEF(tanh)(v)
 #endif
 
 /* ---- gelu (tanh approximation): u = K0 (x + K1 x^3) --------------------------------------- */
@@ -172,7 +178,7 @@ static inline V FN(tanh_v)(V x)
     MUL(x, FMA(x2, SET((float)(-2 * 0.7978845608028654 * 0.044715)),                               \
                SET((float)(-2 * 0.7978845608028654))))
 static inline V FN(gelu_v)(V x) { return DIV(x, ADD(ONE, FAST_EXP(GELU_M2U(x, MUL(x, x))))); }
-static inline V FN(gelu_bw_v)(V g, V x)
+static inline V FN(gelu_backward_v)(V g, V x)
 {
     V x2 = MUL(x, x);
     V s = DIV(ONE, ADD(ONE, FAST_EXP(GELU_M2U(x, x2))));
@@ -185,13 +191,13 @@ static inline V FN(gelu_bw_v)(V g, V x)
  * gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  t = tanh(u). */
 static inline V FN(gelu_v)(V x)
 {
-    V t = SL_TANH(GELU_U(x, MUL(x, x)));
+    V t = SLEEF(tanh)(GELU_U(x, MUL(x, x)));
     return MUL(MUL(SET(0.5), x), ADD(ONE, t));
 }
-static inline V FN(gelu_bw_v)(V g, V x)
+static inline V FN(gelu_backward_v)(V g, V x)
 {
     V x2 = MUL(x, x);
-    V t = SL_TANH(GELU_U(x, x2));
+    V t = SLEEF(tanh)(GELU_U(x, x2));
     V du = MUL(SET(0.7978845608028654), ADD(ONE, MUL(SET(3 * 0.044715), x2)));
     V left = MUL(SET(0.5), ADD(ONE, t));
     V right = MUL(MUL(MUL(SET(0.5), x), SUB(ONE, MUL(t, t))), du);
@@ -202,36 +208,17 @@ static inline V FN(gelu_bw_v)(V g, V x)
 /* softplus(x) = max(x, 0) + (x > 20 ? 0 : log1p(exp(-|x|))); NaN: 0 + NaN. */
 static inline V FN(softplus_v)(V x)
 {
-    V l = SL_LOG1P(FAST_EXP(SUB(ZERO, ABS(x))));
+    V l = SLEEF(log1p)(FAST_EXP(SUB(ZERO, ABS(x))));
     return ADD(SEL(CMPGT(x, ZERO), ZERO, x), SEL(CMPGT(x, SET((T)20)), l, ZERO));
 }
 
 /* ---- the elementwise kernels ------------------------------------------------------------- */
 
-VM_MAP1(exp, SL_EXP(a))
-VM_MAP1(log, SL_LOG(a))
-VM_MAP1(log1p, SL_LOG1P(a))
-VM_MAP1(sqrt, SQRT(a))
-VM_MAP1(sin, SL_SIN(a))
-VM_MAP1(cos, SL_COS(a))
-VM_MAP1(tanh, TANH(a))
-/* exp(-x) = inf for x << 0 gives exactly 0. */
-VM_MAP1(sigmoid, DIV(ONE, ADD(ONE, FAST_EXP(SUB(ZERO, a)))))
-VM_MAP1(gelu, FN(gelu_v)(a))
-VM_MAP1(softplus, FN(softplus_v)(a))
-VM_MAP2(add, ADD(a, b))
-VM_MAP2(sub, SUB(a, b))
-VM_MAP2(mul, MUL(a, b))
-VM_MAP2(div, DIV(a, b))
-VM_MAP2(max, SEL(MOR(CMPGT(a, b), CMPUNORD(a, a)), b, a))
-VM_MAP2(min, SEL(MOR(CMPLT(a, b), CMPUNORD(a, a)), b, a))
-VM_MAP2(tanh_bw, MUL(a, SUB(ONE, MUL(b, b))))
-VM_MAP2(sigmoid_bw, MUL(MUL(a, b), SUB(ONE, b)))
-VM_MAP2(relu_bw, SEL(CMPGT(b, ZERO), ZERO, a))
-VM_MAP2(gelu_bw, FN(gelu_bw_v)(a, b))
-VM_MAP1(add_scalar, ADD(a, C0))
-VM_MAP1(mul_scalar, MUL(a, C0))
-VM_MAP1(sub2, SUB(SUB(a, C0), C1))
+/* One kernel per row of TG__VMATH_MAPS (vmath_ops.h): vm_<name>_<TS> computes the row's BODY
+ * with the skeleton of its KIND. */
+#define VM_MAP_KERNEL(name, NAME, KIND, COST, BODY) VM_MAP_##KIND(vm_##name, BODY)
+TG__VMATH_MAPS(VM_MAP_KERNEL)
+#undef VM_MAP_KERNEL
 
 /* ---- reductions -------------------------------------------------------------------------- */
 
@@ -365,31 +352,26 @@ static void FN(add_rows)(int64_t rows, int64_t cols, int64_t stride, const T *x,
 #undef TANH
 #undef GELU_U
 #undef GELU_M2U
-#undef VM_MAP1
-#undef VM_MAP2
+#undef VM_MAP_UNARY
+#undef VM_MAP_SCALAR
+#undef VM_MAP_BINARY
 #undef VM_EXTREME
 #undef FN
 
-/* The table entries of one element type, for the includer's table. */
+/* The table entries of one element type, for the includer's table: vm_<name>_<f32|f64> at
+ * TG__VM_<NAME> for each row of TG__VMATH_MAPS and of TG__VMATH_REDUCTIONS (vmath_ops.h). */
 #ifndef VM_TABLE_MAP
+#define VM_MAP_ENTRY_f32(name, NAME, KIND, COST, BODY) [TG__VM_##NAME] = vm_##name##_f32,
+#define VM_MAP_ENTRY_f64(name, NAME, KIND, COST, BODY) [TG__VM_##NAME] = vm_##name##_f64,
+#define VM_REDUCTION_ENTRY_f32(name, NAME) [TG__VM_##NAME] = vm_##name##_f32,
+#define VM_REDUCTION_ENTRY_f64(name, NAME) [TG__VM_##NAME] = vm_##name##_f64,
 #define VM_TABLE_MAP(TSX)                                                                          \
     {                                                                                              \
-        [TG__VM_EXP] = vm_exp_##TSX, [TG__VM_LOG] = vm_log_##TSX, [TG__VM_LOG1P] = vm_log1p_##TSX, \
-        [TG__VM_SQRT] = vm_sqrt_##TSX, [TG__VM_SIN] = vm_sin_##TSX, [TG__VM_COS] = vm_cos_##TSX,   \
-        [TG__VM_TANH] = vm_tanh_##TSX, [TG__VM_SIGMOID] = vm_sigmoid_##TSX,                        \
-        [TG__VM_GELU] = vm_gelu_##TSX, [TG__VM_SOFTPLUS] = vm_softplus_##TSX,                      \
-        [TG__VM_ADD] = vm_add_##TSX, [TG__VM_SUB] = vm_sub_##TSX, [TG__VM_MUL] = vm_mul_##TSX,     \
-        [TG__VM_DIV] = vm_div_##TSX, [TG__VM_MAX] = vm_max_##TSX, [TG__VM_MIN] = vm_min_##TSX,     \
-        [TG__VM_TANH_BACKWARD] = vm_tanh_bw_##TSX,                                                 \
-        [TG__VM_SIGMOID_BACKWARD] = vm_sigmoid_bw_##TSX,                                           \
-        [TG__VM_RELU_BACKWARD] = vm_relu_bw_##TSX, [TG__VM_GELU_BACKWARD] = vm_gelu_bw_##TSX,      \
-        [TG__VM_ADD_SCALAR] = vm_add_scalar_##TSX, [TG__VM_MUL_SCALAR] = vm_mul_scalar_##TSX,      \
-        [TG__VM_SUB2] = vm_sub2_##TSX,                                                             \
+        TG__VMATH_MAPS(VM_MAP_ENTRY_##TSX)                                                         \
     }
 #define VM_TABLE_RED(TSX)                                                                          \
     {                                                                                              \
-        [TG__VM_SUM] = vm_sum_##TSX, [TG__VM_MAXALL] = vm_maxall_##TSX,                            \
-        [TG__VM_MINALL] = vm_minall_##TSX, [TG__VM_EXP_SUM] = vm_exp_sum_##TSX,                    \
+        TG__VMATH_REDUCTIONS(VM_REDUCTION_ENTRY_##TSX)                                             \
     }
 #endif
 
@@ -429,12 +411,7 @@ static void FN(add_rows)(int64_t rows, int64_t cols, int64_t stride, const T *x,
 #undef MNONE
 #undef MANY
 #undef LDEXP
-#undef SL_EXP
-#undef SL_LOG
-#undef SL_LOG1P
-#undef SL_SIN
-#undef SL_COS
-#undef SL_TANH
+#undef SLEEF
 #undef ACC_ZERO
 #undef ACC_PLUS
 #undef ACC_ADD

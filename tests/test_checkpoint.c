@@ -6,12 +6,14 @@
 #include "files.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
+#include <jansson.h>
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -115,21 +117,21 @@ static void round_trip_parameters(void **state)
         hlen |= (uint64_t)file[i] << (8 * i);
     assert_int_equal(hlen % 8, 0);
     assert_int_equal(len, 8 + hlen + 6 * 4 + 3 * 8 + 4);
-    cJSON *h = cJSON_ParseWithLength((const char *)file + 8, hlen);
+    json_t *h = json_loadb((const char *)file + 8, hlen, 0, NULL);
     assert_non_null(h);
-    cJSON *meta = cJSON_GetObjectItem(h, "__metadata__");
-    assert_string_equal(cJSON_GetObjectItem(meta, "format")->valuestring, "tapegrad");
-    assert_null(cJSON_GetObjectItem(meta, "optim_steps"));
-    cJSON *w = cJSON_GetObjectItem(h, "w");
-    assert_string_equal(cJSON_GetObjectItem(w, "dtype")->valuestring, "F32");
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(w, "shape")), 2);
-    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(w, "shape"), 1)->valueint, 3);
-    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(w, "data_offsets"), 1)->valueint, 24);
-    cJSON *s = cJSON_GetObjectItem(h, "s");
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(s, "shape")), 0);
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(h, "b"), "dtype")->valuestring,
+    json_t *meta = json_object_get(h, "__metadata__");
+    assert_string_equal(json_string_value(json_object_get(meta, "format")), "tapegrad");
+    assert_null(json_object_get(meta, "optim_steps"));
+    json_t *w = json_object_get(h, "w");
+    assert_string_equal(json_string_value(json_object_get(w, "dtype")), "F32");
+    assert_int_equal(json_array_size(json_object_get(w, "shape")), 2);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(w, "shape"), 1)), 3);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(w, "data_offsets"), 1)), 24);
+    json_t *s = json_object_get(h, "s");
+    assert_int_equal(json_array_size(json_object_get(s, "shape")), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(h, "b"), "dtype")),
                         "F64");
-    cJSON_Delete(h);
+    json_decref(h);
     assert_memory_equal(file + 8 + hlen, tg_param_data(a.p[0]), 24);
     assert_memory_equal(file + 8 + hlen + 24, tg_param_data(a.p[1]), 24);
     free(file);
@@ -255,6 +257,53 @@ static void round_trip_optimiser(void **state)
 }
 
 /* The state names in the file: "<param>.<state>", and the step count in the metadata. */
+/* The header's exact bytes (those cJSON wrote, kept through the move to jansson): compact JSON,
+ * keys in order, names escaped as JSON requires and UTF-8 written as is; the padding after it.
+ * A name that is not UTF-8 cannot be written as JSON: a clear error. */
+static void header_text_is_exact(void **state)
+{
+    fixture *f = *state;
+    tg_param *p[3];
+    assert_status(tg_param_new(f->ctx, "fc.weight", TG_F32, 2, (int64_t[]){2, 3}, &p[0]), TG_OK);
+    assert_status(tg_param_new(f->ctx, "fc.bias", TG_F64, 1, (int64_t[]){3}, &p[1]), TG_OK);
+    assert_status(tg_param_new(f->ctx, "s\"q\\\x01\xc3\xa9/", TG_F32, 0, NULL, &p[2]), TG_OK);
+    tg_optim *opt;
+    assert_status(tg_adam_new(f->ctx, 2, p, &(tg_adam_options){.amsgrad = true}, &opt), TG_OK);
+    tg_optim_set_steps(opt, 12);
+    assert_status(tg_checkpoint_save(f->ctx, file_path, 3, p, opt), TG_OK);
+    const char *want =
+        "{\"__metadata__\":{\"format\":\"tapegrad\",\"optim_steps\":\"12\"},"
+        "\"fc.weight\":{\"shape\":[2,3],\"data_offsets\":[0,24],\"dtype\":\"F32\"},"
+        "\"fc.bias\":{\"shape\":[3],\"data_offsets\":[24,48],\"dtype\":\"F64\"},"
+        "\"s\\\"q\\\\\\u0001\xc3\xa9/\":{\"shape\":[],\"data_offsets\":[48,52],\"dtype\":\"F32\"},"
+        "\"fc.weight.exp_avg\":{\"shape\":[2,3],\"data_offsets\":[52,76],\"dtype\":\"F32\"},"
+        "\"fc.weight.exp_avg_sq\":{\"shape\":[2,3],\"data_offsets\":[76,100],\"dtype\":\"F32\"},"
+        "\"fc.weight.max_exp_avg_sq\":{\"shape\":[2,3],\"data_offsets\":[100,124],\"dtype\":"
+        "\"F32\"},"
+        "\"fc.bias.exp_avg\":{\"shape\":[3],\"data_offsets\":[124,148],\"dtype\":\"F64\"},"
+        "\"fc.bias.exp_avg_sq\":{\"shape\":[3],\"data_offsets\":[148,172],\"dtype\":\"F64\"},"
+        "\"fc.bias.max_exp_avg_sq\":{\"shape\":[3],\"data_offsets\":[172,196],\"dtype\":"
+        "\"F64\"}}";
+    size_t len, wlen = strlen(want);
+    unsigned char *file = read_all(file_path, &len);
+    size_t hlen = (wlen + 7) / 8 * 8;
+    assert_int_equal(file[0] | file[1] << 8, hlen);
+    assert_memory_equal(file + 8, want, wlen);
+    for (size_t k = wlen; k < hlen; k++)
+        assert_int_equal(file[8 + k], ' ');
+    assert_int_equal(len, 8 + hlen + 196);
+    free(file);
+    tg_optim_free(opt);
+
+    tg_param *latin1;
+    assert_status(tg_param_new(f->ctx, "caf\xe9", TG_F32, 0, NULL, &latin1), TG_OK);
+    assert_status(tg_checkpoint_save(f->ctx, file_path, 1, &latin1, NULL), TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "parameter 0 is not valid UTF-8");
+    tg_param_free(latin1);
+    for (int i = 0; i < 3; i++)
+        tg_param_free(p[i]);
+}
+
 static void optimiser_state_names(void **state)
 {
     fixture *f = *state;
@@ -266,17 +315,17 @@ static void optimiser_state_names(void **state)
     assert_status(tg_checkpoint_save(f->ctx, file_path, 3, a.p, opt), TG_OK);
     size_t len;
     unsigned char *file = read_all(file_path, &len);
-    cJSON *h = cJSON_ParseWithLength((const char *)file + 8, len - 8);
+    json_t *h = json_loadb((const char *)file + 8, len - 8, JSON_DISABLE_EOF_CHECK, NULL);
     assert_non_null(h);
-    cJSON *meta = cJSON_GetObjectItem(h, "__metadata__");
-    assert_string_equal(cJSON_GetObjectItem(meta, "optim_steps")->valuestring, "10");
+    json_t *meta = json_object_get(h, "__metadata__");
+    assert_string_equal(json_string_value(json_object_get(meta, "optim_steps")), "10");
     const char *names[] = {"fc1.w.exp_avg", "fc1.w.exp_avg_sq", "fc1.w.max_exp_avg_sq",
                            "fc1.b.exp_avg", "fc1.s.max_exp_avg_sq"};
     for (int i = 0; i < 5; i++)
-        if (!cJSON_GetObjectItem(h, names[i]))
+        if (!json_object_get(h, names[i]))
             fail_msg("no %s in the header", names[i]);
-    assert_int_equal(cJSON_GetArraySize(h), 1 + 3 + 9);
-    cJSON_Delete(h);
+    assert_int_equal(json_object_size(h), 1 + 3 + 9);
+    json_decref(h);
     free(file);
 
     /* A file without optimiser state, or another optimiser's: TG_NOT_FOUND, nothing changed. */
@@ -353,6 +402,46 @@ static void save_rejects_bad_names(void **state)
     assert_int_equal(temp_files(), 0);
     tg_optim_free(opt);
     tg_param_free(u);
+    model_free(&a);
+}
+
+/* A pid that existed and is gone: a child that exits at once, reaped. */
+static pid_t dead_pid(void)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return pid;
+}
+
+/* A save killed between creating and renaming its temporary file left it forever: the next save
+ * of that path removes temporary files whose process is gone, and only those. */
+static void save_removes_stale_temp_files(void **state)
+{
+    fixture *f = *state;
+    model a;
+    model_make(f->ctx, &a, "", 1);
+    char dead[192], live[192], other[192], foreign[192];
+    snprintf(dead, sizeof dead, "%s.tmp.%ld.0badf00d", file_path, (long)dead_pid());
+    snprintf(live, sizeof live, "%s.tmp.%ld.12345678", file_path, (long)getppid());
+    snprintf(other, sizeof other, "%s.tmp.notapid", file_path);
+    tmp_path(foreign, sizeof foreign, "other.safetensors.tmp.1.12345678");
+    const char *leftovers[] = {dead, live, other, foreign};
+    for (int i = 0; i < 4; i++)
+        write_all(leftovers[i], "leftover", 8);
+    assert_status(tg_checkpoint_save(f->ctx, file_path, 3, a.p, NULL), TG_OK);
+    assert_int_equal(access(dead, F_OK), -1);
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(access(leftovers[i], F_OK), 0); /* alive, not ours, not this path's */
+    assert_int_equal(temp_files(), 3);
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(unlink(leftovers[i]), 0);
+    /* A normal save leaves no temporary file. */
+    assert_status(tg_checkpoint_save(f->ctx, file_path, 3, a.p, NULL), TG_OK);
+    assert_int_equal(temp_files(), 0);
     model_free(&a);
 }
 
@@ -493,6 +582,34 @@ typedef struct bad_case {
     const char *needle;
 } bad_case;
 
+/* Step counts above 2^53 - 1 (INT64_MAX overflowed at the next step) are refused, changing
+ * nothing; the largest one round-trips. */
+static void load_rejects_step_counts_past_the_limit(tg_ctx *ctx, const char *path, tg_param *w,
+                                                    tg_optim *opt)
+{
+    const char *counts[] = {"9007199254740992", "9223372036854775807"};
+    const float data[2] = {7, 8};
+    char json[320];
+    for (int i = 0; i < 2; i++) {
+        snprintf(json, sizeof json,
+                 "{\"__metadata__\": {\"optim_steps\": \"%s\"}, \"w\": {\"dtype\": \"F32\", "
+                 "\"shape\": [2], \"data_offsets\": [0, 8]}, \"w.momentum_buffer\": {\"dtype\": "
+                 "\"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}",
+                 counts[i]);
+        write_st(path, json, data, 8);
+        int64_t steps = tg_optim_steps(opt);
+        assert_status(tg_checkpoint_load(ctx, path, 1, &w, opt), TG_FORMAT);
+        assert_contains(tg_ctx_error(ctx), "is not an integer in [0, 2^53 - 1]");
+        assert_int_equal(tg_optim_steps(opt), steps);
+        assert_true(((const float *)tg_param_data(w))[0] != 7);
+    }
+    tg_optim_set_steps(opt, TG_OPTIM_MAX_STEPS);
+    assert_status(tg_checkpoint_save(ctx, path, 1, &w, opt), TG_OK);
+    tg_optim_set_steps(opt, 0);
+    assert_status(tg_checkpoint_load(ctx, path, 1, &w, opt), TG_OK);
+    assert_int_equal(tg_optim_steps(opt), TG_OPTIM_MAX_STEPS);
+}
+
 static void load_rejects_malformed_files(void **state)
 {
     fixture *f = *state;
@@ -613,6 +730,7 @@ static void load_rejects_malformed_files(void **state)
     assert_contains(tg_ctx_error(f->ctx), "step count \"-3\"");
     const float *v = tg_param_data(w);
     assert_true(v[0] == 1.5f && v[1] == -2.5f);
+    load_rejects_step_counts_past_the_limit(f->ctx, path, w, opt);
     tg_optim_free(opt);
     tg_param_free(w);
 }
@@ -736,6 +854,59 @@ static void load_allocation_failures(void **state)
     model_free(&a);
 }
 
+/* ---- threads ----------------------------------------------------------------------------- */
+
+typedef struct load_job {
+    const char *good, *bad; /* a checkpoint of "w" f32 [2], and a header that is not JSON */
+    int failures;
+} load_job;
+
+/* 50 loads of each file on a context of the thread's own; counts the results that are wrong. */
+static void *load_both(void *arg)
+{
+    load_job *job = arg;
+    tg_ctx *ctx;
+    tg_param *w;
+    if (tg_ctx_new(&ctx, NULL) != TG_OK) {
+        job->failures++;
+        return NULL;
+    }
+    if (tg_param_new(ctx, "w", TG_F32, 1, (int64_t[]){2}, &w) != TG_OK)
+        job->failures++;
+    for (int k = 0; k < 50 && !job->failures; k++) {
+        job->failures += tg_checkpoint_load(ctx, job->good, 1, &w, NULL) != TG_OK;
+        job->failures += tg_checkpoint_load(ctx, job->bad, 1, &w, NULL) != TG_FORMAT
+                         || !strstr(tg_ctx_error(ctx), "not valid JSON");
+    }
+    tg_ctx_free(ctx);
+    return NULL;
+}
+
+/* Loads on four threads at once, half of them failing to parse. cJSON wrote its error position
+ * to a process-global on every parse (a data race that -fsanitize=thread reports in an
+ * instrumented cJSON); jansson reports errors in a json_error_t on the loader's stack. */
+static void concurrent_loads(void **state)
+{
+    fixture *f = *state;
+    char bad[160];
+    tmp_path(bad, sizeof bad, "bad.safetensors");
+    write_st(bad, "{\"w\": {\"dtype\": \"F32\",,}}", NULL, 0);
+    tg_param *w;
+    assert_status(tg_param_new(f->ctx, "w", TG_F32, 1, (int64_t[]){2}, &w), TG_OK);
+    assert_status(tg_checkpoint_save(f->ctx, file_path, 1, &w, NULL), TG_OK);
+    pthread_t t[4];
+    load_job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (load_job){file_path, bad, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, load_both, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(jobs[i].failures, 0);
+    }
+    tg_param_free(w);
+}
+
 #define DIR_TEST(fn) cmocka_unit_test_setup_teardown(fn, dir_fixture_setup, tmpdir_fixture_teardown)
 
 /* The temporary directory and the fixture, and file_path in that directory. */
@@ -752,14 +923,17 @@ int main(void)
     const struct CMUnitTest tests[] = {
         DIR_TEST(round_trip_parameters),
         DIR_TEST(round_trip_optimiser),
+        DIR_TEST(header_text_is_exact),
         DIR_TEST(optimiser_state_names),
         DIR_TEST(save_rejects_bad_names),
+        DIR_TEST(save_removes_stale_temp_files),
         DIR_TEST(save_is_atomic),
         DIR_TEST(load_rejects_truncated_files),
         DIR_TEST(load_rejects_malformed_files),
         DIR_TEST(load_ignores_extra_tensors),
         DIR_TEST(load_rejects_other_models),
         DIR_TEST(load_allocation_failures),
+        DIR_TEST(concurrent_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -148,6 +148,80 @@ static void bad_attribute_is_a_clear_error(void **state)
     assert_contains(tg_tape_error(f->tp), "f64[2]");
 }
 
+/* A variadic elementwise sum through tg_kernel_loop: any number of inputs, broadcast or not
+ * (it used to write nothing from 16 inputs on, and report success). */
+static void sum_run(int64_t n, char *const *ptrs, const int64_t *steps, void *user)
+{
+    int nin = *(const int *)user;
+    for (int64_t e = 0; e < n; e++) {
+        double acc = 0;
+        for (int j = 0; j < nin; j++)
+            acc += *(const double *)(ptrs[j] + e * steps[j]);
+        *(double *)(ptrs[nin] + e * steps[nin]) = acc;
+    }
+}
+
+static void sum_forward(const tg_kernel *k)
+{
+    int nin = k->ninputs;
+    tg_kernel_loop(k, sum_run, &nin);
+}
+
+static void sum_backward(const tg_kernel *k, const tg_view *grad_output, tg_view *const *grads)
+{
+    for (int j = 0; j < k->ninputs; j++)
+        if (grads[j])
+            for (int64_t e = 0; e < grad_output->numel; e++)
+                ((double *)grads[j]->data)[e] += ((const double *)grad_output->data)[e];
+}
+
+static tg_status sum_check(tg_check *c)
+{
+    if (c->in[0]->dtype != TG_F64)
+        return tg_check_fail(c, TG_DTYPE, "f64 only");
+    return tg_check_elementwise(c);
+}
+
+static void many_inputs_through_the_loop(void **state)
+{
+    fixture *f = *state;
+    const tg_op *op;
+    tg_op_def d = {.name = "sum_many",
+                   .ninputs = TG_VARIADIC,
+                   .flags = TG_OP_BROADCAST,
+                   .check = sum_check,
+                   .forward = sum_forward,
+                   .backward_kernel = sum_backward};
+    assert_status(tg_op_register(f->ctx, &d, &op), TG_OK);
+    enum { MAX_INPUTS = 40 };
+    int counts[] = {15, 16, 17, MAX_INPUTS};
+    for (int c = 0; c < 4; c++) {
+        for (int broadcast = 0; broadcast < 2; broadcast++) {
+            tg_tape_reset(f->tp);
+            int n = counts[c];
+            tg_tensor in[MAX_INPUTS];
+            double expect[6] = {0};
+            for (int j = 0; j < n; j++) {
+                bool row = broadcast && j % 3 == 0; /* a [3] row broadcast over [2, 3] */
+                int64_t shape[2] = {2, 3};
+                in[j] = tg_requires_grad(row ? tg_full(f->tp, TG_F64, 1, shape + 1, j + 1)
+                                             : tg_full(f->tp, TG_F64, 2, shape, j + 1));
+                for (int e = 0; e < 6; e++)
+                    expect[e] += j + 1;
+            }
+            tg_tensor y = tg_op_apply(op, n, in, NULL);
+            assert_tape_ok(f->tp);
+            double got[6];
+            assert_status(tg_read(y, TG_F64, got, 6), TG_OK);
+            for (int e = 0; e < 6; e++)
+                assert_close(got[e], expect[e], 0);
+            assert_status(tg_backward(tg_sum_all(y)), TG_OK);
+            for (int j = 0; j < n; j++)
+                assert_close(tg_item(tg_sum_all(tg_tensor_grad(in[j]))), 6, 0);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,6 +229,7 @@ int main(void)
         FIXTURE_TEST(second_order_through_composite_only),
         FIXTURE_TEST(second_order_check_catches_a_detached_rule),
         FIXTURE_TEST(bad_attribute_is_a_clear_error),
+        FIXTURE_TEST(many_inputs_through_the_loop),
     };
     return cmocka_run_group_tests_name("custom_op", tests, NULL, NULL);
 }

@@ -184,6 +184,19 @@ static void idx_rejects_corrupt_files(void **state)
     expect_load_fails(f->ctx, bad, lp, TG_FORMAT, "empty images");
     write_idx(bad, 0x803, 3, (uint32_t[]){0xffffffffu, 0xffffffffu, 0xffffffffu}, img, 4, false);
     expect_load_fails(f->ctx, bad, lp, TG_FORMAT, "absurd");
+    /* No images, but each of 2^64 - 2^33 + 1 pixels (its size overflowed int64 and the empty
+     * file loaded with samples of 4294967295 x 4294967295). */
+    char empty_labels[128];
+    tmp_path(empty_labels, sizeof empty_labels, "empty_labels");
+    write_idx(empty_labels, 0x801, 1, (uint32_t[]){0}, NULL, 0, false);
+    write_idx(bad, 0x803, 3, (uint32_t[]){0, 0xffffffffu, 0xffffffffu}, NULL, 0, false);
+    expect_load_fails(f->ctx, bad, empty_labels, TG_FORMAT, "absurd size (samples of");
+    /* Still too large when the sample product fits int64 (2^40 pixels). */
+    write_idx(bad, 0x803, 3, (uint32_t[]){0, 1u << 20, 1u << 20}, NULL, 0, false);
+    expect_load_fails(f->ctx, bad, empty_labels, TG_FORMAT, "absurd size (samples of");
+    /* A sample size that is fine, times a count that is not. */
+    write_idx(bad, 0x803, 3, (uint32_t[]){0xffffffffu, 1u << 10, 1u << 10}, img, 4, false);
+    expect_load_fails(f->ctx, bad, lp, TG_FORMAT, "4294967295 samples of 1048576 elements");
     /* A header promising a lot of data that is not there: truncated, without allocating it. */
     char bad2[128];
     tmp_path(bad2, sizeof bad2, "bad2");

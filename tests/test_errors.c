@@ -3,6 +3,8 @@
  * on an errored tape; parameters are untouched by a failed step; reset recovers. */
 #include "common.h"
 
+#include <limits.h>
+
 static tg_status check_any(tg_check *c)
 {
     *c->out = *c->in[0];
@@ -262,6 +264,8 @@ static void every_function_on_errored_tape(void **state)
         tg_layer_norm(m, 1, none, none, 1e-5),
         tg_embedding(m, idx),
         tg_dropout(good, 0.5, true, 1),
+        tg_dropout(good, 0, true, 1), /* the identity modes pass the error on too */
+        tg_dropout(good, 0.5, false, 1),
         tg_mse_loss(good, good, TG_REDUCE_MEAN),
         tg_cross_entropy(m, idx, TG_REDUCE_MEAN, 0),
         tg_nll_loss(m, idx, TG_REDUCE_SUM),
@@ -282,6 +286,7 @@ static void every_function_on_errored_tape(void **state)
     for (size_t i = 0; i < sizeof sresults / sizeof sresults[0]; i++)
         if (tg_s_ok(sresults[i]))
             fail_msg("scalar call %zu returned a live scalar on an errored tape", i);
+    assert_status(tg_tensor_check(good, "sweep"), TG_SHAPE);
     assert_status(tg_backward(good), TG_SHAPE);
     assert_status(tg_backward_ex(good, good, 0), TG_SHAPE);
     assert_status(tg_grad(1, &good, NULL, 1, &good, grads, 0), TG_SHAPE);
@@ -369,6 +374,134 @@ static char *slurp(const char *path)
     return s;
 }
 
+/* Extreme and invalid arguments found by UBSan: each is a clear status or a correct result. */
+static void extreme_axes_and_stale_identities(void **state)
+{
+    fixture *f = *state;
+    /* tg_transpose of an error handle (ndim -1) with axis INT_MIN: an error, no overflow. */
+    tg_tensor none = {0};
+    tg_tensor t = tg_transpose(tg_error(f->tp), INT_MIN, -1);
+    assert_false(tg_ok(t));
+    assert_false(tg_ok(tg_transpose(none, INT_MIN, INT_MIN)));
+    tg_tensor m = tg_zeros(f->tp, TG_F64, 2, (int64_t[]){2, 3});
+    assert_false(tg_ok(tg_transpose(m, INT_MIN, 0)));
+    assert_status(tg_tape_status(f->tp), TG_INVALID);
+    tg_tape_reset(f->tp);
+    m = tg_zeros(f->tp, TG_F64, 2, (int64_t[]){2, 3});
+    assert_false(tg_ok(tg_permute(m, 2, (int[]){INT_MIN, 0})));
+    assert_status(tg_tape_status(f->tp), TG_INVALID);
+
+    /* Dropout's identity modes: a stale handle is TG_STALE, as through any op. */
+    tg_tape_reset(f->tp);
+    tg_tensor old = VEC64(f->tp, 1, 2);
+    tg_tape_reset(f->tp);
+    for (int mode = 0; mode < 2; mode++) {
+        tg_tape_reset(f->tp);
+        assert_false(tg_ok(mode ? tg_dropout(old, 0.5, false, 1) : tg_dropout(old, 0, true, 1)));
+        assert_status(tg_tape_status(f->tp), TG_STALE);
+        assert_contains(tg_tape_error(f->tp), "dropout");
+    }
+    tg_tape_reset(f->tp);
+    tg_tensor x = VEC64(f->tp, 1, 2);
+    assert_true(tg_ok(tg_dropout(x, 0, true, 1)));
+    assert_status(tg_tensor_check(x, "here"), TG_OK);
+    assert_status(tg_tensor_check(none, "here"), TG_INVALID);
+}
+
+static void integer_conversions_in_range(void **state)
+{
+    fixture *f = *state;
+    const double bad[] = {NAN, INFINITY, -INFINITY, 0x1p63, -0x1p64, 1e300};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tg_tape_reset(f->tp);
+        assert_false(tg_ok(tg_full(f->tp, TG_I64, 1, (int64_t[]){2}, bad[i])));
+        assert_status(tg_tape_status(f->tp), TG_RANGE);
+        assert_contains(tg_tape_error(f->tp), "i64");
+        tg_tape_reset(f->tp);
+        assert_false(tg_ok(tg_constant(f->tp, TG_I64, bad[i])));
+        /* Reading such a float into i64 writes nothing. */
+        tg_tape_reset(f->tp);
+        tg_tensor v = VEC64(f->tp, 1, bad[i]);
+        int64_t out[2] = {7, 7};
+        assert_status(tg_read(v, TG_I64, out, 2), TG_RANGE);
+        assert_int_equal(out[0], 7);
+        assert_int_equal(out[1], 7);
+    }
+    /* The edges convert, truncated toward zero. */
+    tg_tape_reset(f->tp);
+    tg_tensor edge = VEC64(f->tp, -0x1p63, 0x1p63 - 1024, -2.75, 2.75);
+    int64_t got[4];
+    assert_status(tg_read(edge, TG_I64, got, 4), TG_OK);
+    assert_true(got[0] == INT64_MIN);
+    assert_true(got[1] == INT64_MAX - 1023);
+    assert_int_equal(got[2], -2);
+    assert_int_equal(got[3], 2);
+    assert_true(tg_ok(tg_full(f->tp, TG_I64, 0, NULL, -0x1p63)));
+    assert_tape_ok(f->tp);
+}
+
+static void shape_validity_does_not_depend_on_order(void **state)
+{
+    fixture *f = *state;
+    const int64_t big = (int64_t)1 << 62;
+    const int64_t orders[3][3] = {{0, big, 2}, {2, big, 0}, {big, 0, 2}};
+    for (int i = 0; i < 3; i++) {
+        tg_tape_reset(f->tp);
+        assert_false(tg_ok(tg_zeros(f->tp, TG_F32, 3, orders[i])));
+        assert_status(tg_tape_status(f->tp), TG_SHAPE);
+        tg_param *p = NULL;
+        assert_status(tg_param_new(f->ctx, "p", TG_F32, 3, orders[i], &p), TG_SHAPE);
+        assert_null(p);
+        /* Nor through reshape of an empty tensor. */
+        tg_tape_reset(f->tp);
+        tg_tensor e = tg_zeros(f->tp, TG_F32, 1, (int64_t[]){0});
+        assert_false(tg_ok(tg_reshape(e, 3, orders[i])));
+        assert_status(tg_tape_status(f->tp), TG_SHAPE);
+    }
+    /* Large empty shapes within the rule work, permute included. */
+    tg_tape_reset(f->tp);
+    tg_tensor e = tg_zeros(f->tp, TG_F32, 3, (int64_t[]){0, (int64_t)1 << 40, 2});
+    tg_tensor pe = tg_permute(e, 3, (int[]){2, 0, 1});
+    assert_tape_ok(f->tp);
+    assert_int_equal(tg_dim(pe, 2), (int64_t)1 << 40);
+    assert_int_equal(tg_numel(pe), 0);
+}
+
+/* Zero-size tensors through the kernels that offset their data pointers. */
+static void zero_size_tensors_through_kernels(void **state)
+{
+    fixture *f = *state;
+    tg_tensor none = {0};
+    tg_tensor x = tg_requires_grad(tg_zeros(f->tp, TG_F64, 2, (int64_t[]){0, 3}));
+    tg_tensor idx = tg_tensor_from(f->tp, TG_I64, 1, (int64_t[]){0}, (int64_t[]){0});
+    tg_tensor sel = tg_index_select(x, 0, idx);
+    tg_tensor rows = tg_zeros(f->tp, TG_F64, 2, (int64_t[]){4, 0});
+    tg_tensor sm[] = {tg_softmax(x, 1),    tg_log_softmax(x, 0),    tg_logsumexp(x, 1, false),
+                      tg_softmax(rows, 1), tg_log_softmax(rows, 0), tg_logsumexp(rows, 0, true)};
+    assert_tape_ok(f->tp);
+    assert_int_equal(tg_numel(sel), 0);
+    for (int i = 0; i < 6; i++)
+        assert_true(tg_ok(sm[i]));
+    tg_tensor loss = tg_add(tg_sum_all(sel), tg_sum_all(sm[0]));
+    assert_status(tg_backward(tg_add(loss, tg_sum_all(sm[1]))), TG_OK);
+    /* conv2d with no input channels (with a bias), no images, no output channels. */
+    tg_conv2d_params cp = {.stride = {1, 1}};
+    const int64_t cases[3][2][4] = {
+        {{2, 0, 4, 4}, {3, 0, 3, 3}}, {{0, 1, 4, 4}, {3, 1, 3, 3}}, {{2, 0, 4, 4}, {0, 0, 3, 3}}};
+    for (int c = 0; c < 3; c++) {
+        tg_tape_reset(f->tp);
+        tg_dtype dt = c == 2 ? TG_F32 : TG_F64;
+        tg_tensor img = tg_requires_grad(tg_zeros(f->tp, dt, 4, cases[c][0]));
+        tg_tensor w = tg_requires_grad(tg_ones(f->tp, dt, 4, cases[c][1]));
+        tg_tensor bias = c == 0 ? tg_requires_grad(tg_ones(f->tp, dt, 1, cases[c][1])) : none;
+        tg_tensor y = tg_conv2d(img, w, bias, &cp);
+        assert_tape_ok(f->tp);
+        assert_int_equal(tg_dim(y, 1), cases[c][1][0]);
+        assert_status(tg_backward(tg_sum_all(y)), TG_OK);
+        assert_close(tg_item(tg_sum_all(y)), c == 0 ? 2 * 3 * 2 * 2 : 0, 0);
+    }
+}
+
 static void sweep_covers_the_header(void **state)
 {
     (void)state;
@@ -428,6 +561,10 @@ int main(void)
         FIXTURE_TEST(no_backward_rule),
         FIXTURE_TEST(failed_step_changes_no_parameter),
         FIXTURE_TEST(every_function_on_errored_tape),
+        FIXTURE_TEST(extreme_axes_and_stale_identities),
+        FIXTURE_TEST(integer_conversions_in_range),
+        FIXTURE_TEST(shape_validity_does_not_depend_on_order),
+        FIXTURE_TEST(zero_size_tensors_through_kernels),
         cmocka_unit_test(sweep_covers_the_header),
     };
     return cmocka_run_group_tests_name("errors", tests, NULL, NULL);

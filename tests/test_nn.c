@@ -229,6 +229,45 @@ static void custom_module_and_bad_arguments(void **state)
     assert_contains(tg_tape_error(f->tp), "module is NULL");
 }
 
+/* Layer options: zeros take their defaults (stride 0: the kernel size for pooling, 1 for a
+ * convolution), values without one are refused by the constructor (a pooling kernel of 0 used to
+ * be accepted and failed at every forward). */
+static void layer_options_checked_at_construction(void **state)
+{
+    fixture *f = *state;
+    tg_module *m = NULL;
+    assert_status(tg_max_pool2d_new(f->ctx, &(tg_pool2d_params){.kernel = {2, 2}}, &m), TG_OK);
+    tg_tensor y = tg_forward(m, tg_ones(f->tp, TG_F32, 4, (int64_t[]){1, 1, 4, 6}));
+    assert_int_equal(tg_dim(y, 2), 2);
+    assert_int_equal(tg_dim(y, 3), 3);
+    tg_module_free(m);
+    const tg_pool2d_params bad_pools[] = {{{0, 0}, {0, 0}, {0, 0}},
+                                          {{2, 0}, {0, 0}, {0, 0}},
+                                          {{2, 2}, {-1, 1}, {0, 0}},
+                                          {{2, 2}, {0, 0}, {2, 0}},
+                                          {{3, 3}, {0, 0}, {0, -1}}};
+    for (size_t i = 0; i < sizeof bad_pools / sizeof bad_pools[0]; i++) {
+        m = (tg_module *)1;
+        assert_status(tg_avg_pool2d_new(f->ctx, &bad_pools[i], &m), TG_INVALID);
+        assert_null(m);
+        assert_contains(tg_ctx_error(f->ctx), "tg_avg_pool2d_new: kernel");
+    }
+    tg_conv2d_options co = {.params = {.stride = {0, -2}}};
+    m = (tg_module *)1;
+    assert_status(tg_conv2d_new(f->ctx, "c", 1, 2, 3, 3, &co, &m), TG_INVALID);
+    assert_null(m);
+    assert_contains(tg_ctx_error(f->ctx), "tg_conv2d_new(c): stride 0x-2");
+    co = (tg_conv2d_options){.params = {.dilation = {-1, 1}}};
+    assert_status(tg_conv2d_new(f->ctx, "c", 1, 2, 3, 3, &co, &m), TG_INVALID);
+    co = (tg_conv2d_options){.params = {.padding = {-1, 0}}};
+    assert_status(tg_conv2d_new(f->ctx, "c", 1, 2, 3, 3, &co, &m), TG_INVALID);
+    assert_int_equal(tg_param_count(f->ctx), 0);
+    assert_status(tg_conv2d_new(f->ctx, "c", 1, 2, 3, 3, &(tg_conv2d_options){0}, &m), TG_OK);
+    y = tg_forward(m, tg_ones(f->tp, TG_F32, 4, (int64_t[]){1, 1, 5, 5}));
+    assert_int_equal(tg_dim(y, 2), 3);
+    tg_module_free(m);
+}
+
 /* A short real run: 120 Adam steps of batch 64 on Fashion-MNIST (about an eighth of an epoch). */
 static void short_training_run(void **state)
 {
@@ -316,6 +355,7 @@ int main(void)
         FIXTURE_TEST(dropout_train_and_eval),
         FIXTURE_TEST(other_layers),
         FIXTURE_TEST(custom_module_and_bad_arguments),
+        FIXTURE_TEST(layer_options_checked_at_construction),
         FIXTURE_TEST(short_training_run),
     };
     return cmocka_run_group_tests_name("nn", tests, NULL, NULL);

@@ -7,6 +7,8 @@
 #include "common.h"
 #include "reference.h"
 
+#include <pthread.h>
+
 #define REF_PATH TG_SOURCE_DIR "/tests/reference/optim_reference.txt"
 #define TOL_F32 1e-6
 #define TOL_F64 1e-12
@@ -483,6 +485,29 @@ static void hypergradient_matches_finite_differences(void **state)
     }
 }
 
+/* Step counts in a graph step's state: whole numbers in [0, 2^53 - 2] (the new count must be
+ * exact too); anything else (NaN was converted to an integer anyway) is TG_RANGE, state untouched.
+ */
+static void graph_step_counts(tg_tape *tp, tg_optim *opt)
+{
+    const double bad[] = {NAN, INFINITY, -0.5, 2.5, 9007199254740991.0, 1e300};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        tg_tensor w = tg_ones(tp, TG_F32, 1, (int64_t[]){3}), next;
+        tg_tensor g = tg_ones(tp, TG_F32, 1, (int64_t[]){3});
+        tg_tensor count = tg_constant(tp, TG_F64, bad[b]), st[3] = {{0}, {0}, count};
+        assert_status(tg_optim_step_graph(opt, (tg_tensor){0}, 1, &w, &g, st, &next), TG_RANGE);
+        assert_contains(tg_tape_error(tp), "need a whole number in [0, 2^53 - 2]");
+        assert_true(st[2].id_ == count.id_ && tg_tensor_tape(st[0]) == NULL);
+        tg_tape_reset(tp);
+    }
+    tg_tensor w = tg_ones(tp, TG_F32, 1, (int64_t[]){3}), next;
+    tg_tensor g = tg_ones(tp, TG_F32, 1, (int64_t[]){3});
+    tg_tensor st[3] = {{0}, {0}, tg_constant(tp, TG_F64, 9007199254740990.0)};
+    assert_status(tg_optim_step_graph(opt, (tg_tensor){0}, 1, &w, &g, st, &next), TG_OK);
+    assert_true(tg_item(st[2]) == 9007199254740991.0);
+    tg_tape_reset(tp);
+}
+
 static void graph_step_errors(void **state)
 {
     fixture *f = *state;
@@ -531,6 +556,7 @@ static void graph_step_errors(void **state)
     st[2] = tg_constant(f->tp, TG_F64, -1);
     assert_status(tg_optim_step_graph(opt, none, 1, &w, &g, st, &next), TG_RANGE);
     tg_tape_reset(f->tp);
+    graph_step_counts(f->tp, opt);
 
     /* Tensors of two tapes. */
     tg_tape *tp2;
@@ -784,6 +810,132 @@ static void bad_options_are_clear_errors(void **state)
     tg_ctx_free(other);
 }
 
+/* ---- zero means default ---------------------------------------------------------------------- */
+
+enum { OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP };
+
+/* A fresh 5-element f64 parameter (the same values every time) with an optimiser of kind `k` and
+ * options `o` (NULL: the defaults), after three steps of fixed gradients. */
+static tg_optim *after_three_steps(fixture *f, int k, const void *o, tg_param **p)
+{
+    tg_optim *opt = NULL;
+    assert_status(tg_param_new(f->ctx, "p", TG_F64, 1, (int64_t[]){5}, p), TG_OK);
+    double *v = tg_param_write(*p);
+    for (int i = 0; i < 5; i++)
+        v[i] = 0.5 * i - 1;
+    tg_status st = k == OPT_SGD     ? tg_sgd_new(f->ctx, 1, p, o, &opt)
+                   : k == OPT_ADAM  ? tg_adam_new(f->ctx, 1, p, o, &opt)
+                   : k == OPT_ADAMW ? tg_adamw_new(f->ctx, 1, p, o, &opt)
+                                    : tg_rmsprop_new(f->ctx, 1, p, o, &opt);
+    assert_status(st, TG_OK);
+    for (int step = 0; step < 3; step++) {
+        double *g = tg_param_grad(*p);
+        for (int i = 0; i < 5; i++)
+            g[i] = sin(1.0 + i + 2.0 * step) * (i == 2 && step == 1 ? 0 : 1); /* one zero */
+        assert_status(tg_optim_step(opt, f->tp), TG_OK);
+    }
+    return opt;
+}
+
+/* Optimiser ka with options a and kb with b give the same (finite) parameters, bit for bit. */
+static void same_steps_as(fixture *f, int ka, const void *a, int kb, const void *b)
+{
+    tg_param *pa, *pb;
+    tg_optim *oa = after_three_steps(f, ka, a, &pa), *ob = after_three_steps(f, kb, b, &pb);
+    assert_memory_equal(tg_param_data(pa), tg_param_data(pb), 5 * sizeof(double));
+    for (int i = 0; i < 5; i++)
+        assert_true(isfinite(((const double *)tg_param_data(pa))[i]));
+    assert_true(tg_optim_lr(oa) == tg_optim_lr(ob));
+    tg_optim_free(oa);
+    tg_optim_free(ob);
+    tg_param_free(pa);
+    tg_param_free(pb);
+}
+
+static void same_steps(fixture *f, int k, const void *a, const void *b)
+{
+    same_steps_as(f, k, a, k, b);
+}
+
+/* Fields left 0 take PyTorch's defaults ({.lr = 1e-3} gave Adam beta1 = beta2 = eps = 0 and NaN
+ * weights); TG_OPTION_ZERO asks for a real 0. */
+static void zero_means_default(void **state)
+{
+    fixture *f = *state;
+    tg_sgd_options sgd = TG_SGD_DEFAULTS;
+    tg_adam_options adam = TG_ADAM_DEFAULTS, adamw = TG_ADAMW_DEFAULTS;
+    tg_rmsprop_options rms = TG_RMSPROP_DEFAULTS;
+    same_steps(f, OPT_SGD, &(tg_sgd_options){.momentum = 0.5},
+               &(tg_sgd_options){0.01, 0.5, 0, 0, false});
+    same_steps(f, OPT_SGD, &(tg_sgd_options){0}, &sgd);
+    same_steps(f, OPT_ADAM, &(tg_adam_options){.lr = 1e-3}, &adam);
+    same_steps(f, OPT_ADAM, &(tg_adam_options){0}, NULL);
+    same_steps(f, OPT_ADAMW, &(tg_adam_options){.amsgrad = false}, &adamw);
+    same_steps(f, OPT_RMSPROP, &(tg_rmsprop_options){.lr = 1e-2}, &rms);
+    same_steps(f, OPT_RMSPROP, &(tg_rmsprop_options){.centered = false}, NULL);
+
+    /* AdamW without decay is Adam. */
+    same_steps_as(f, OPT_ADAMW, &(tg_adam_options){.weight_decay = TG_OPTION_ZERO}, OPT_ADAM,
+                  &adam);
+    /* beta1 = 0: exp_avg is the last gradient itself. */
+    tg_param *p;
+    tg_optim *opt = after_three_steps(f, OPT_ADAM, &(tg_adam_options){.beta1 = TG_OPTION_ZERO}, &p);
+    void *exp_avg;
+    assert_status(tg_optim_state_info(opt, 0, NULL, NULL, &exp_avg), TG_OK);
+    assert_memory_equal(exp_avg, tg_param_grad(p), 5 * sizeof(double));
+    tg_optim_free(opt);
+    tg_param_free(p);
+    /* lr = 0: nothing moves. */
+    opt = after_three_steps(f, OPT_RMSPROP, &(tg_rmsprop_options){.lr = TG_OPTION_ZERO}, &p);
+    assert_true(tg_optim_lr(opt) == 0);
+    assert_true(((const double *)tg_param_data(p))[4] == 1.0);
+    tg_optim_free(opt);
+    tg_param_free(p);
+    /* Explicit zeros are checked like any value: nesterov needs a momentum. */
+    tg_optim *bad = (tg_optim *)1;
+    assert_status(tg_sgd_new(f->ctx, 1, &(tg_param *){NULL}, NULL, &bad), TG_INVALID);
+    tg_param *q;
+    assert_status(tg_param_new(f->ctx, "q", TG_F32, 0, NULL, &q), TG_OK);
+    assert_status(tg_sgd_new(f->ctx, 1, &q,
+                             &(tg_sgd_options){.momentum = TG_OPTION_ZERO, .nesterov = true}, &bad),
+                  TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "nesterov momentum requires a momentum");
+    tg_param_free(q);
+}
+
+/* Step counts stay in [0, 2^53 - 1]: tg_optim_set_steps refuses others (INT64_MAX overflowed at
+ * the next step) and a step at the limit is refused, changing nothing. */
+static void step_count_limit(void **state)
+{
+    fixture *f = *state;
+    tg_param *p;
+    tg_optim *opt;
+    assert_status(tg_param_new(f->ctx, "p", TG_F32, 1, (int64_t[]){3}, &p), TG_OK);
+    assert_status(tg_adam_new(f->ctx, 1, &p, NULL, &opt), TG_OK);
+    tg_optim_set_steps(opt, 7);
+    const int64_t refused[] = {INT64_MAX, TG_OPTIM_MAX_STEPS + 1, -1, INT64_MIN};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        tg_optim_set_steps(opt, refused[i]);
+        assert_contains(tg_ctx_error(f->ctx), "tg_optim_set_steps");
+        assert_int_equal(tg_optim_steps(opt), 7);
+    }
+    tg_optim_set_steps(opt, TG_OPTIM_MAX_STEPS - 1);
+    assert_int_equal(tg_optim_steps(opt), TG_OPTIM_MAX_STEPS - 1);
+    float *g = tg_param_grad(p);
+    g[0] = g[1] = g[2] = 1;
+    assert_status(tg_optim_step(opt, f->tp), TG_OK);
+    assert_int_equal(tg_optim_steps(opt), TG_OPTIM_MAX_STEPS);
+    float before[3];
+    memcpy(before, tg_param_data(p), sizeof before);
+    assert_status(tg_optim_step(opt, f->tp), TG_RANGE);
+    assert_contains(tg_tape_error(f->tp), "at its limit 2^53 - 1");
+    assert_int_equal(tg_optim_steps(opt), TG_OPTIM_MAX_STEPS);
+    assert_memory_equal(tg_param_data(p), before, sizeof before);
+    tg_tape_reset(f->tp);
+    tg_optim_free(opt);
+    tg_param_free(p);
+}
+
 static void accessors_and_restoring_state(void **state)
 {
     fixture *f = *state;
@@ -865,6 +1017,50 @@ static void accessors_and_restoring_state(void **state)
     tg_optim_free(s);
 }
 
+/* ---- threads --------------------------------------------------------------------------------- */
+
+/* 20 Adam steps on a parameter of a context of its own; 0 when all went well. */
+static void *adam_on_own_context(void *arg)
+{
+    (void)arg;
+    tg_ctx *ctx;
+    tg_tape *tp = NULL;
+    tg_param *p = NULL;
+    tg_optim *opt = NULL;
+    if (tg_ctx_new(&ctx, NULL) != TG_OK)
+        return (void *)1;
+    bool ok = tg_tape_new(ctx, &tp) == TG_OK;
+    ok = ok && tg_param_new(ctx, "p", TG_F32, 1, (int64_t[]){1000}, &p) == TG_OK;
+    ok = ok && tg_adam_new(ctx, 1, &p, NULL, &opt) == TG_OK;
+    for (int k = 0; ok && k < 20; k++) {
+        float *g = tg_param_grad(p);
+        for (int i = 0; i < 1000; i++)
+            g[i] = (float)(i % 7) - 3.0f;
+        ok = tg_optim_step(opt, tp) == TG_OK;
+    }
+    ok = ok && tg_optim_steps(opt) == 20;
+    tg_optim_free(opt);
+    tg_tape_free(tp);
+    tg_ctx_free(ctx); /* and the parameter */
+    return ok ? NULL : (void *)1;
+}
+
+/* Steps on two threads at once (one context each). Built with -fsanitize=thread this also checks
+ * that the library loads at all: the step functions' target_clones resolver used to crash the
+ * program before main. */
+static void steps_on_two_threads(void **state)
+{
+    (void)state;
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, adam_on_own_context, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        void *r = (void *)1;
+        assert_int_equal(pthread_join(t[i], &r), 0);
+        assert_null(r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -878,6 +1074,9 @@ int main(void)
         cmocka_unit_test(failed_step_changes_nothing),
         FIXTURE_TEST(bad_options_are_clear_errors),
         FIXTURE_TEST(accessors_and_restoring_state),
+        FIXTURE_TEST(step_count_limit),
+        FIXTURE_TEST(zero_means_default),
+        cmocka_unit_test(steps_on_two_threads),
     };
     return cmocka_run_group_tests(tests, load_refs, ref_free);
 }

@@ -152,6 +152,34 @@ static void functional_grad_touches_no_parameter(void **state)
     assert_close(tg_item(tg_sum_all(g2)), 0, 0);
 }
 
+/* Several outputs, one recorded before every input: it cannot depend on them, so it adds
+ * nothing (it used to be seeded outside the gradient-slot array). */
+static void functional_grad_output_before_inputs(void **state)
+{
+    fixture *f = *state;
+    int64_t three[] = {3};
+    tg_tensor a = tg_sum_all(tg_ones(f->tp, TG_F64, 1, three));
+    tg_tensor x = tg_tensor_from(f->tp, TG_F64, 1, three, (double[]){1, 2, 3});
+    tg_tensor b = tg_sum_all(tg_mul(x, x));
+    tg_tensor outs[2] = {a, b}, g;
+    assert_status(tg_grad(2, outs, NULL, 1, &x, &g, 0), TG_OK);
+    double gx[3];
+    assert_status(tg_read(g, TG_F64, gx, 3), TG_OK);
+    for (int i = 0; i < 3; i++)
+        assert_close(gx[i], 2.0 * (i + 1), 0);
+    /* Its seed is still checked. */
+    tg_tensor seeds[2] = {VEC64(f->tp, 1, 2), tg_ones(f->tp, TG_F64, 0, NULL)};
+    assert_status(tg_grad(2, outs, seeds, 1, &x, &g, 0), TG_SHAPE);
+    /* Every output before every input: zeros, also with the outputs' seeds checked. */
+    tg_tape_reset(f->tp);
+    a = tg_sum_all(tg_ones(f->tp, TG_F64, 1, three));
+    x = VEC64(f->tp, 1, 2);
+    assert_status(tg_grad(1, &a, NULL, 1, &x, &g, 0), TG_OK);
+    assert_close(tg_item(tg_sum_all(g)), 0, 0);
+    tg_tensor wide = tg_ones(f->tp, TG_F64, 1, three);
+    assert_status(tg_grad(1, &wide, NULL, 1, &x, &g, 0), TG_NOT_SCALAR);
+}
+
 static void no_grad_and_detach(void **state)
 {
     fixture *f = *state;
@@ -271,6 +299,31 @@ static void params_survive_reset(void **state)
     assert_int_equal(tg_param_count(f->ctx), 0);
 }
 
+static void shapes_format_and_cut_short(void **state)
+{
+    (void)state;
+    char buf[64];
+    int64_t shape[] = {3, 40, 5};
+    assert_int_equal(tg_format_shape(buf, sizeof buf, TG_F32, 3, shape), 11);
+    assert_string_equal(buf, "f32[3,40,5]");
+    assert_int_equal(tg_format_shape(buf, sizeof buf, 0, 0, NULL), 2);
+    assert_string_equal(buf, "[]");
+    /* Cut short, always terminated, the needed length returned; no write past `size`. */
+    memset(buf, 'x', sizeof buf);
+    assert_int_equal(tg_format_shape(buf, 6, TG_I64, 3, shape), 11);
+    assert_string_equal(buf, "i64[3");
+    assert_int_equal(buf[6], 'x');
+    assert_int_equal(tg_format_shape(buf, 1, TG_F64, 3, shape), 11);
+    assert_string_equal(buf, "");
+    assert_int_equal(tg_format_shape(NULL, 0, TG_F64, 1, shape), 6);
+    int64_t wide[TG_MAX_DIMS];
+    for (int d = 0; d < TG_MAX_DIMS; d++)
+        wide[d] = INT64_MIN;
+    char big[256];
+    int n = tg_format_shape(big, sizeof big, TG_F64, TG_MAX_DIMS, wide);
+    assert_int_equal(n, (int)strlen(big));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,12 +333,14 @@ int main(void)
         FIXTURE_TEST(seeds_and_non_scalar_outputs),
         FIXTURE_TEST(retain_and_release),
         FIXTURE_TEST(functional_grad_touches_no_parameter),
+        FIXTURE_TEST(functional_grad_output_before_inputs),
         FIXTURE_TEST(no_grad_and_detach),
         FIXTURE_TEST(reset_makes_handles_stale),
         FIXTURE_TEST(reset_reuses_memory),
         FIXTURE_TEST(deep_tensor_chain),
         FIXTURE_TEST(deep_scalar_chain),
         FIXTURE_TEST(params_survive_reset),
+        cmocka_unit_test(shapes_format_and_cut_short),
     };
     return cmocka_run_group_tests_name("tape", tests, NULL, NULL);
 }

@@ -171,11 +171,29 @@ tg_param *const *tg_module_params(const tg_module *m);
 void tg_module_free(tg_module *m);
 
 /* ---------------------------------------------------------------------------------------------
- * Optimisers. The update of each step is written in tapegrad ops on a tape you pass: by default
- * they run without recording and the results are written into the parameters (and the
- * optimiser's state). tg_optim_step_graph records a step instead, so it can be differentiated.
+ * Optimisers. Each algorithm has one update rule, followed two ways. tg_optim_step, the training
+ * loop's step, applies it in place: plain C loops over each parameter's values, its gradient and
+ * the optimiser's own state buffers, with no tape nodes and no allocation (the tape passed only
+ * carries errors). tg_optim_step_graph records the same rule as tapegrad ops on the caller's
+ * tensors, with the state carried in tensors, so a step (or several) can be differentiated, e.g.
+ * with respect to the learning rate; it touches neither the parameters nor the optimiser's
+ * buffers and step count. Both give bitwise the same numbers.
  */
 typedef struct tg_optim tg_optim;
+
+/* Options. Every optimiser takes its options struct by pointer; NULL means all the defaults.
+ * Zero means default: a field left 0 (as in `&(tg_adam_options){.lr = 3e-4}`) takes the default
+ * below, PyTorch's (torch.optim's, except SGD's lr, which PyTorch >= 2.2 sets to 1e-3):
+ *   SGD:      lr 0.01; momentum, dampening, weight_decay 0; nesterov false
+ *   Adam:     lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8; weight_decay 0; amsgrad false
+ *   AdamW:    as Adam, but weight_decay 1e-2
+ *   RMSprop:  lr 1e-2, alpha 0.99, eps 1e-8; weight_decay, momentum 0; centered false
+ * To ask for a real 0 in a field whose default is not 0 (beta1 = 0 in Adam, an AdamW without
+ * decay, eps = 0, alpha = 0, lr = 0), write TG_OPTION_ZERO: the least positive double, which no
+ * option means literally, read as an exact 0 in every double field of these structs (in fields
+ * whose default is 0 it is simply 0). A zero learning rate can also be set later with
+ * tg_optim_set_lr(opt, 0). The TG_*_DEFAULTS initialisers spell the defaults out. */
+#define TG_OPTION_ZERO 4.9406564584124654e-324
 
 typedef struct tg_sgd_options {
     double lr;
@@ -219,7 +237,7 @@ typedef struct tg_rmsprop_options {
     }
 
 /* Each optimiser keeps its own list of the n parameters (n >= 1, all of one context, no repeats;
- * they must outlive the optimiser). `o` may be NULL (the defaults). Options are checked as
+ * they must outlive the optimiser). After the defaults are filled in, options are checked as
  * PyTorch checks them (lr, eps, momentum, weight_decay, alpha >= 0; 0 <= beta < 1; nesterov
  * needs momentum > 0 and dampening 0): a bad one fails with TG_RANGE or TG_INVALID and a message
  * in tg_ctx_error. Every parameter gets a gradient each step (zeros count as a gradient, unlike a
@@ -264,7 +282,11 @@ double tg_optim_lr(const tg_optim *opt);
 /* Sets the lr used by later steps (e.g. from a tg_lr_* schedule). A negative or non-finite lr is
  * refused: the lr is kept and tg_ctx_error says why. */
 void tg_optim_set_lr(tg_optim *opt, double lr);
-/* Steps taken by tg_optim_step (graph steps do not count). */
+/* Steps taken by tg_optim_step (graph steps do not count). A step count is at most
+ * TG_OPTIM_MAX_STEPS = 2^53 - 1, so that it and Adam's t = count + 1 are exact as doubles (as in
+ * a graph step's `step` tensor): a tg_optim_step at the limit is refused (TG_RANGE on the tape,
+ * nothing changed). */
+#define TG_OPTIM_MAX_STEPS INT64_C(9007199254740991)
 int64_t tg_optim_steps(const tg_optim *opt);
 size_t tg_optim_param_count(const tg_optim *opt);
 tg_param *tg_optim_param(const tg_optim *opt, size_t i);
@@ -280,8 +302,8 @@ size_t tg_optim_state_count(const tg_optim *opt);
  * freed; write it to restore state). Any output pointer may be NULL. TG_RANGE past the end. */
 tg_status tg_optim_state_info(const tg_optim *opt, size_t i, const char **name, tg_param **param,
                               void **data);
-/* Sets the step count (after restoring the buffers; Adam's bias correction uses it). A negative
- * count is refused (kept, with a message in tg_ctx_error). */
+/* Sets the step count (after restoring the buffers; Adam's bias correction uses it). A count
+ * outside [0, TG_OPTIM_MAX_STEPS] is refused (kept, with a message in tg_ctx_error). */
 void tg_optim_set_steps(tg_optim *opt, int64_t steps);
 
 /* Gradient clipping over a set of parameters' gradients, in place (PyTorch's clip_grad_norm_ and
@@ -308,8 +330,11 @@ double tg_lr_warmup(double base, int64_t t, int64_t warmup, double start_factor)
  * Checkpoints in the safetensors format: a little-endian u64 header length, a JSON header naming
  * each tensor's dtype, shape and byte range, then the data. Parameters are stored under their
  * names; optimiser state under "<param>.<state>" names (e.g. "fc1.weight.exp_avg") with the
- * step count in the metadata. Saving writes a temporary file, fsyncs it and renames it over the
- * old one: a crash mid-save leaves the previous checkpoint intact. Loading validates everything
+ * step count in the metadata. Saving writes a temporary file (anonymous, O_TMPFILE, where the
+ * file system allows), fsyncs it and renames it over the old one: a crash mid-save leaves the
+ * previous checkpoint intact and, with O_TMPFILE, no temporary file; each save also removes the
+ * "<path>.tmp.<pid>.<hex>" files of earlier saves of that path whose process is gone. Names must
+ * be valid UTF-8 (TG_INVALID otherwise). Loading validates everything
  * before changing anything: a failed load leaves every parameter and state as it was.
  */
 tg_status tg_checkpoint_save(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,

@@ -7,14 +7,21 @@
  * (parameters, then the optimiser's buffers), with {"format": "tapegrad", "optim_steps": "<n>"}
  * as metadata ("optim_steps" only with an optimiser).
  *
- * The JSON is built and parsed with cJSON. cJSON allocates with malloc: its only hooks are
- * process-global (cJSON_InitHooks), which a library without global state must not set, so the
- * header's parse tree and printed text bypass the context's allocator. Everything else (the
- * header bytes, the name tables, the staging buffer of a load) goes through tg_alloc.
+ * The JSON is built and parsed with jansson, which keeps no global state for a parse: its errors
+ * go to a json_error_t on the caller's stack, so loads on several threads at once are safe. It
+ * allocates with malloc: its only hooks are process-global (json_set_alloc_funcs), which a
+ * library without global state must not set, so the header's parse tree and printed text bypass
+ * the context's allocator. Everything else (the header bytes, the name tables, the staging
+ * buffer of a load) goes through tg_alloc. Names must be valid UTF-8, as JSON's strings are.
  *
- * Saving is atomic: the file is written as "<path>.tmp.<pid>.<random>" (created exclusively, so
- * concurrent saves never share one), flushed and fsynced, renamed over `path`, and the directory
- * is fsynced. On any failure the temporary file is removed and `path` is untouched.
+ * Saving is atomic and leaves nothing behind: the file is written as an anonymous file in the
+ * target's directory (O_TMPFILE), flushed and fsynced, linked in as "<path>.tmp.<pid>.<random>"
+ * only once complete, renamed over `path`, and the directory is fsynced. A save killed before
+ * the link leaves no file at all. Where O_TMPFILE is not supported the file is created under
+ * that name directly (exclusively, so concurrent saves never share one). Either way a save also
+ * removes the temporary files of the same path whose process no longer exists (killed between
+ * creating and renaming them). On any failure the temporary file is removed and `path` is
+ * untouched.
  *
  * Loading validates the whole header (structure, dtypes, shapes, byte ranges against the file's
  * size) and every requested tensor's dtype and shape, reads the requested data into a staging
@@ -22,8 +29,13 @@
  * Tensors in the file that nobody asked for are ignored (a PyTorch state_dict with more entries
  * loads), but they are validated too.
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* O_TMPFILE */
+#endif
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,12 +44,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
+#include <jansson.h>
 
 #include <tapegrad.h>
 
 #define MAX_HEADER 100000000u /* the reference implementation's limit on the header's length */
 #define MAX_EXACT 9007199254740992.0 /* 2^53: integers above are not exact in JSON doubles */
+#define MAX_EXACT_INT ((json_int_t)1 << 53)
 
 /* ---- dtypes ------------------------------------------------------------------------------ */
 
@@ -117,6 +130,32 @@ static void items_free(item_list *l)
     tg_free(l->ctx, l->names, l->names_size);
 }
 
+/* The bytes of s are UTF-8: no stray continuation bytes, overlong forms, surrogates or code
+ * points past U+10FFFF. */
+static bool valid_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p++, more = c < 0x80                ? 0
+                                  : c >= 0xc2 && c < 0xe0 ? 1
+                                  : c >= 0xe0 && c < 0xf0 ? 2
+                                  : c >= 0xf0 && c < 0xf5 ? 3
+                                                          : 4;
+        if (more == 4)
+            return false;
+        uint32_t cp = c & (0x3fu >> more);
+        for (unsigned k = 0; k < more; k++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (*p & 0x3fu);
+        }
+        if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000)))
+            || (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return false;
+    }
+    return true;
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -187,6 +226,12 @@ static tg_status items_make(tg_ctx *ctx, const char *fn, const char *path, size_
                              i < n ? i : i - n);
             goto done;
         }
+        if (!valid_utf8(it->name)) {
+            st = tg_ctx_fail(
+                ctx, TG_INVALID, "%s(%s): the name of %s %zu is not valid UTF-8 (JSON needs it)",
+                fn, path, i < n ? "parameter" : "the optimiser's buffer", i < n ? i : i - n);
+            goto done;
+        }
         if (strcmp(it->name, "__metadata__") == 0) {
             st = tg_ctx_fail(ctx, TG_INVALID, "%s(%s): \"__metadata__\" is reserved", fn, path);
             goto done;
@@ -215,11 +260,7 @@ done:
 /* "[2,3]" into buf. */
 static const char *shape_str(char *buf, size_t size, int ndim, const int64_t *shape)
 {
-    size_t k = (size_t)snprintf(buf, size, "[");
-    for (int d = 0; d < ndim && k < size; d++)
-        k += (size_t)snprintf(buf + k, size - k, d ? ",%lld" : "%lld", (long long)shape[d]);
-    if (k < size)
-        snprintf(buf + k, size - k, "]");
+    tg_format_shape(buf, size, 0, ndim, shape);
     return buf;
 }
 
@@ -233,59 +274,58 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* A JSON integer written exactly (cJSON's numbers are doubles printed with 15 digits). */
-static cJSON *json_int(uint64_t v)
+/* A JSON array of n integers (exact: jansson prints its integers in full), NULL when out of
+ * memory. */
+static json_t *integers_json(int n, const int64_t *v)
 {
-    char buf[24];
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
-    return cJSON_CreateRaw(buf);
+    json_t *a = json_array();
+    for (int i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_integer((json_int_t)v[i])) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    return a;
 }
 
-/* Builds the header text (cJSON-allocated; free with cJSON_free), NULL when out of memory. */
+/* One tensor's entry, {"shape": [...], "data_offsets": [begin, end], "dtype": "F32"}, or NULL
+ * when out of memory. json_object_set_new takes its value's reference even when it fails (a
+ * NULL object included), so nothing leaks. */
+static json_t *entry_json(const item *it, uint64_t begin)
+{
+    /* Offsets fit int64: they count bytes held in memory. */
+    int64_t range[2] = {(int64_t)begin, (int64_t)(begin + it->bytes)};
+    json_t *t = json_object();
+    int bad = json_object_set_new(
+        t, "shape", integers_json(tg_param_ndim(it->param), tg_param_shape(it->param)));
+    bad |= json_object_set_new(t, "data_offsets", integers_json(2, range));
+    bad |= json_object_set_new(t, "dtype", json_string(st_dtype_name(tg_param_dtype(it->param))));
+    if (bad) {
+        json_decref(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Builds the header text (malloc'd by jansson; free with free), NULL when out of memory. Keys
+ * keep their insertion order: metadata first, then the tensors in the order given. */
 static char *header_json(const item_list *l, const tg_optim *opt)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *meta = cJSON_CreateObject();
-    bool ok = root && meta && cJSON_AddItemToObject(root, "__metadata__", meta);
-    if (!ok)
-        cJSON_Delete(meta);
-    ok = ok && cJSON_AddStringToObject(meta, "format", "tapegrad");
-    if (ok && opt) {
+    json_t *meta = json_object();
+    int bad = json_object_set_new(meta, "format", json_string("tapegrad"));
+    if (opt) {
         char steps[24];
         snprintf(steps, sizeof steps, "%lld", (long long)tg_optim_steps(opt));
-        ok = cJSON_AddStringToObject(meta, "optim_steps", steps) != NULL;
+        bad |= json_object_set_new(meta, "optim_steps", json_string(steps));
     }
+    json_t *root = json_object();
+    bad |= json_object_set_new(root, "__metadata__", meta);
     uint64_t offset = 0;
-    for (size_t i = 0; ok && i < l->n; i++) {
-        const item *it = &l->items[i];
-        cJSON *t = cJSON_CreateObject();
-        if (!t || !cJSON_AddItemToObject(root, it->name, t)) {
-            cJSON_Delete(t);
-            ok = false;
-            break;
-        }
-        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
-        cJSON *range = cJSON_AddArrayToObject(t, "data_offsets");
-        ok = cJSON_AddStringToObject(t, "dtype", st_dtype_name(tg_param_dtype(it->param))) && shape
-             && range;
-        const int64_t *s = tg_param_shape(it->param);
-        for (int d = 0; ok && d < tg_param_ndim(it->param); d++) {
-            cJSON *v = json_int((uint64_t)s[d]);
-            ok = v && cJSON_AddItemToArray(shape, v);
-            if (!ok)
-                cJSON_Delete(v);
-        }
-        uint64_t ends[2] = {offset, offset + it->bytes};
-        for (int k = 0; ok && k < 2; k++) {
-            cJSON *v = json_int(ends[k]);
-            ok = v && cJSON_AddItemToArray(range, v);
-            if (!ok)
-                cJSON_Delete(v);
-        }
-        offset += it->bytes;
+    for (size_t i = 0; !bad && i < l->n; i++) {
+        bad |= json_object_set_new(root, l->items[i].name, entry_json(&l->items[i], offset));
+        offset += l->items[i].bytes;
     }
-    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
+    char *text = bad ? NULL : json_dumps(root, JSON_COMPACT);
+    json_decref(root);
     return text;
 }
 
@@ -337,6 +377,181 @@ static int sync_dir(const char *dir)
     return err;
 }
 
+/* A save's temporary file: anonymous (O_TMPFILE in the target's directory, so a save killed
+ * midway leaves nothing) where the file system allows it, else created under the name `tmp`.
+ * `named`: `tmp` exists and is ours to remove. */
+typedef struct temp_file {
+    char *tmp, *dir;
+    size_t size;
+    int fd;
+    bool anonymous, named;
+} temp_file;
+
+#define TEMP_INFIX ".tmp."
+
+/* "<path>.tmp.<pid>.<8 hex digits>" into t->tmp, the hex part from the salt and attempt. */
+static void temp_name(temp_file *t, const char *path, uint64_t salt, int attempt)
+{
+    snprintf(t->tmp, t->size, "%s" TEMP_INFIX "%ld.%08x", path, (long)getpid(),
+             (unsigned)(mix64(salt + (uint64_t)attempt) & 0xffffffffu));
+}
+
+static uint64_t temp_salt(void)
+{
+    struct timespec ts = {0, 0};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return mix64((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec)
+           ^ mix64((uint64_t)(uintptr_t)&ts);
+}
+
+/* Opens the temporary file (mode 0666 less the umask, as fopen would): anonymous if it can be,
+ * else named and created exclusively, so concurrent saves never share one. 0 or an errno. */
+static int temp_open(temp_file *t, const char *path)
+{
+#ifdef O_TMPFILE
+    /* An anonymous file is linked in through /proc/self/fd: without /proc, a named one. */
+    if (access("/proc/self/fd", X_OK) == 0) {
+        t->fd = open(t->dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+        t->anonymous = t->fd >= 0;
+        if (t->anonymous)
+            return 0;
+    }
+#endif
+    uint64_t salt = temp_salt();
+    for (int attempt = 0; attempt < 100 && t->fd < 0; attempt++) {
+        temp_name(t, path, salt, attempt);
+        t->fd = open(t->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (t->fd < 0 && errno != EEXIST)
+            break;
+    }
+    t->named = t->fd >= 0;
+    return t->named ? 0 : errno;
+}
+
+/* Gives an anonymous file its temporary name (linkat through /proc/self/fd), ready to be
+ * renamed. 0 or an errno. */
+static int temp_link(temp_file *t, const char *path)
+{
+    if (!t->anonymous)
+        return 0;
+    char proc[40];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", t->fd);
+    uint64_t salt = temp_salt();
+    for (int attempt = 0; attempt < 100; attempt++) {
+        temp_name(t, path, salt, attempt);
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, t->tmp, AT_SYMLINK_FOLLOW) == 0) {
+            t->named = true;
+            return 0;
+        }
+        if (errno != EEXIST)
+            return errno;
+    }
+    return EEXIST;
+}
+
+/* The pid of a temporary file of `base` named "<base>.tmp.<pid>.<8 hex digits>", or 0. */
+static long temp_pid(const char *name, const char *base)
+{
+    size_t blen = strlen(base), ilen = strlen(TEMP_INFIX);
+    if (strncmp(name, base, blen) != 0 || strncmp(name + blen, TEMP_INFIX, ilen) != 0)
+        return 0;
+    const char *p = name + blen + ilen;
+    char *stop = NULL;
+    errno = 0;
+    long pid = strtol(p, &stop, 10);
+    if (errno || stop == p || *p < '1' || *p > '9' || *stop != '.' || strlen(stop + 1) != 8)
+        return 0;
+    for (const char *h = stop + 1; *h; h++)
+        if (!((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f')))
+            return 0;
+    return pid;
+}
+
+/* Removes the temporary files of `path` left by saves whose process is gone (killed between
+ * creating and renaming them): those whose pid no longer exists (kill(pid, 0) gives ESRCH).
+ * Best effort: a directory that cannot be read is skipped. */
+static void remove_stale_temps(const char *path, const char *dir)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d));) {
+        long pid = temp_pid(e->d_name, base);
+        if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
+/* Writes the length, the padded header and the data to f, flushes and fsyncs it. */
+static bool write_checkpoint(FILE *f, const char *header, const item_list *l, unsigned char *swap,
+                             size_t swap_size)
+{
+    size_t len = strlen(header);
+    size_t padded = (len + 7) / 8 * 8;
+    unsigned char len8[8];
+    for (int b = 0; b < 8; b++)
+        len8[b] = (unsigned char)((uint64_t)padded >> (8 * b));
+    bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
+    for (size_t k = len; ok && k < padded; k++)
+        ok = fputc(' ', f) != EOF;
+    for (size_t i = 0; ok && i < l->n; i++) {
+        const item *it = &l->items[i];
+        const void *data = it->buffer ? it->buffer : tg_param_data(it->param);
+        ok = write_data(f, data, it->bytes, tg_dtype_size(tg_param_dtype(it->param)), swap,
+                        swap_size);
+    }
+    return ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+}
+
+/* Writes the checkpoint into the temporary file and renames it over `path`, then syncs the
+ * directory. On failure the caller removes t->tmp when t->named. */
+static tg_status save_file(tg_ctx *ctx, const char *path, temp_file *t, const char *header,
+                           const item_list *l, unsigned char *swap, size_t swap_size)
+{
+    static const char fn[] = "tg_checkpoint_save";
+    int err = temp_open(t, path);
+    if (err)
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot create the temporary file %s: %s", fn, path,
+                           t->tmp, strerror(err));
+    const char *what = t->anonymous ? "the temporary file" : t->tmp;
+    FILE *f = fdopen(t->fd, "wb");
+    if (!f) {
+        err = errno;
+        close(t->fd);
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot open a stream on %s: %s", fn, path, what,
+                           strerror(err));
+    }
+    bool ok = write_checkpoint(f, header, l, swap, swap_size);
+    err = errno;
+    if (!ok) {
+        fclose(f);
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): writing %s failed: %s", fn, path, what,
+                           strerror(err));
+    }
+    /* Linked while still open: /proc/self/fd names the descriptor. */
+    err = temp_link(t, path);
+    int rc = fclose(f);
+    if (err)
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot link the temporary file as %s: %s", fn, path,
+                           t->tmp, strerror(err));
+    if (rc != 0)
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): closing %s failed: %s", fn, path, t->tmp,
+                           strerror(errno));
+    if (rename(t->tmp, path) != 0)
+        return tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot rename %s over it: %s", fn, path, t->tmp,
+                           strerror(errno));
+    t->named = false;
+    err = sync_dir(t->dir);
+    if (err)
+        return tg_ctx_fail(
+            ctx, TG_IO, "%s(%s): the file was replaced but its directory could not be synced: %s",
+            fn, path, strerror(err));
+    return TG_OK;
+}
+
 tg_status tg_checkpoint_save(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,
                              const tg_optim *opt)
 {
@@ -353,95 +568,25 @@ tg_status tg_checkpoint_save(tg_ctx *ctx, const char *path, size_t n, tg_param *
     char *header = header_json(&l, opt);
     /* Everything is allocated before the temporary file exists: nothing after the rename can
      * fail for want of memory. */
-    size_t tmp_size = strlen(path) + 64;
-    char *tmp = tg_alloc(ctx, tmp_size);
-    char *dir = tg_alloc(ctx, tmp_size);
+    temp_file t = {NULL, NULL, strlen(path) + 64, -1, false, false};
+    t.tmp = tg_alloc(ctx, t.size);
+    t.dir = tg_alloc(ctx, t.size);
     size_t swap_size = host_is_little() ? 0 : 65536;
     unsigned char *swap = swap_size ? tg_alloc(ctx, swap_size) : NULL;
-    FILE *f = NULL;
-    bool created = false;
-    if (!header || !tmp || !dir || (swap_size && !swap)) {
+    if (!header || !t.tmp || !t.dir || (swap_size && !swap)) {
         st = tg_ctx_fail(ctx, TG_NOMEM, "%s(%s): out of memory", fn, path);
-        goto done;
+    } else {
+        t.tmp[0] = '\0';
+        dir_of(path, t.dir);
+        remove_stale_temps(path, t.dir);
+        st = save_file(ctx, path, &t, header, &l, swap, swap_size);
+        if (t.named)
+            unlink(t.tmp);
     }
-
-    /* A fresh temporary file next to the target, created exclusively (mode 0666 less the
-     * umask, as fopen would). The suffix mixes the pid, the time and an address. */
-    int fd = -1;
-    struct timespec ts = {0, 0};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t salt = mix64((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec)
-                    ^ mix64((uint64_t)(uintptr_t)&ts);
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, tmp_size, "%s.tmp.%ld.%08x", path, (long)getpid(),
-                 (unsigned)(mix64(salt + (uint64_t)attempt) & 0xffffffffu));
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot create the temporary file %s: %s", fn, path,
-                         tmp, strerror(errno));
-        goto done;
-    }
-    created = true;
-    f = fdopen(fd, "wb");
-    if (!f) {
-        int err = errno;
-        close(fd);
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot open a stream on %s: %s", fn, path, tmp,
-                         strerror(err));
-        goto done;
-    }
-
-    size_t len = strlen(header);
-    size_t padded = (len + 7) / 8 * 8;
-    unsigned char len8[8];
-    for (int b = 0; b < 8; b++)
-        len8[b] = (unsigned char)((uint64_t)padded >> (8 * b));
-    bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
-    for (size_t k = len; ok && k < padded; k++)
-        ok = fputc(' ', f) != EOF;
-    for (size_t i = 0; ok && i < l.n; i++) {
-        const item *it = &l.items[i];
-        const void *data = it->buffer ? it->buffer : tg_param_data(it->param);
-        ok = write_data(f, data, it->bytes, tg_dtype_size(tg_param_dtype(it->param)), swap,
-                        swap_size);
-    }
-    ok = ok && fflush(f) == 0;
-    if (!ok || fsync(fileno(f)) != 0) {
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): writing %s failed: %s", fn, path, tmp,
-                         strerror(errno));
-        goto done;
-    }
-    int rc = fclose(f);
-    f = NULL;
-    if (rc != 0) {
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): closing %s failed: %s", fn, path, tmp,
-                         strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        st = tg_ctx_fail(ctx, TG_IO, "%s(%s): cannot rename %s over it: %s", fn, path, tmp,
-                         strerror(errno));
-        goto done;
-    }
-    created = false;
-    dir_of(path, dir);
-    int err = sync_dir(dir);
-    if (err)
-        st = tg_ctx_fail(ctx, TG_IO,
-                         "%s(%s): the file was replaced but its directory could not be synced: %s",
-                         fn, path, strerror(err));
-done:
-    if (f)
-        fclose(f);
-    if (created)
-        unlink(tmp);
-    tg_free(ctx, tmp, tmp_size);
-    tg_free(ctx, dir, tmp_size);
+    tg_free(ctx, t.tmp, t.size);
+    tg_free(ctx, t.dir, t.size);
     tg_free(ctx, swap, swap_size);
-    cJSON_free(header);
+    free(header);
     items_free(&l);
     return st;
 }
@@ -462,55 +607,80 @@ static int cmp_entries(const void *a, const void *b)
     return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
 }
 
-/* A JSON number that is an exact integer in [0, 2^53]. */
-static bool json_uint(const cJSON *v, uint64_t *out)
+/* A JSON number that is an exact integer in [0, 2^53] (written as an integer, or as a real
+ * such as 24.0). */
+static bool json_uint(const json_t *v, uint64_t *out)
 {
-    if (!cJSON_IsNumber(v))
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        if (i < 0 || i > MAX_EXACT_INT)
+            return false;
+        *out = (uint64_t)i;
+        return true;
+    }
+    if (!json_is_real(v))
         return false;
-    double d = v->valuedouble;
+    double d = json_real_value(v);
     if (!(d >= 0 && d <= MAX_EXACT) || d != (double)(uint64_t)d)
         return false;
     *out = (uint64_t)d;
     return true;
 }
 
+/* The state of one tg_checkpoint_load, phase by phase (read the file, parse the header,
+ * validate its entries, check them against the requested tensors, stage the data, commit). */
 typedef struct loader {
     tg_ctx *ctx;
     const char *path;
-    uint64_t data_size;
+    const item_list *l; /* the requested tensors */
+    tg_optim *opt;
+    FILE *f;
+    uint64_t hlen;      /* the header's length */
+    uint64_t data_size; /* bytes after the header */
+    char *header;       /* hlen + 1 bytes */
+    size_t header_size;
+    json_t *root;
+    const json_t *meta; /* __metadata__, or NULL */
+    entry *entries;     /* the header's tensors, sorted by name */
+    size_t nentries, entries_size;
+    const entry **found; /* found[i]: the entry of item i */
+    size_t found_size;
+    unsigned char *stage; /* the requested data, read before anything is written */
+    size_t stage_size;
+    int64_t steps;
 } loader;
 
 #define LOAD_FAIL(L, status, ...) tg_ctx_fail((L)->ctx, (status), __VA_ARGS__)
 
 /* Validates one header entry into *e. */
-static tg_status parse_entry(const loader *L, const cJSON *t, entry *e)
+static tg_status parse_entry(const loader *L, const char *name, const json_t *t, entry *e)
 {
     static const char fn[] = "tg_checkpoint_load";
-    const char *name = t->string;
     memset(e, 0, sizeof *e);
     e->name = name;
-    if (!cJSON_IsObject(t))
+    if (!json_is_object(t))
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" is not a JSON object", fn, L->path,
                          name);
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype");
-    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
-    const cJSON *range = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+    const json_t *dt = json_object_get(t, "dtype");
+    const json_t *shape = json_object_get(t, "shape");
+    const json_t *range = json_object_get(t, "data_offsets");
     if (!dt || !shape || !range)
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" has no \"%s\"", fn, L->path, name,
                          !dt      ? "dtype"
                          : !shape ? "shape"
                                   : "data_offsets");
-    if (!cJSON_IsString(dt) || (e->dtype = dtype_index(dt->valuestring)) < 0)
+    const char *dname = json_string_value(dt); /* NULL when not a string */
+    if (!dname || (e->dtype = dtype_index(dname)) < 0)
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" has an unknown dtype %s%s%s", fn,
-                         L->path, name, cJSON_IsString(dt) ? "\"" : "",
-                         cJSON_IsString(dt) ? dt->valuestring : "(not a string)",
-                         cJSON_IsString(dt) ? "\"" : "");
-    if (!cJSON_IsArray(shape))
+                         L->path, name, dname ? "\"" : "", dname ? dname : "(not a string)",
+                         dname ? "\"" : "");
+    if (!json_is_array(shape))
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": shape is not an array", fn, L->path,
                          name);
     uint64_t numel = 1;
     bool overflow = false;
-    for (const cJSON *v = shape->child; v; v = v->next) {
+    for (size_t k = 0; k < json_array_size(shape); k++) {
+        const json_t *v = json_array_get(shape, k);
         uint64_t d;
         if (!json_uint(v, &d))
             return LOAD_FAIL(L, TG_FORMAT,
@@ -534,9 +704,9 @@ static tg_status parse_entry(const loader *L, const cJSON *t, entry *e)
     if (overflow || numel > UINT64_MAX / esize)
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": the shape's size overflows", fn,
                          L->path, name);
-    if (!cJSON_IsArray(range) || cJSON_GetArraySize(range) != 2
-        || !json_uint(cJSON_GetArrayItem(range, 0), &e->begin)
-        || !json_uint(cJSON_GetArrayItem(range, 1), &e->end))
+    if (!json_is_array(range) || json_array_size(range) != 2
+        || !json_uint(json_array_get(range, 0), &e->begin)
+        || !json_uint(json_array_get(range, 1), &e->end))
         return LOAD_FAIL(L, TG_FORMAT,
                          "%s(%s): tensor \"%s\": data_offsets is not a pair of integers [begin, "
                          "end]",
@@ -570,257 +740,277 @@ static int read_at(FILE *f, uint64_t offset, void *dst, size_t bytes)
     return 0;
 }
 
-tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,
-                             tg_optim *opt)
+#define LOAD_FN "tg_checkpoint_load"
+
+/* Opens the file and reads the header's length and text into L->header. */
+static tg_status load_read_file(loader *L)
 {
-    static const char fn[] = "tg_checkpoint_load";
-    if (!ctx)
-        return TG_INVALID;
-    if (!path || !path[0])
-        return tg_ctx_fail(ctx, TG_INVALID, "%s: no path", fn);
-    item_list l;
-    tg_status st = items_make(ctx, fn, path, n, params, opt, &l);
-    if (st != TG_OK)
-        return st;
-
-    loader L = {ctx, path, 0};
-    FILE *f = NULL;
-    char *header = NULL;
-    size_t header_size = 0;
-    cJSON *root = NULL;
-    entry *entries = NULL;
-    size_t nentries = 0, entries_size = 0;
-    const entry **found = NULL;
-    unsigned char *stage = NULL;
-    size_t stage_size = 0;
-    int64_t steps = 0;
-
-    f = fopen(path, "rb");
-    if (!f) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot open: %s", fn, path, strerror(errno));
-        goto done;
-    }
+    L->f = fopen(L->path, "rb");
+    if (!L->f)
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot open: %s", L->path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot stat: %s", fn, path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): not a regular file", fn, path);
-        goto done;
-    }
+    if (fstat(fileno(L->f), &sb) != 0)
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot stat: %s", L->path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): not a regular file", L->path);
     uint64_t file_size = (uint64_t)sb.st_size;
     unsigned char len8[8];
-    if (file_size < 8) {
-        st = LOAD_FAIL(&L, TG_FORMAT,
-                       "%s(%s): the file is %llu bytes, too short for a safetensors header", fn,
-                       path, (unsigned long long)file_size);
-        goto done;
-    }
-    int err = read_at(f, 0, len8, 8);
-    if (err) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read the header length: %s", fn, path,
-                       err > 0 ? strerror(err) : "short read");
-        goto done;
-    }
+    if (file_size < 8)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         LOAD_FN "(%s): the file is %llu bytes, too short for a safetensors header",
+                         L->path, (unsigned long long)file_size);
+    int err = read_at(L->f, 0, len8, 8);
+    if (err)
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot read the header length: %s", L->path,
+                         err > 0 ? strerror(err) : "short read");
     uint64_t hlen = 0;
     for (int b = 0; b < 8; b++)
         hlen |= (uint64_t)len8[b] << (8 * b);
-    if (hlen > MAX_HEADER || hlen > file_size - 8) {
-        st = LOAD_FAIL(&L, TG_FORMAT,
-                       "%s(%s): the header length %llu is %s (the file is %llu bytes; at most "
-                       "%u allowed)",
-                       fn, path, (unsigned long long)hlen,
-                       hlen > MAX_HEADER ? "too large" : "past the end of the file",
-                       (unsigned long long)file_size, MAX_HEADER);
-        goto done;
-    }
-    L.data_size = file_size - 8 - hlen;
-    header_size = (size_t)hlen + 1;
-    header = tg_alloc(ctx, header_size);
-    if (!header) {
-        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory for a %llu-byte header", fn, path,
-                       (unsigned long long)hlen);
-        goto done;
-    }
-    err = read_at(f, 8, header, (size_t)hlen);
-    if (err) {
-        st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read the header: %s", fn, path,
-                       err > 0 ? strerror(err) : "short read");
-        goto done;
-    }
-    header[hlen] = '\0';
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &end, 0);
-    if (!root) {
-        /* cJSON points `end` where it stopped (its global error pointer is not thread-safe). */
-        st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header is not valid JSON (near byte %lld)", fn,
-                       path, (long long)(end ? end - header : -1));
-        goto done;
-    }
-    /* Only padding may follow the JSON value. */
-    for (const char *c = end; c && c < header + hlen; c++)
-        if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r') {
-            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header has bytes after its JSON (at %lld)",
-                           fn, path, (long long)(c - header));
-            goto done;
-        }
-    if (!cJSON_IsObject(root)) {
-        st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): the header is not a JSON object", fn, path);
-        goto done;
-    }
+    if (hlen > MAX_HEADER || hlen > file_size - 8)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         LOAD_FN "(%s): the header length %llu is %s (the file is %llu bytes; at "
+                                 "most %u allowed)",
+                         L->path, (unsigned long long)hlen,
+                         hlen > MAX_HEADER ? "too large" : "past the end of the file",
+                         (unsigned long long)file_size, MAX_HEADER);
+    L->hlen = hlen;
+    L->data_size = file_size - 8 - hlen;
+    L->header_size = (size_t)hlen + 1;
+    L->header = tg_alloc(L->ctx, L->header_size);
+    if (!L->header)
+        return LOAD_FAIL(L, TG_NOMEM, LOAD_FN "(%s): out of memory for a %llu-byte header", L->path,
+                         (unsigned long long)hlen);
+    err = read_at(L->f, 8, L->header, (size_t)hlen);
+    if (err)
+        return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot read the header: %s", L->path,
+                         err > 0 ? strerror(err) : "short read");
+    L->header[hlen] = '\0';
+    return TG_OK;
+}
 
-    /* Every entry, validated; the metadata apart. */
-    const cJSON *meta = NULL;
-    size_t count = (size_t)cJSON_GetArraySize(root);
-    entries_size = (count ? count : 1) * sizeof *entries;
-    entries = tg_alloc(ctx, entries_size);
-    if (!entries) {
-        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory", fn, path);
-        goto done;
+/* Parses the header into L->root: one JSON object, no key twice, only padding after it. */
+static tg_status load_parse_header(loader *L)
+{
+    /* Any value (an object is checked below), no key twice; the value may end before the
+     * padding, whose bytes are checked here. The error is ours, on the stack. */
+    json_error_t jerr;
+    L->root = json_loadb(L->header, (size_t)L->hlen,
+                         JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DISABLE_EOF_CHECK, &jerr);
+    if (!L->root) {
+        bool twice = json_error_code(&jerr) == json_error_duplicate_key;
+        return LOAD_FAIL(L, TG_FORMAT, LOAD_FN "(%s): %s (%s, at byte %d)", L->path,
+                         twice ? "a tensor or key appears twice in the header"
+                               : "the header is not valid JSON",
+                         jerr.text, jerr.position);
     }
-    for (const cJSON *t = root->child; t; t = t->next) {
-        if (!t->string) {
-            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): a header entry has no name", fn, path);
-            goto done;
-        }
-        if (strcmp(t->string, "__metadata__") == 0) {
-            if (meta || !cJSON_IsObject(t)) {
-                st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): __metadata__ is %s", fn, path,
-                               meta ? "repeated" : "not an object");
-                goto done;
-            }
-            for (const cJSON *m = t->child; m; m = m->next)
-                if (!cJSON_IsString(m)) {
-                    st = LOAD_FAIL(&L, TG_FORMAT,
-                                   "%s(%s): __metadata__ entry \"%s\" is not a string", fn, path,
-                                   m->string ? m->string : "?");
-                    goto done;
-                }
-            meta = t;
-            continue;
-        }
-        st = parse_entry(&L, t, &entries[nentries]);
+    /* Only padding may follow the JSON value (jerr.position: the bytes it took). */
+    for (const char *c = L->header + jerr.position; c < L->header + L->hlen; c++)
+        if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r')
+            return LOAD_FAIL(L, TG_FORMAT,
+                             LOAD_FN "(%s): the header has bytes after its JSON (at %lld)", L->path,
+                             (long long)(c - L->header));
+    if (!json_is_object(L->root))
+        return LOAD_FAIL(L, TG_FORMAT, LOAD_FN "(%s): the header is not a JSON object", L->path);
+    return TG_OK;
+}
+
+/* __metadata__: an object of strings. */
+static tg_status load_check_metadata(loader *L, const json_t *t)
+{
+    if (!json_is_object(t))
+        return LOAD_FAIL(L, TG_FORMAT, LOAD_FN "(%s): __metadata__ is not an object", L->path);
+    const char *mkey;
+    json_t *m;
+    json_object_foreach((json_t *)t, mkey, m)
+    {
+        if (!json_is_string(m))
+            return LOAD_FAIL(L, TG_FORMAT,
+                             LOAD_FN "(%s): __metadata__ entry \"%s\" is not a string", L->path,
+                             mkey);
+    }
+    L->meta = t;
+    return TG_OK;
+}
+
+/* Validates every entry of the header (the metadata apart) into L->entries, sorted by name. */
+static tg_status load_validate_entries(loader *L)
+{
+    size_t count = json_object_size(L->root);
+    L->entries_size = (count ? count : 1) * sizeof *L->entries;
+    L->entries = tg_alloc(L->ctx, L->entries_size);
+    if (!L->entries)
+        return LOAD_FAIL(L, TG_NOMEM, LOAD_FN "(%s): out of memory", L->path);
+    const char *key;
+    json_t *t;
+    json_object_foreach(L->root, key, t)
+    {
+        tg_status st = strcmp(key, "__metadata__") == 0
+                           ? load_check_metadata(L, t)
+                           : parse_entry(L, key, t, &L->entries[L->nentries++]);
         if (st != TG_OK)
-            goto done;
-        nentries++;
+            return st;
     }
-    qsort(entries, nentries, sizeof *entries, cmp_entries);
-    for (size_t i = 1; i < nentries; i++)
-        if (strcmp(entries[i - 1].name, entries[i].name) == 0) {
-            st = LOAD_FAIL(&L, TG_FORMAT, "%s(%s): tensor \"%s\" appears twice", fn, path,
-                           entries[i].name);
-            goto done;
-        }
+    qsort(L->entries, L->nentries, sizeof *L->entries, cmp_entries);
+    for (size_t i = 1; i < L->nentries; i++)
+        if (strcmp(L->entries[i - 1].name, L->entries[i].name) == 0)
+            return LOAD_FAIL(L, TG_FORMAT, LOAD_FN "(%s): tensor \"%s\" appears twice", L->path,
+                             L->entries[i].name);
+    return TG_OK;
+}
 
-    /* Every requested tensor: present, same dtype, same shape. */
-    found = tg_alloc(ctx, (l.n ? l.n : 1) * sizeof *found);
-    if (!found) {
-        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory", fn, path);
-        goto done;
+/* Item `it`'s entry: present, of its dtype and shape. */
+static tg_status load_match(loader *L, const item *it, const entry **out)
+{
+    entry key;
+    key.name = it->name;
+    const entry *e = L->nentries
+                         ? bsearch(&key, L->entries, L->nentries, sizeof *L->entries, cmp_entries)
+                         : NULL;
+    const char *what = it->buffer ? "optimiser state" : "parameter";
+    if (!e)
+        return LOAD_FAIL(L, TG_NOT_FOUND, LOAD_FN "(%s): no tensor \"%s\" for the %s", L->path,
+                         it->name, what);
+    tg_dtype pdt = tg_param_dtype(it->param);
+    if (dtypes[e->dtype].dt != pdt)
+        return LOAD_FAIL(L, TG_DTYPE, LOAD_FN "(%s): tensor \"%s\" is %s, the %s is %s (%s)",
+                         L->path, it->name, dtypes[e->dtype].name, what, tg_dtype_name(pdt),
+                         st_dtype_name(pdt));
+    int nd = tg_param_ndim(it->param);
+    const int64_t *ps = tg_param_shape(it->param);
+    bool same = e->ndim == nd;
+    for (int d = 0; same && d < nd; d++)
+        same = e->shape[d] == ps[d];
+    if (!same) {
+        char a[160], b[160];
+        if (e->ndim > TG_MAX_DIMS)
+            snprintf(a, sizeof a, "%d dims", e->ndim);
+        else
+            shape_str(a, sizeof a, e->ndim, e->shape);
+        return LOAD_FAIL(L, TG_SHAPE, LOAD_FN "(%s): tensor \"%s\" has shape %s, the %s %s",
+                         L->path, it->name, a, what, shape_str(b, sizeof b, nd, ps));
     }
-    for (size_t i = 0; i < l.n; i++) {
-        const item *it = &l.items[i];
-        entry key;
-        key.name = it->name;
-        const entry *e =
-            nentries ? bsearch(&key, entries, nentries, sizeof *entries, cmp_entries) : NULL;
-        const char *what = it->buffer ? "optimiser state" : "parameter";
-        if (!e) {
-            st = LOAD_FAIL(&L, TG_NOT_FOUND, "%s(%s): no tensor \"%s\" for the %s", fn, path,
-                           it->name, what);
-            goto done;
-        }
-        tg_dtype pdt = tg_param_dtype(it->param);
-        if (dtypes[e->dtype].dt != pdt) {
-            st = LOAD_FAIL(&L, TG_DTYPE, "%s(%s): tensor \"%s\" is %s, the %s is %s (%s)", fn, path,
-                           it->name, dtypes[e->dtype].name, what, tg_dtype_name(pdt),
-                           st_dtype_name(pdt));
-            goto done;
-        }
-        int nd = tg_param_ndim(it->param);
-        const int64_t *ps = tg_param_shape(it->param);
-        bool same = e->ndim == nd;
-        for (int d = 0; same && d < nd; d++)
-            same = e->shape[d] == ps[d];
-        if (!same) {
-            char a[160], b[160];
-            if (e->ndim > TG_MAX_DIMS)
-                snprintf(a, sizeof a, "%d dims", e->ndim);
-            else
-                shape_str(a, sizeof a, e->ndim, e->shape);
-            st = LOAD_FAIL(&L, TG_SHAPE, "%s(%s): tensor \"%s\" has shape %s, the %s %s", fn, path,
-                           it->name, a, what, shape_str(b, sizeof b, nd, ps));
-            goto done;
-        }
-        found[i] = e;
-    }
-    if (opt) {
-        const cJSON *s = meta ? cJSON_GetObjectItemCaseSensitive(meta, "optim_steps") : NULL;
-        if (!s) {
-            st = LOAD_FAIL(&L, TG_NOT_FOUND,
-                           "%s(%s): no optimiser step count (__metadata__ \"optim_steps\")", fn,
-                           path);
-            goto done;
-        }
-        char *stop = NULL;
-        errno = 0;
-        long long v = strtoll(s->valuestring, &stop, 10);
-        if (errno || stop == s->valuestring || *stop || v < 0) {
-            st = LOAD_FAIL(&L, TG_FORMAT,
-                           "%s(%s): the optimiser step count \"%s\" is not an integer >= 0", fn,
-                           path, s->valuestring);
-            goto done;
-        }
-        steps = v;
-    }
+    *out = e;
+    return TG_OK;
+}
 
-    /* Read everything into a staging buffer; nothing is written before the last byte arrived. */
-    for (size_t i = 0; i < l.n; i++)
-        stage_size += l.items[i].bytes;
-    stage = tg_alloc(ctx, stage_size);
-    if (!stage) {
-        st = LOAD_FAIL(&L, TG_NOMEM, "%s(%s): out of memory for %zu bytes of data", fn, path,
-                       stage_size);
-        goto done;
+/* The optimiser's step count from the metadata, in [0, TG_OPTIM_MAX_STEPS]. */
+static tg_status load_steps(loader *L)
+{
+    const char *s = L->meta ? json_string_value(json_object_get(L->meta, "optim_steps")) : NULL;
+    if (!s)
+        return LOAD_FAIL(L, TG_NOT_FOUND,
+                         LOAD_FN "(%s): no optimiser step count (__metadata__ \"optim_steps\")",
+                         L->path);
+    char *stop = NULL;
+    errno = 0;
+    long long v = strtoll(s, &stop, 10);
+    if (errno || stop == s || *stop || v < 0 || v > TG_OPTIM_MAX_STEPS)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         LOAD_FN "(%s): the optimiser step count \"%s\" is not an integer in [0, "
+                                 "2^53 - 1]",
+                         L->path, s);
+    L->steps = v;
+    return TG_OK;
+}
+
+/* Every requested tensor has its entry (L->found), and the optimiser its step count. */
+static tg_status load_check_params(loader *L)
+{
+    L->found_size = (L->l->n ? L->l->n : 1) * sizeof *L->found;
+    L->found = tg_alloc(L->ctx, L->found_size);
+    if (!L->found)
+        return LOAD_FAIL(L, TG_NOMEM, LOAD_FN "(%s): out of memory", L->path);
+    for (size_t i = 0; i < L->l->n; i++) {
+        tg_status st = load_match(L, &L->l->items[i], &L->found[i]);
+        if (st != TG_OK)
+            return st;
     }
+    return L->opt ? load_steps(L) : TG_OK;
+}
+
+/* Reads everything requested into the staging buffer; nothing is written before the last byte
+ * arrived. */
+static tg_status load_stage(loader *L)
+{
+    const item_list *l = L->l;
+    for (size_t i = 0; i < l->n; i++)
+        L->stage_size += l->items[i].bytes;
+    L->stage = tg_alloc(L->ctx, L->stage_size);
+    if (!L->stage)
+        return LOAD_FAIL(L, TG_NOMEM, LOAD_FN "(%s): out of memory for %zu bytes of data", L->path,
+                         L->stage_size);
     size_t at = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        err = read_at(f, 8 + hlen + found[i]->begin, stage + at, l.items[i].bytes);
-        if (err) {
-            st = LOAD_FAIL(&L, TG_IO, "%s(%s): cannot read tensor \"%s\": %s", fn, path,
-                           l.items[i].name, err > 0 ? strerror(err) : "short read");
-            goto done;
-        }
+    for (size_t i = 0; i < l->n; i++) {
+        int err = read_at(L->f, 8 + L->hlen + L->found[i]->begin, L->stage + at, l->items[i].bytes);
+        if (err)
+            return LOAD_FAIL(L, TG_IO, LOAD_FN "(%s): cannot read tensor \"%s\": %s", L->path,
+                             l->items[i].name, err > 0 ? strerror(err) : "short read");
         if (!host_is_little())
-            swap_elements(stage + at, l.items[i].bytes,
-                          tg_dtype_size(tg_param_dtype(l.items[i].param)));
-        at += l.items[i].bytes;
+            swap_elements(L->stage + at, l->items[i].bytes,
+                          tg_dtype_size(tg_param_dtype(l->items[i].param)));
+        at += l->items[i].bytes;
     }
+    return TG_OK;
+}
 
-    /* Commit: nothing below can fail. */
-    at = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        const item *it = &l.items[i];
+/* Writes the staged data into the parameters and the optimiser; cannot fail. */
+static void load_commit(const loader *L)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < L->l->n; i++) {
+        const item *it = &L->l->items[i];
         if (it->buffer) {
             if (it->bytes)
-                memcpy(it->buffer, stage + at, it->bytes);
+                memcpy(it->buffer, L->stage + at, it->bytes);
         } else {
-            tg_param_set(it->param, stage + at);
+            tg_param_set(it->param, L->stage + at);
         }
         at += it->bytes;
     }
-    if (opt)
-        tg_optim_set_steps(opt, steps);
+    if (L->opt)
+        tg_optim_set_steps(L->opt, L->steps);
+}
 
-done:
-    tg_free(ctx, stage, stage_size);
-    tg_free(ctx, found, (l.n ? l.n : 1) * sizeof *found);
-    tg_free(ctx, entries, entries_size);
-    cJSON_Delete(root);
-    tg_free(ctx, header, header_size);
-    if (f)
-        fclose(f);
+static void loader_free(loader *L)
+{
+    tg_free(L->ctx, L->stage, L->stage_size);
+    tg_free(L->ctx, L->found, L->found_size);
+    tg_free(L->ctx, L->entries, L->entries_size);
+    json_decref(L->root);
+    tg_free(L->ctx, L->header, L->header_size);
+    if (L->f)
+        fclose(L->f);
+}
+
+tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *const *params,
+                             tg_optim *opt)
+{
+    if (!ctx)
+        return TG_INVALID;
+    if (!path || !path[0])
+        return tg_ctx_fail(ctx, TG_INVALID, LOAD_FN ": no path");
+    item_list l;
+    tg_status st = items_make(ctx, LOAD_FN, path, n, params, opt, &l);
+    if (st != TG_OK)
+        return st;
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.ctx = ctx;
+    L.path = path;
+    L.l = &l;
+    L.opt = opt;
+    st = load_read_file(&L);
+    if (st == TG_OK)
+        st = load_parse_header(&L);
+    if (st == TG_OK)
+        st = load_validate_entries(&L);
+    if (st == TG_OK)
+        st = load_check_params(&L);
+    if (st == TG_OK)
+        st = load_stage(&L);
+    if (st == TG_OK)
+        load_commit(&L);
+    loader_free(&L);
     items_free(&l);
     return st;
 }

@@ -155,7 +155,8 @@ typedef struct idx_file {
     gzFile gz;
     int ndim;
     int64_t dims[3];
-    int64_t numel; /* elements after the header */
+    int64_t numel;        /* elements after the header */
+    int64_t sample_numel; /* elements per sample: the product of the dims after the first */
 } idx_file;
 
 /* Reads up to n bytes (n <= IDX_CHUNK); returns the count read (< n only at the end of the
@@ -190,6 +191,37 @@ static int64_t idx_read(tg_ctx *ctx, idx_file *f, void *buf, size_t n, tg_status
 static uint32_t be32(const unsigned char *b)
 {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
+}
+
+/* a * b for a, b >= 0 into *out when it is at most IDX_MAX_ELEMENTS; false (and *out untouched)
+ * otherwise, without ever forming a product that overflows. */
+static bool idx_product(int64_t a, int64_t b, int64_t *out)
+{
+    if (b != 0 && a > IDX_MAX_ELEMENTS / b)
+        return false;
+    *out = a * b;
+    return true;
+}
+
+/* The sizes from the dims: elements per sample (all dims after the first) and in all, each at
+ * most IDX_MAX_ELEMENTS, whatever the first dim (an empty file's images must have a sane size
+ * too). */
+static tg_status idx_sizes(tg_ctx *ctx, idx_file *f, const char *what)
+{
+    int64_t sample = 1;
+    for (int i = 1; i < f->ndim; i++)
+        if (!idx_product(sample, f->dims[i], &sample))
+            return tg_ctx_fail(ctx, TG_FORMAT,
+                               "tg_dataset_load_idx: %s file %s claims an absurd size (samples of "
+                               "more than 2^36 elements)",
+                               what, f->path);
+    if (!idx_product(f->dims[0], sample, &f->numel))
+        return tg_ctx_fail(ctx, TG_FORMAT,
+                           "tg_dataset_load_idx: %s file %s claims an absurd size (%lld samples "
+                           "of %lld elements, more than 2^36 in all)",
+                           what, f->path, (long long)f->dims[0], (long long)sample);
+    f->sample_numel = sample;
+    return TG_OK;
 }
 
 /* Opens `path` and reads its header, which must be unsigned bytes of `ndim` dims. */
@@ -233,20 +265,12 @@ static tg_status idx_open(tg_ctx *ctx, const char *path, int ndim, const char *w
     if ((size_t)got < want - 4)
         return tg_ctx_fail(ctx, TG_FORMAT, "%s: %s file %s is truncated in its header", fn, what,
                            path);
-    int64_t numel = 1;
-    for (int i = 0; i < ndim; i++) {
+    for (int i = 0; i < ndim; i++)
         f->dims[i] = be32(head + 4 + 4 * i);
-        if (f->dims[i] > 0 && numel > IDX_MAX_ELEMENTS / f->dims[i])
-            return tg_ctx_fail(ctx, TG_FORMAT,
-                               "%s: %s file %s claims an absurd size (dims too large)", fn, what,
-                               path);
-        numel *= f->dims[i];
-    }
     if (ndim == 3 && (f->dims[1] == 0 || f->dims[2] == 0))
         return tg_ctx_fail(ctx, TG_FORMAT, "%s: %s file %s has empty images (%lld x %lld)", fn,
                            what, path, (long long)f->dims[1], (long long)f->dims[2]);
-    f->numel = numel;
-    return TG_OK;
+    return idx_sizes(ctx, f, what);
 }
 
 /* Reads the f->numel bytes of payload, converting each with `convert` into *out (allocated here,
@@ -361,7 +385,7 @@ tg_status tg_dataset_load_idx(tg_ctx *ctx, const char *images_path, const char *
         d->ndim = 2;
         d->shape[0] = img.dims[1];
         d->shape[1] = img.dims[2];
-        d->sample_numel = img.dims[1] * img.dims[2];
+        d->sample_numel = img.sample_numel;
         d->x = xs;
         d->x_bytes = xs_bytes;
         d->labels = ls;

@@ -242,6 +242,15 @@ static tg_tensor conv2d_forward(tg_module *m, tg_tensor x)
     return tg_conv2d(x, tg_param_tensor(tp, m->own[0]), b, &m->u.conv);
 }
 
+/* Stride, padding and dilation of a convolution: none negative (0 stride or dilation means 1). */
+static bool conv_params_ok(const tg_conv2d_params *p)
+{
+    for (int d = 0; d < 2; d++)
+        if (p->stride[d] < 0 || p->padding[d] < 0 || p->dilation[d] < 0)
+            return false;
+    return true;
+}
+
 tg_status tg_conv2d_new(tg_ctx *ctx, const char *name, int64_t in_channels, int64_t out_channels,
                         int kernel_h, int kernel_w, const tg_conv2d_options *opts, tg_module **out)
 {
@@ -259,6 +268,13 @@ tg_status tg_conv2d_new(tg_ctx *ctx, const char *name, int64_t in_channels, int6
                                        "%d groups",
                                        (*out)->name, (long long)in_channels,
                                        (long long)out_channels, kernel_h, kernel_w, groups));
+    const tg_conv2d_params *cp = &o.params;
+    if (!conv_params_ok(cp))
+        return finish(out, tg_ctx_fail(ctx, TG_INVALID,
+                                       "tg_conv2d_new(%s): stride %dx%d, padding %dx%d, dilation "
+                                       "%dx%d (none may be negative; 0 stride or dilation means 1)",
+                                       (*out)->name, cp->stride[0], cp->stride[1], cp->padding[0],
+                                       cp->padding[1], cp->dilation[0], cp->dilation[1]));
     (*out)->u.conv = o.params;
     int64_t wshape[4] = {out_channels, in_channels / groups, kernel_h, kernel_w};
     st = add_param(*out, 0, "weight", 4, wshape);
@@ -279,6 +295,17 @@ static tg_tensor avg_pool_forward(tg_module *m, tg_tensor x)
     return tg_avg_pool2d(x, &m->u.pool);
 }
 
+/* A pooling window: a kernel (no default), a stride >= 0 (0: the kernel) and a padding of at most
+ * half the kernel, as tg_max_pool2d and tg_avg_pool2d check them. */
+static bool pool_params_ok(const tg_pool2d_params *p)
+{
+    for (int d = 0; d < 2; d++)
+        if (p->kernel[d] < 1 || p->stride[d] < 0 || p->padding[d] < 0
+            || p->padding[d] > p->kernel[d] / 2)
+            return false;
+    return true;
+}
+
 static tg_status pool_new(tg_ctx *ctx, const char *fn, forward_fn f, const tg_pool2d_params *p,
                           tg_module **out)
 {
@@ -287,6 +314,13 @@ static tg_status pool_new(tg_ctx *ctx, const char *fn, forward_fn f, const tg_po
         return st;
     if (!p)
         return finish(out, tg_ctx_fail(ctx, TG_INVALID, "%s: parameters are NULL", fn));
+    if (!pool_params_ok(p))
+        return finish(out, tg_ctx_fail(ctx, TG_INVALID,
+                                       "%s: kernel %dx%d, stride %dx%d, padding %dx%d (need "
+                                       "kernel >= 1, stride >= 0 (0: the kernel size), "
+                                       "0 <= padding <= kernel / 2)",
+                                       fn, p->kernel[0], p->kernel[1], p->stride[0], p->stride[1],
+                                       p->padding[0], p->padding[1]));
     (*out)->u.pool = *p;
     return finish(out, TG_OK);
 }

@@ -175,8 +175,19 @@ typedef void (*step_fn)(const tg_optim *o, int64_t n, void *p, const void *g, vo
 /* On x86-64 the step functions are compiled for the baseline and for AVX2, and the loader picks
  * one (function multiversioning: an ifunc resolved once, at load time). Both give the same bits:
  * the nn layer is compiled with -ffp-contract=off, and these loops only add, multiply, divide and
- * take square roots, which IEEE rounds the same at every vector width. */
-#if defined(__x86_64__) && defined(__ELF__)                                                        \
+ * take square roots, which IEEE rounds the same at every vector width.
+ *
+ * Not under ThreadSanitizer: the ifunc resolver is instrumented like any function, and the
+ * dynamic loader runs it before the sanitizer's runtime is set up, so every program linking the
+ * library would crash before main. */
+#if defined(__SANITIZE_THREAD__)
+#define STEP_NO_CLONES 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define STEP_NO_CLONES 1
+#endif
+#endif
+#if defined(__x86_64__) && defined(__ELF__) && !defined(STEP_NO_CLONES)                            \
     && ((defined(__clang__) && __clang_major__ >= 14) || (!defined(__clang__) && __GNUC__ >= 6))
 #define STEP_CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -256,6 +267,47 @@ static tg_status check_nonneg(tg_ctx *ctx, const char *fn, const char *what, con
     return TG_OK;
 }
 
+/* An option as given: 0 takes the default `fallback`, TG_OPTION_ZERO stands for an exact 0. */
+static double option_or(double v, double fallback)
+{
+    if (v == 0)
+        return fallback;
+    return v == TG_OPTION_ZERO ? 0.0 : v;
+}
+
+static tg_sgd_options sgd_options(const tg_sgd_options *in)
+{
+    tg_sgd_options d = TG_SGD_DEFAULTS, a = in ? *in : d;
+    a.lr = option_or(a.lr, d.lr);
+    a.momentum = option_or(a.momentum, d.momentum);
+    a.dampening = option_or(a.dampening, d.dampening);
+    a.weight_decay = option_or(a.weight_decay, d.weight_decay);
+    return a;
+}
+
+static tg_adam_options adam_options(const tg_adam_options *in, kind k)
+{
+    tg_adam_options adam = TG_ADAM_DEFAULTS, adamw = TG_ADAMW_DEFAULTS;
+    tg_adam_options d = k == KIND_ADAMW ? adamw : adam, a = in ? *in : d;
+    a.lr = option_or(a.lr, d.lr);
+    a.beta1 = option_or(a.beta1, d.beta1);
+    a.beta2 = option_or(a.beta2, d.beta2);
+    a.eps = option_or(a.eps, d.eps);
+    a.weight_decay = option_or(a.weight_decay, d.weight_decay);
+    return a;
+}
+
+static tg_rmsprop_options rmsprop_options(const tg_rmsprop_options *in)
+{
+    tg_rmsprop_options d = TG_RMSPROP_DEFAULTS, a = in ? *in : d;
+    a.lr = option_or(a.lr, d.lr);
+    a.alpha = option_or(a.alpha, d.alpha);
+    a.eps = option_or(a.eps, d.eps);
+    a.weight_decay = option_or(a.weight_decay, d.weight_decay);
+    a.momentum = option_or(a.momentum, d.momentum);
+    return a;
+}
+
 /* Validates the parameter list and allocates the optimiser with its zeroed state buffers. */
 static tg_status make(tg_ctx *ctx, const char *fn, kind k, size_t n, tg_param *const *params,
                       tg_optim **out)
@@ -328,9 +380,7 @@ tg_status tg_sgd_new(tg_ctx *ctx, size_t n, tg_param *const *params, const tg_sg
     if (!ctx || !out)
         return ctx ? tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn) : TG_INVALID;
     *out = NULL;
-    tg_sgd_options a = TG_SGD_DEFAULTS;
-    if (opts)
-        a = *opts;
+    tg_sgd_options a = sgd_options(opts);
     tg_status st = check_nonneg(ctx, fn, "learning rate", "lr", a.lr);
     if (!st)
         st = check_nonneg(ctx, fn, "momentum", "momentum", a.momentum);
@@ -360,11 +410,7 @@ static tg_status adam_new(tg_ctx *ctx, const char *fn, kind k, size_t n, tg_para
     if (!ctx || !out)
         return ctx ? tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn) : TG_INVALID;
     *out = NULL;
-    tg_adam_options a = TG_ADAM_DEFAULTS, aw = TG_ADAMW_DEFAULTS;
-    if (k == KIND_ADAMW)
-        a = aw;
-    if (opts)
-        a = *opts;
+    tg_adam_options a = adam_options(opts, k);
     tg_status st = check_nonneg(ctx, fn, "learning rate", "lr", a.lr);
     if (!st)
         st = check_nonneg(ctx, fn, "eps", "eps", a.eps);
@@ -406,9 +452,7 @@ tg_status tg_rmsprop_new(tg_ctx *ctx, size_t n, tg_param *const *params,
     if (!ctx || !out)
         return ctx ? tg_ctx_fail(ctx, TG_INVALID, "%s: out is NULL", fn) : TG_INVALID;
     *out = NULL;
-    tg_rmsprop_options a = TG_RMSPROP_DEFAULTS;
-    if (opts)
-        a = *opts;
+    tg_rmsprop_options a = rmsprop_options(opts);
     tg_status st = check_nonneg(ctx, fn, "learning rate", "lr", a.lr);
     if (!st)
         st = check_nonneg(ctx, fn, "eps", "eps", a.eps);
@@ -461,6 +505,11 @@ tg_status tg_optim_step(tg_optim *opt, tg_tape *tp)
     if (tg_tape_ctx(tp) != opt->ctx)
         return tg_tape_fail(tp, TG_INVALID,
                             "tg_optim_step: the tape is of another context than the parameters");
+    if (opt->steps >= TG_OPTIM_MAX_STEPS)
+        return tg_tape_fail(tp, TG_RANGE,
+                            "tg_optim_step: the step count %lld is at its limit 2^53 - 1 (no "
+                            "step taken)",
+                            (long long)opt->steps);
     /* Nothing below can fail: every parameter is updated, or (above) none. */
     for (size_t i = 0; i < opt->n; i++)
         step_param(opt, i);
@@ -476,11 +525,7 @@ static const char *describe(tg_tensor t, char *buf, size_t size)
         snprintf(buf, size, "%s", is_none(t) ? "none" : "an invalid handle");
         return buf;
     }
-    size_t k = (size_t)snprintf(buf, size, "%s[", tg_dtype_name(tg_tensor_dtype(t)));
-    for (int d = 0; d < nd && k < size; d++)
-        k += (size_t)snprintf(buf + k, size - k, d ? ",%lld" : "%lld", (long long)tg_dim(t, d));
-    if (k < size)
-        snprintf(buf + k, size - k, "]");
+    tg_format_shape(buf, size, tg_tensor_dtype(t), nd, tg_shape(t));
     return buf;
 }
 
@@ -512,6 +557,24 @@ static bool check_operand(tg_tape *tp, tg_tensor t, tg_tensor p, bool like_p, co
                      describe(t, a, sizeof a), i, describe(p, b, sizeof b));
         return false;
     }
+    return true;
+}
+
+/* Adam's step t (from 1) after the count in the graph state tensor c: c must be a whole number in
+ * [0, TG_OPTIM_MAX_STEPS - 1], so that t is exact. Records the error on tp otherwise. */
+static bool graph_step_count(tg_tape *tp, tg_tensor c, size_t i, int64_t *t)
+{
+    if (!check_operand(tp, c, c, false, "step count", i))
+        return false;
+    double v = tg_item(c);
+    if (!(v >= 0 && v < (double)TG_OPTIM_MAX_STEPS && v == floor(v))) {
+        tg_tape_fail(tp, TG_RANGE,
+                     "tg_optim_step_graph: step count %zu is %g (need a whole number in [0, 2^53 "
+                     "- 2])",
+                     i, v);
+        return false;
+    }
+    *t = (int64_t)v + 1;
     return true;
 }
 
@@ -563,15 +626,9 @@ tg_status tg_optim_step_graph(tg_optim *opt, tg_tensor lr, size_t n, const tg_te
                 break;
         }
         int64_t t = 1;
-        if (counts_steps(opt) && !is_none(state[i * k + nb])) {
-            tg_tensor c = state[i * k + nb];
-            double v = check_operand(tp, c, c, false, "step count", i) ? tg_item(c) : 0;
-            if (!(v >= 0 && v < 9e15 && v == floor(v)))
-                tg_tape_fail(tp, TG_RANGE, "%s: step count %zu is %g (need a whole number >= 0)",
-                             fn, i, v);
-            t = (int64_t)v + 1;
-        }
-        if (tg_tape_status(tp))
+        if (tg_tape_status(tp)
+            || (counts_steps(opt) && !is_none(state[i * k + nb])
+                && !graph_step_count(tp, state[i * k + nb], i, &t)))
             break;
         new_params[i] = rule(opt, lr, t, p, grads[i], s);
         for (size_t j = 0; j < nb; j++)
@@ -624,9 +681,11 @@ void tg_optim_set_steps(tg_optim *opt, int64_t steps)
 {
     if (!opt)
         return;
-    if (steps < 0) {
-        tg_ctx_fail(opt->ctx, TG_RANGE, "tg_optim_set_steps: negative step count %lld (kept %lld)",
-                    (long long)steps, (long long)opt->steps);
+    if (steps < 0 || steps > TG_OPTIM_MAX_STEPS) {
+        tg_ctx_fail(opt->ctx, TG_RANGE,
+                    "tg_optim_set_steps: %s step count %lld (kept %lld; at most 2^53 - 1)",
+                    steps < 0 ? "negative" : "too large a", (long long)steps,
+                    (long long)opt->steps);
         return;
     }
     opt->steps = steps;
