@@ -227,6 +227,15 @@ static tg_status kernel(struct tg__bw *bw, tg__node *n, uint32_t g, const bool *
 
 /* Nodes that are not op results: leaves end the path, parameters check their version, scalar
  * conversions hand the gradient back to their entry, barriers refuse. */
+/* Whether scalar entry `id` is swept: every entry in tg_backward, only those on a path from
+ * an input in a functional backward. */
+static bool entry_swept(const struct tg__bw *bw, uint32_t id)
+{
+    if (bw->accumulate)
+        return true;
+    return id >= bw->scalar_low && id < bw->scalar_high && bw->scalar_needed[id];
+}
+
 static tg_status process_special(struct tg__bw *bw, uint32_t id, tg__node *n, uint32_t g)
 {
     tg_tape *tp = bw->tp;
@@ -239,7 +248,10 @@ static tg_status process_special(struct tg__bw *bw, uint32_t id, tg__node *n, ui
                             n->param->name ? n->param->name : "", id);
         return TG_OK;
     case TG__FROM_SCALAR:
-        /* The gradient goes back into the entry: as a recorded entry under TG_CREATE_GRAPH. */
+        /* The gradient goes back into the entry (as a recorded entry under TG_CREATE_GRAPH),
+         * unless a functional backward stops here: the node is an input, its entry below. */
+        if (!entry_swept(bw, n->scalar_src))
+            return TG_OK;
         if (bw->create)
             return tg__bw_give(bw, n->scalar_src, tg_s_from(tg__handle(tp, g)));
         adjoints(bw)[n->scalar_src] += tg_item(tg__handle(tp, g));

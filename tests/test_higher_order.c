@@ -563,6 +563,35 @@ static void create_graph_through_scalars(void **state)
     assert_close(tg_item(h), d2, 1e-14);
 }
 
+/* A tensor made from a scalar (tg_s_tensor) as the input of a functional gradient: the gradient
+ * stops at the input. It used to go on into the scalar entry below the swept range: through a
+ * NULL entry array under TG_CREATE_GRAPH, and into the adjoints tg_s_grad reads otherwise. */
+static void gradient_stops_at_a_tensor_made_from_a_scalar(void **state)
+{
+    fixture *f = *state;
+    static const unsigned flags[2] = {TG_CREATE_GRAPH, 0};
+    for (int k = 0; k < 2; k++) {
+        tg_tape_reset(f->tp);
+        tg_scalar s = tg_s_var(f->tp, 3.0);
+        tg_tensor x = tg_s_tensor(tg_s_mul(s, s)), g, h;
+        tg_tensor y = tg_sum_all(tg_mul(x, x));
+        assert_status(tg_grad(1, &y, NULL, 1, &x, &g, flags[k]), TG_OK);
+        assert_close(tg_item(g), 2 * 9.0, 1e-15);
+        assert_close(tg_s_grad(s), 0.0, 0.0);
+        if (flags[k] & TG_CREATE_GRAPH) {
+            assert_status(tg_grad(1, &g, NULL, 1, &x, &h, 0), TG_OK);
+            assert_close(tg_item(h), 2.0, 1e-15);
+        }
+    }
+    /* Through tg_hvp, as the fuzzer found it: a Hessian of sum(x^2) is 2. */
+    tg_tape_reset(f->tp);
+    tg_tensor x = tg_s_tensor(tg_s_var(f->tp, 0.5)), hv;
+    tg_tensor v = tg_full(f->tp, TG_F64, 0, NULL, 1.0);
+    tg_tensor y = tg_sum_all(tg_mul(x, x));
+    assert_status(tg_hvp(y, 1, &x, &v, &hv, 0), TG_OK);
+    assert_close(tg_item(hv), 2.0, 1e-15);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +608,7 @@ int main(void)
         FIXTURE_TEST(third_derivative_through_hessian),
         FIXTURE_TEST(helper_errors),
         FIXTURE_TEST(create_graph_through_scalars),
+        FIXTURE_TEST(gradient_stops_at_a_tensor_made_from_a_scalar),
     };
     return cmocka_run_group_tests_name("higher_order", tests, NULL, NULL);
 }
