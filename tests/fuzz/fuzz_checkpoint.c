@@ -52,7 +52,7 @@ static void load_once(tg_ctx *ctx, fuzz_model *m, const char *path, bool with_op
     tg_status st = tg_checkpoint_load(ctx, path, FUZZ_MODEL_PARAMS, m->params,
                                       with_optimiser ? m->adam : NULL);
     if (st == TG_OK) {
-        FUZZ_CHECK(tg_optim_steps(m->adam) >= 0);
+        FUZZ_CHECK(tg_optim_steps(m->adam) >= 0 && tg_optim_steps(m->adam) <= TG_OPTIM_MAX_STEPS);
         return;
     }
     fuzz_check_failure(st, tg_ctx_error(ctx));

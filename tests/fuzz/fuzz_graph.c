@@ -16,33 +16,6 @@
 #include <limits.h>
 #include <math.h>
 
-/* Known defects, avoided until their fixes land (see the report of issue 10). The replay build,
- * fuzz_graph_replay, has FUZZ_AVOID_KNOWN=0: every guard off, so tests/fuzz/crashes/graph/
- * reproduces them. Remove a guard once its fix is in. */
-#ifndef FUZZ_AVOID_KNOWN
-#define FUZZ_AVOID_KNOWN 1
-#endif
-#define AVOID_KNOWN_TGGRAD_OOB FUZZ_AVOID_KNOWN
-/* tg_transpose computes axis + ndim in int: INT_MIN with an invalid handle (ndim -1) overflows
- * (ops/shape.c; tests/fuzz/crashes/graph/transpose_axis_int_min). */
-#define AVOID_KNOWN_TRANSPOSE_INT_MIN FUZZ_AVOID_KNOWN
-/* tg_full and tg_constant convert a NaN, infinite or out-of-range value (1e30) to int64_t for an
- * i64 tensor (src/random.c, store; tests/fuzz/crashes/graph/full_i64_nan and
- * constant_i64_out_of_range). */
-#define AVOID_KNOWN_FULL_I64_NONFINITE FUZZ_AVOID_KNOWN
-/* tg_optim_step adds one to a step count of INT64_MAX (src/nn/optim.c; tests/fuzz/crashes/graph/
- * optim_step_count_overflow): tg_optim_set_steps accepts it. */
-#define AVOID_KNOWN_OPTIM_STEPS_OVERFLOW FUZZ_AVOID_KNOWN
-/* tg_dropout with p == 0 or training == false returns its input as is, a stale handle too, with
- * no error on the tape (ops/dropout.c; tests/fuzz/crashes/graph/dropout_p0_stale). */
-#define AVOID_KNOWN_DROPOUT_PASSTHROUGH FUZZ_AVOID_KNOWN
-/* A TG_CREATE_GRAPH backward (tg_hvp and the other helpers included) through a tensor made from
- * a scalar (tg_s_tensor) indexes the recorded scalar adjoints while they are NULL, when no scalar
- * entry lies in the swept range (src/scalar.c tg__bw_give from src/backward.c process;
- * tests/fuzz/crashes/graph/hessian_through_scalar_bridge). The guard skips recorded backward
- * passes on tapes holding scalar entries. */
-#define AVOID_KNOWN_SCALAR_BRIDGE_CREATE FUZZ_AVOID_KNOWN
-
 #define SLOTS 16
 #define STALE 4
 #define MAX_INSTRUCTIONS 96
@@ -274,19 +247,6 @@ static const void *fill(state *s, tg_dtype dt, int64_t numel)
     return &buffer;
 }
 
-/* A fill value for tg_full or tg_constant of dtype dt. */
-static double read_fill(state *s, tg_dtype dt)
-{
-    double v = read_value(s);
-#if AVOID_KNOWN_FULL_I64_NONFINITE
-    if (dt == TG_I64 && !(fabs(v) < 0x1p62))
-        v = 0.0;
-#else
-    (void)dt;
-#endif
-    return v;
-}
-
 static void op_create(state *s)
 {
     tg_tape *tp = read_tape(s);
@@ -305,7 +265,7 @@ static void op_create(state *s)
         r = tg_ones(tp, dt, ndim, shape);
         break;
     case 2:
-        r = tg_full(tp, dt, ndim, shape, read_fill(s, dt));
+        r = tg_full(tp, dt, ndim, shape, read_value(s));
         break;
     case 3:
         r = tg_uniform(tp, dt, ndim, shape, read_value(s), read_value(s), next(s));
@@ -317,7 +277,7 @@ static void op_create(state *s)
         r = tg_arange(tp, dt, read_index(s));
         break;
     case 6:
-        r = tg_constant(tp, dt, read_fill(s, dt));
+        r = tg_constant(tp, dt, read_value(s));
         break;
     default: /* only where the buffer holds numel elements, or the shape is invalid */
         if (valid && ndim >= 0 && numel > 0 && (uint64_t)numel > 4096 / esize)
@@ -405,10 +365,6 @@ static void op_dropout(state *s)
     tg_tensor a = read_tensor(s);
     double p = ps[pick(s, 8)];
     bool training = next(s) < 200;
-#if AVOID_KNOWN_DROPOUT_PASSTHROUGH
-    if ((p == 0.0 || !training) && !tg_ok(a))
-        return;
-#endif
     result(s, tg_dropout(a, p, training, next(s)));
 }
 
@@ -502,10 +458,6 @@ static void op_transpose(state *s)
     tg_tensor a = read_tensor(s);
     int axis0 = read_axis(s);
     int axis1 = read_axis(s);
-#if AVOID_KNOWN_TRANSPOSE_INT_MIN
-    if (axis0 == INT_MIN || axis1 == INT_MIN)
-        return;
-#endif
     result(s, tg_transpose(a, axis0, axis1));
 }
 
@@ -662,19 +614,6 @@ static void op_scalar(state *s)
     result(s, tg_s_tensor(x));
 }
 
-/* Whether a recorded backward on tp would meet the known scalar-bridge defect. */
-static bool known_scalar_bridge(tg_tensor t, unsigned flags)
-{
-#if AVOID_KNOWN_SCALAR_BRIDGE_CREATE
-    tg_tape *tp = tg_tensor_tape(t);
-    return (flags & TG_CREATE_GRAPH) && tp && tg_tape_scalar_count(tp) > 0;
-#else
-    (void)t;
-    (void)flags;
-    return false;
-#endif
-}
-
 /* ---- instructions: backward --------------------------------------------------------------- */
 
 /* The parameters' gradients, to check that a failed backward adds nothing. */
@@ -721,31 +660,10 @@ static void op_backward(state *s)
     } else {
         tg_tensor seed = flip(s) ? read_tensor(s) : ones_like(out);
         unsigned flags = read_flags(s);
-        if (known_scalar_bridge(out, flags) || known_scalar_bridge(seed, flags))
-            return;
         st = tg_backward_ex(out, seed, flags);
     }
     backward_status(s, tg_tensor_tape(out), st, &before);
 }
-
-#if AVOID_KNOWN_TGGRAD_OOB
-/* tg_grad sizes its gradient slots from the first input to the last output and writes out of
- * them when an output was recorded before every input (src/backward.c, seed_output/accumulate;
- * tests/fuzz/crashes/graph/tg_grad_output_before_inputs). The condition depends on the record
- * order, so this temporary guard reads the handles' ids. */
-static bool known_grad_oob(const tg_tensor *outs, int nout, const tg_tensor *ins, int nin)
-{
-    uint32_t first_input = UINT32_MAX, last_output = 0;
-    for (int i = 0; i < nin; i++)
-        first_input = ins[i].id_ < first_input ? ins[i].id_ : first_input;
-    for (int j = 0; j < nout; j++)
-        last_output = outs[j].id_ > last_output ? outs[j].id_ : last_output;
-    for (int j = 0; j < nout; j++)
-        if (first_input <= last_output && outs[j].id_ < first_input)
-            return true;
-    return false;
-}
-#endif
 
 /* tg_grad over up to three outputs and inputs; its gradients join the ring, and with
  * TG_CREATE_GRAPH one of them is sometimes backpropagated again (double backward). */
@@ -758,13 +676,7 @@ static void op_grad(state *s)
         seeds[j] = flip(s) ? ones_like(out_t[j]) : read_tensor(s);
         in_t[j] = read_tensor(s);
     }
-#if AVOID_KNOWN_TGGRAD_OOB
-    if (known_grad_oob(out_t, nout, in_t, nin))
-        return;
-#endif
     unsigned flags = read_flags(s);
-    if (known_scalar_bridge(out_t[0], flags))
-        return;
     tg_tape *tp = nout > 0 ? tg_tensor_tape(out_t[0]) : NULL;
     tg_status st = tg_grad(nout, out_t, flip(s) ? NULL : seeds, nin, in_t, grads, flags);
     status(tp, st);
@@ -791,7 +703,7 @@ static void op_higher(state *s)
     tg_tensor r[2] = {{0}, {0}};
     int n = (int)pick(s, 3);
     unsigned flags = read_flags(s);
-    if (tg_numel(f) > SMALL || tg_numel(x[0]) > SMALL || known_scalar_bridge(f, TG_CREATE_GRAPH))
+    if (tg_numel(f) > SMALL || tg_numel(x[0]) > SMALL)
         return;
     tg_status st;
     switch (pick(s, 4)) {
@@ -833,7 +745,7 @@ static void op_optim(state *s)
         int64_t steps = tg_optim_steps(s->sgd);
         tg_status st = tg_optim_step(s->sgd, tp);
         if (st == TG_OK)
-            FUZZ_CHECK(steps == INT64_MAX || tg_optim_steps(s->sgd) == steps + 1);
+            FUZZ_CHECK(tg_optim_steps(s->sgd) == steps + 1);
         else
             FUZZ_CHECK(tg_optim_steps(s->sgd) == steps);
         status(tp, st);
@@ -848,13 +760,10 @@ static void op_optim(state *s)
         break;
     default: {
         int64_t steps = tg_optim_steps(s->sgd), want = read_index(s);
-#if AVOID_KNOWN_OPTIM_STEPS_OVERFLOW
-        if (want == INT64_MAX)
-            break;
-#endif
         tg_optim_set_steps(s->sgd, want);
-        FUZZ_CHECK(tg_optim_steps(s->sgd) == (want < 0 ? steps : want));
-        if (want < 0)
+        bool refused = want < 0 || want > TG_OPTIM_MAX_STEPS;
+        FUZZ_CHECK(tg_optim_steps(s->sgd) == (refused ? steps : want));
+        if (refused)
             FUZZ_CHECK(tg_ctx_error(s->ctx)[0] != '\0');
         break;
     }

@@ -10,29 +10,6 @@
 #include <stdint.h>
 #include <zlib.h>
 
-/* Known defects, avoided until their fixes land (see the report of issue 10); the replay build
- * (fuzz_idx_replay, FUZZ_AVOID_KNOWN=0) turns the guards off. */
-#ifndef FUZZ_AVOID_KNOWN
-#define FUZZ_AVOID_KNOWN 1
-#endif
-/* An images file of N = 0 with H * W past INT64_MAX overflows the sample size (src/nn/data.c,
- * tg_dataset_load_idx; tests/fuzz/crashes/idx/empty_set_huge_images). */
-#define AVOID_KNOWN_IDX_EMPTY_HUGE FUZZ_AVOID_KNOWN
-
-static uint32_t be32_at(const uint8_t *b)
-{
-    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
-}
-
-/* Whether an images file has the known defect's header: N = 0 and H * W > INT64_MAX. */
-static bool known_empty_huge(const uint8_t *images, size_t size)
-{
-    if (!AVOID_KNOWN_IDX_EMPTY_HUGE || size < 16 || be32_at(images + 4) != 0)
-        return false;
-    uint64_t h = be32_at(images + 8), w = be32_at(images + 12);
-    return h * w > (uint64_t)INT64_MAX;
-}
-
 static void write_file(int which, const uint8_t *data, size_t size, bool gzip)
 {
     const char *path = fuzz_scratch_write(which, data, size);
@@ -105,8 +82,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size -= 5;
     if (images > size)
         images = size;
-    if (known_empty_huge(data, images))
-        return 0;
     write_file(0, data, images, flags & 1u);
     write_file(1, data + images, size - images, flags & 2u);
 

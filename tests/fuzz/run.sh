@@ -1,11 +1,12 @@
 #!/bin/sh
 # run.sh SECONDS [BUILD_DIR] — the libFuzzer targets of a -Dfuzz=true build (default build-fuzz),
 # from the source root: for each target, replays every input under tests/fuzz/crashes/<target>/
-# (no fuzzing; each must now pass, also with the fuzzer's guards around known defects off), then fuzzes for SECONDS from tests/fuzz/corpus/<target>/ (the
-# committed corpus is only read; new inputs go to a scratch directory). Prints one line per check
-# ("fuzz: ok ..." or "fuzz: FAIL ...") and "N passed, N failed"; exits non-zero on a failure. A
-# crash found while fuzzing is kept under $FUZZ_ARTIFACTS (default: a scratch directory, named
-# in the output) to be copied into tests/fuzz/crashes/<target>/.
+# (no fuzzing; each input found a defect, and each must now pass), then fuzzes for SECONDS from
+# tests/fuzz/corpus/<target>/ (the committed corpus is only read; new inputs go to a scratch
+# directory). Prints one line per check ("fuzz: ok ..." or "fuzz: FAIL ...") and "N passed,
+# N failed"; exits non-zero on a failure. A crash found while fuzzing is kept under
+# $FUZZ_ARTIFACTS (default: a scratch directory, named in the output) to be copied into
+# tests/fuzz/crashes/<target>/.
 set -u
 seconds=${1:?usage: run.sh SECONDS [BUILD_DIR]}
 build=${2:-build-fuzz}
@@ -43,12 +44,10 @@ for target in checkpoint idx graph; do
         failed=$((failed + 1))
         continue
     fi
-    # Replays with <target>_replay (the guards around known defects off), one check per input.
-    replay=$build/tests/fuzz/fuzz_${target}_replay
-    [ -x "$replay" ] || replay=$exe
+    # One check per committed crash input.
     for input in $(find "tests/fuzz/crashes/$target" -type f ! -name '.*' 2>/dev/null | sort); do
         check "$target replay $(basename "$input")" "$work/$target-$(basename "$input").log" \
-            "$replay" "$input"
+            "$exe" "$input"
     done
     dict=""
     [ -f "tests/fuzz/$target.dict" ] && dict="-dict=tests/fuzz/$target.dict"
