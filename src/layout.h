@@ -26,12 +26,13 @@ static inline bool tg__shape_ok(int ndim, const int64_t *shape, int64_t *numel)
     int64_t nonzero = 1;
     bool empty = false;
     for (int d = 0; d < ndim; d++) {
-        if (shape[d] < 0 || (shape[d] > 0 && nonzero > TG__SHAPE_LIMIT / shape[d]))
+        int64_t n = shape[d];
+        /* Both factors below 2^29: the product is below 2^58, under the limit, no division. */
+        bool small = (uint64_t)(nonzero | n) < ((uint64_t)1 << 29);
+        if (!small && (n < 0 || (n > 0 && nonzero > TG__SHAPE_LIMIT / n)))
             return false;
-        if (shape[d] == 0)
-            empty = true;
-        else
-            nonzero *= shape[d];
+        empty |= n == 0;
+        nonzero *= n ? n : 1;
     }
     *numel = empty ? 0 : nonzero;
     return true;
