@@ -254,6 +254,9 @@ static void every_function_on_errored_tape(void **state)
         tg_softmax(m, 1),
         tg_log_softmax(m, 1),
         tg_logsumexp(m, 1, false),
+        tg_argmax(m, 0, false),
+        tg_argmin(m, 1, true),
+        tg_multinomial(m, 2, 1.0, 0, 1),
         tg_op_apply(add, 2, pair, NULL),
         tg_tensor_grad(good),
         tg_error(tp),
@@ -315,6 +318,11 @@ static void every_function_on_errored_tape(void **state)
     assert_int_not_equal(tg_optim_step_graph(opt, none, 1, ng, ng, gstate, newp), TG_OK);
     tg_tensor bx, by;
     assert_false(tg_batches_next(batches, tp, &bx, &by));
+    /* Ops that return a status. */
+    tg_tensor topv = good, topi = good;
+    assert_status(tg_topk(m, 1, 0, true, &topv, &topi), TG_SHAPE);
+    assert_false(tg_ok(topv));
+    assert_false(tg_ok(topi));
     /* Reads still work on handles made before the error. */
     assert_true(tg_ok(good));
     assert_close(tg_s_value(sv), 1.0, 0);
