@@ -412,8 +412,8 @@ static void multinomial_determinism(void **state)
     free(alone);
 }
 
-/* top_k = 1 always draws the argmax, the first of equal maxima. */
-static void multinomial_top1_is_argmax(void **state)
+/* top_k = 1 always draws the argmax, the first of equal maxima; ties at a cut go by index. */
+static void multinomial_top_k_ties(void **state)
 {
     fixture *f = *state;
     tg_tensor x = tg_uniform(f->tp, TG_F64, 2, (int64_t[]){8, 50}, -3, 3, 17);
@@ -428,6 +428,15 @@ static void multinomial_top1_is_argmax(void **state)
         for (int s = 0; s < 25; s++)
             assert_int_equal(draws[r * 25 + s], best[r]);
     assert_int_equal(best[2], 12); /* the first of the tie */
+    free(draws);
+    /* top_k cutting through equal logits takes the lower indices, as tg_topk does. */
+    tg_tensor tied = VEC64(f->tp, 1, 3, -INFINITY, 3, 3, 0, 3);
+    draws = sample(f->tp, tied, 1000, 1.0, 3, 9);
+    int64_t counts[7] = {0};
+    for (int s = 0; s < 1000; s++)
+        counts[draws[s]]++;
+    assert_true(counts[1] > 250 && counts[3] > 250 && counts[4] > 250);
+    assert_int_equal(counts[1] + counts[3] + counts[4], 1000);
     free(draws);
 }
 
@@ -497,7 +506,7 @@ int main(void)
         FIXTURE_TEST(topk_errors),
         FIXTURE_TEST(multinomial_distribution),
         FIXTURE_TEST(multinomial_determinism),
-        FIXTURE_TEST(multinomial_top1_is_argmax),
+        FIXTURE_TEST(multinomial_top_k_ties),
         FIXTURE_TEST(multinomial_errors),
     };
     return cmocka_run_group_tests(tests, load_refs, ref_free);
