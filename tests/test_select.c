@@ -496,6 +496,49 @@ static void multinomial_errors(void **state)
     assert_int_equal(tg_numel(y), 0);
 }
 
+/* Extreme arguments: a clear status or a correct result, never undefined behaviour. */
+static void extreme_arguments(void **state)
+{
+    fixture *f = *state;
+    static const int axes[] = {INT_MIN, INT_MAX, 2, -3};
+    static const int64_t ks[] = {INT64_MIN, -1, 4, INT64_MAX};
+    for (int i = 0; i < 4; i++) {
+        tg_tape_reset(f->tp);
+        tg_tensor m = tg_zeros(f->tp, TG_F32, 2, (int64_t[]){2, 3}), v, idx;
+        assert_false(tg_ok(tg_argmax(m, axes[i], true)));
+        assert_status(tg_tape_status(f->tp), TG_RANGE);
+        tg_tape_reset(f->tp);
+        m = tg_zeros(f->tp, TG_F32, 2, (int64_t[]){2, 3});
+        assert_status(tg_topk(m, 1, axes[i], false, &v, &idx), TG_RANGE);
+        tg_tape_reset(f->tp);
+        m = tg_zeros(f->tp, TG_F32, 2, (int64_t[]){2, 3});
+        assert_status(tg_topk(m, ks[i], 1, true, &v, &idx), TG_RANGE);
+        tg_tape_reset(f->tp);
+        m = tg_zeros(f->tp, TG_F32, 2, (int64_t[]){2, 3});
+        assert_false(tg_ok(tg_multinomial(m, ks[i] < 0 ? ks[i] : 0, 1, 0, 1)));
+        assert_status(tg_tape_status(f->tp), TG_RANGE);
+    }
+    /* Logits at the ends of the double range, tiny and huge temperatures, huge top_k. */
+    tg_tape_reset(f->tp);
+    tg_tensor x = VEC64(f->tp, -1e308, 1e308, 1e308 * 0.5, -INFINITY, 1e308);
+    int64_t *d = sample(f->tp, x, 200, 5e-324, INT64_MAX, 3);
+    for (int s = 0; s < 200; s++)
+        assert_true(d[s] == 1 || d[s] == 4); /* the two maxima, nothing else */
+    free(d);
+    tg_tensor even = VEC64(f->tp, 1, 2, 3, 4);
+    d = sample(f->tp, even, 4000, 1e300, 0, 4);
+    int64_t counts[4] = {0};
+    for (int s = 0; s < 4000; s++)
+        counts[d[s]]++;
+    for (int c = 0; c < 4; c++)
+        assert_true(counts[c] > 850 && counts[c] < 1150); /* about uniform: 1000 expected */
+    free(d);
+    d = sample(f->tp, even, 100, 1e-300, 2, 5);
+    for (int s = 0; s < 100; s++)
+        assert_int_equal(d[s], 3);
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -508,6 +551,7 @@ int main(void)
         FIXTURE_TEST(multinomial_determinism),
         FIXTURE_TEST(multinomial_top_k_ties),
         FIXTURE_TEST(multinomial_errors),
+        FIXTURE_TEST(extreme_arguments),
     };
     return cmocka_run_group_tests(tests, load_refs, ref_free);
 }
