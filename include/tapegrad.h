@@ -506,6 +506,34 @@ tg_tensor tg_softmax(tg_tensor a, int axis);
 tg_tensor tg_log_softmax(tg_tensor a, int axis);
 tg_tensor tg_logsumexp(tg_tensor a, int axis, bool keepdim);
 
+/* Selection and sampling: indices (i64, no gradient) of f32/f64 inputs. A 0-d input has one
+ * axis of size 1 (axis 0 or -1). An i64 input or an axis out of range is an error. Equal entries
+ * (-0 and +0 too, and NaNs) go by the lower index. */
+/* torch.argmax / torch.argmin along `axis`: the index of the largest (smallest) entry, the first
+ * of ties; NaN wins for both, as in PyTorch. keepdim keeps the axis with size 1. An empty axis
+ * is TG_SHAPE. */
+tg_tensor tg_argmax(tg_tensor a, int axis, bool keepdim);
+tg_tensor tg_argmin(tg_tensor a, int axis, bool keepdim);
+/* torch.topk, sorted: the k largest (largest) or smallest entries along `axis`, first to last,
+ * ranked as torch.sort ranks them (NaN above every number: first for largest, last otherwise),
+ * into *values (a's dtype, differentiable: the gradient goes back to the picked entries) and
+ * *indices (i64, the axis of size k). Equal entries come lower index first, also where k cuts
+ * through them (PyTorch leaves that choice unspecified; the values are the same). k < 0 or
+ * k > the axis length is TG_RANGE (a 0-d input takes k = 1 only). Returns the tape's status; on
+ * failure both are error handles. */
+tg_status tg_topk(tg_tensor a, int64_t k, int axis, bool largest, tg_tensor *values,
+                  tg_tensor *indices);
+/* Categorical sampling from logits over the last axis, i64 [..., num_samples]: as
+ *   torch.multinomial(softmax(logits / temperature restricted to its top_k), num_samples,
+ *                     replacement=True),
+ * computed in double. The top_k are tg_topk's (ties lower index first); top_k 0, or not below
+ * the class count, means every class. -inf logits are never drawn. The uniforms are a pure
+ * function of (seed, row, sample): the same (seed, logits) gives the same samples on any machine
+ * (but for a draw within double rounding error of a class boundary). TG_RANGE for NaN or +inf
+ * logits, a row all -inf, num_samples < 1, top_k < 0, or a temperature not finite and > 0. */
+tg_tensor tg_multinomial(tg_tensor logits, int64_t num_samples, double temperature, int64_t top_k,
+                         uint64_t seed);
+
 /* ---------------------------------------------------------------------------------------------
  * Defining ops. Built-in ops are registered through exactly this API.
  *

@@ -26,6 +26,8 @@
     X(slice) X(slice_backward) X(concat) X(stack)                                                  \
     /* ops/index.c */                                                                              \
     X(index_select) X(index_add) X(gather) X(scatter_add)                                          \
+    /* ops/select.c */                                                                             \
+    X(argmax) X(argmin) X(topk) X(multinomial)                                                     \
     /* ops/norm.c */                                                                               \
     X(layer_norm) X(layer_norm_backward)                                                           \
     /* ops/embedding.c */                                                                          \

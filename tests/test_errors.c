@@ -181,6 +181,9 @@ static void every_function_on_errored_tape(void **state)
     tg_dataset_new(f->ctx, 2, 1, (int64_t[]){2}, (float[]){1, 2, 3, 4}, (int64_t[]){0, 1}, &data);
     tg_batches *batches;
     tg_batches_new(data, 1, false, 0, false, &batches);
+    tg_text *text = NULL;
+    assert_status(
+        tg_text_load(f->ctx, 1, (const char *[]){TG_SOURCE_DIR "/README.md"}, NULL, &text), TG_OK);
     assert_tape_ok(tp);
 
     /* The first error. */
@@ -254,6 +257,9 @@ static void every_function_on_errored_tape(void **state)
         tg_softmax(m, 1),
         tg_log_softmax(m, 1),
         tg_logsumexp(m, 1, false),
+        tg_argmax(m, 0, false),
+        tg_argmin(m, 1, true),
+        tg_multinomial(m, 2, 1.0, 0, 1),
         tg_op_apply(add, 2, pair, NULL),
         tg_tensor_grad(good),
         tg_error(tp),
@@ -315,6 +321,15 @@ static void every_function_on_errored_tape(void **state)
     assert_int_not_equal(tg_optim_step_graph(opt, none, 1, ng, ng, gstate, newp), TG_OK);
     tg_tensor bx, by;
     assert_false(tg_batches_next(batches, tp, &bx, &by));
+    bx = by = good;
+    assert_status(tg_text_batch(text, tp, false, 2, 4, 1, 0, &bx, &by), TG_SHAPE);
+    assert_false(tg_ok(bx));
+    assert_false(tg_ok(by));
+    /* Ops that return a status. */
+    tg_tensor topv = good, topi = good;
+    assert_status(tg_topk(m, 1, 0, true, &topv, &topi), TG_SHAPE);
+    assert_false(tg_ok(topv));
+    assert_false(tg_ok(topi));
     /* Reads still work on handles made before the error. */
     assert_true(tg_ok(good));
     assert_close(tg_s_value(sv), 1.0, 0);
@@ -349,6 +364,7 @@ static void every_function_on_errored_tape(void **state)
     assert_status(tg_tape_status(tp), TG_OK);
     tg_batches_free(batches);
     tg_dataset_free(data);
+    tg_text_free(text);
     tg_optim_free(opt);
     tg_module_free(lin);
 }

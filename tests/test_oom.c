@@ -35,8 +35,9 @@ static void *counting_alloc(void *user, void *ptr, size_t old_size, size_t new_s
     return p;
 }
 
-/* What a small program does: context, parameters, two training steps, scalars, a functional
- * gradient, Hessians. Returns the first non-OK status seen (or TG_OK); must never crash. */
+/* What a small program does: context, parameters, a token stream, two training steps, scalars,
+ * a functional gradient, Hessians. Returns the first non-OK status seen (or TG_OK); must never
+ * crash. */
 static tg_status scenario(counting *c, char *message, size_t size)
 {
     tg_ctx *ctx = NULL;
@@ -71,6 +72,11 @@ static tg_status scenario(counting *c, char *message, size_t size)
     tg_adam_options ao = TG_ADAM_DEFAULTS;
     if (!st)
         st = tg_adam_new(ctx, tg_module_param_count(net), tg_module_params(net), &ao, &opt);
+    /* A token stream from a directory of the source tree (listing, sorting, reading). */
+    tg_text *text = NULL;
+    if (!st)
+        st = tg_text_load(ctx, 1, (const char *[]){TG_SOURCE_DIR "/docs"},
+                          &(tg_text_options){.char_vocab = true}, &text);
     if (st)
         snprintf(message, size, "%s", tg_ctx_error(ctx));
     for (int step = 0; step < 2 && !st; step++) {
@@ -90,6 +96,9 @@ static tg_status scenario(counting *c, char *message, size_t size)
             st = tg_backward(tg_cross_entropy(tg_forward(net, x), y, TG_REDUCE_MEAN, 0.0));
             if (!st)
                 st = tg_optim_step(opt, tp);
+            tg_tensor tokens, next;
+            if (!st)
+                st = tg_text_batch(text, tp, step, 8, 64, 3, step, &tokens, &next);
         }
         if (!st) {
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;
@@ -118,6 +127,7 @@ static tg_status scenario(counting *c, char *message, size_t size)
     for (int i = 0; i < 3; i++)
         tg_module_free(layers[i]);
     tg_optim_free(opt);
+    tg_text_free(text);
     tg_module_free(net);
     tg_tape_free(tp);
     tg_ctx_free(ctx);

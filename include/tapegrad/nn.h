@@ -346,7 +346,8 @@ tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *
                              tg_optim *opt);
 
 /* ---------------------------------------------------------------------------------------------
- * Data: IDX files (the MNIST format), plain or gzip-compressed, and a shuffling batch iterator.
+ * Data: IDX files (the MNIST format), plain or gzip-compressed, and a shuffling batch iterator;
+ * text as a token stream.
  */
 typedef struct tg_dataset tg_dataset;
 /* Loads images (IDX u8, [N, H, W]) scaled to [0, 1] as f32, and labels (IDX u8, [N]) as i64.
@@ -374,6 +375,44 @@ int64_t tg_batches_start(tg_batches *b, int64_t epoch);
 /* The next batch as tensors on tp: x [B, sample shape...] f32, labels [B] i64. False at the end of
  * the epoch (x and labels untouched) or on error (the tape holds it). */
 bool tg_batches_next(tg_batches *b, tg_tape *tp, tg_tensor *x, tg_tensor *labels);
+
+/* A token stream for character-level language models: the bytes of text files as tokens, split
+ * into a training part (the first) and a validation part (the rest), and batches of random
+ * windows for next-token prediction (as nanoGPT's get_batch). */
+typedef struct tg_text tg_text;
+typedef struct tg_text_options {
+    double validation_fraction; /* 0: 0.1, the last tenth of the tokens (TG_OPTION_ZERO: none) */
+    bool char_vocab;            /* a vocabulary of the bytes that occur (sorted), not all 256 */
+} tg_text_options;
+/* Loads the bytes of n >= 1 paths in order. A file is read whole, whatever it holds; a directory
+ * stands for its regular files in name order (bytewise), skipping the binary ones, those that
+ * contain a NUL byte (fortune's .dat indexes), and what is not a regular file (subdirectories
+ * and symbolic links: Debian's fortunes links each file again as ".u8"). Tokens are bytes:
+ * vocabulary 256 (token = byte), or with char_vocab the sorted set of bytes present. The first
+ * floor((1 - f) * tokens) train, the rest validate. o may be NULL (defaults). Errors (message in
+ * tg_ctx_error): TG_IO naming the path and the errno text, TG_INVALID when there is no text,
+ * TG_RANGE for f outside [0, 1), TG_NOMEM; *out is then NULL and nothing leaks. Free the text
+ * with tg_text_free (before the context). */
+tg_status tg_text_load(tg_ctx *ctx, int n, const char *const *paths, const tg_text_options *o,
+                       tg_text **out);
+void tg_text_free(tg_text *t);
+/* The vocabulary's size, and the tokens of a split; -1 for a NULL text. */
+int64_t tg_text_vocab_size(const tg_text *t);
+int64_t tg_text_length(const tg_text *t, bool validation);
+/* A byte's token id (-1 if not in the vocabulary), and a token's byte (-1 if out of range). */
+int64_t tg_text_encode(const tg_text *t, unsigned char byte);
+int tg_text_decode(const tg_text *t, int64_t token);
+/* `batch` random windows of context + 1 contiguous tokens of a split: inputs [batch, context]
+ * (the first context tokens of each) and targets [batch, context] (the next token after each
+ * input position), i64 leaves on tp. Window starts are uniform over the split and a pure
+ * function of (seed, split, step, window), so a run resumed at step s draws what the
+ * uninterrupted run drew (the two splits draw independently). On failure both are error
+ * handles and the tape holds the error: a split of at most `context` tokens, batch or context
+ * < 1, step < 0 (TG_RANGE), a NULL argument (TG_INVALID). Returns the tape's status. It only
+ * reads the text: tapes in several threads may draw from one text at once. */
+tg_status tg_text_batch(const tg_text *t, tg_tape *tp, bool validation, int64_t batch,
+                        int64_t context, uint64_t seed, int64_t step, tg_tensor *inputs,
+                        tg_tensor *targets);
 
 #ifdef __cplusplus
 }
