@@ -172,7 +172,7 @@ static tg_status kernel_target(struct tg__bw *bw, tg__node *n, uint32_t j, uint3
         *target = &tg__node_at(tp, s & ~OWNED)->v;
         return TG_OK;
     }
-    tg__node *buf;
+    tg__node *buf = NULL;
     tg_status st = kernel_buffer(bw, n, j, g, requires_grad, &buf, buf_id);
     *target = st ? NULL : &buf->v;
     return st;
