@@ -637,7 +637,9 @@ typedef struct tg_op_def {
     size_t attr_size; /* bytes of plain-data attributes copied onto the tape per call */
     unsigned flags;   /* TG_OP_* */
     tg_status (*check)(tg_check *c);
-    void (*forward)(const tg_kernel *k);        /* NULL only for alias (view) ops */
+    /* Fills the output; NULL only for alias (view) ops. Not called when the output is empty
+     * (its scratch is then zeroed), nor is backward_kernel for such a node. */
+    void (*forward)(const tg_kernel *k);
     void (*backward)(const tg_backward_io *io); /* composite rule, or NULL */
     tg_backward_kernel_fn backward_kernel;      /* used when backward is NULL */
     /* Gradient-check cases: fills inputs (f64 tensors on tp; i64 for index inputs) and *attr

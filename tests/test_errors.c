@@ -516,6 +516,17 @@ static void zero_size_tensors_through_kernels(void **state)
         assert_status(tg_backward(tg_sum_all(y)), TG_OK);
         assert_close(tg_item(tg_sum_all(y)), c == 0 ? 2 * 3 * 2 * 2 : 0, 0);
     }
+    /* A batch of 2^40 empty products: no kernel runs for an empty output (the matmul kernel
+     * used to call the GEMM once per batch entry, for hours; found by the op-graph fuzzer). */
+    tg_tape_reset(f->tp);
+    tg_tensor a = tg_requires_grad(tg_zeros(f->tp, TG_F32, 3, (int64_t[]){(int64_t)1 << 40, 0, 3}));
+    tg_tensor b = tg_requires_grad(tg_ones(f->tp, TG_F32, 2, (int64_t[]){3, 0}));
+    tg_tensor y = tg_matmul(a, b);
+    assert_tape_ok(f->tp);
+    assert_int_equal(tg_numel(y), 0);
+    assert_int_equal(tg_dim(y, 0), (int64_t)1 << 40);
+    assert_status(tg_backward(tg_sum_all(y)), TG_OK);
+    assert_int_equal(tg_numel(tg_tensor_grad(b)), 0);
 }
 
 static void sweep_covers_the_header(void **state)
