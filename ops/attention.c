@@ -9,9 +9,13 @@
 #include "vmath.h"
 
 /* Query rows and keys per block: a kernel keeps one block of scores (two in the backward) on its
- * stack, at most 64 KiB in f64. */
+ * stack, at most 64 KiB in f64. Causal attention takes blocks of CAUSAL_ROWS rows, so that each
+ * block multiplies by the keys its rows see and no further; without causal, full blocks make
+ * fewer and larger GEMMs. (Chosen by measurement, see docs/architecture.md.) */
 #define BLOCK_Q 64
 #define BLOCK_K 64
+#define CAUSAL_ROWS 32
+_Static_assert(CAUSAL_ROWS <= BLOCK_Q, "a block of rows fits the kernels' buffers");
 
 typedef struct attention_attr {
     double scale; /* 0: 1/sqrt(d) */
@@ -25,7 +29,8 @@ enum { GRAD_Q = 1, GRAD_K = 2, GRAD_V = 4, GRAD_MASK = 8 };
 typedef struct attention_bw_attr {
     attention_attr forward;
     int grads;  /* GRAD_* bits, at least one */
-    int cached; /* the last two inputs are the forward's output and its row statistics */
+    int cached; /* the last two inputs are the forward's output and what it saved (P or the row
+                 * statistics, as the geometry says) */
 } attention_bw_attr;
 
 enum { MASK_NONE, MASK_ADD, MASK_KEEP };
@@ -41,7 +46,9 @@ typedef struct geometry {
     int64_t m_row, m_col; /* the mask's strides along queries and keys (0 where broadcast) */
     int mask;             /* MASK_* */
     bool causal;
-    double scale; /* the scale in use */
+    bool keeps_probabilities; /* the forward saves P itself, not its row statistics */
+    int64_t block;            /* query rows per block */
+    double scale;             /* the scale in use */
 } geometry;
 
 /* The scale in use: 0 asks for 1/sqrt(d); with d = 0 every dot product is 0 and 1 is used. */
@@ -94,6 +101,10 @@ static void layout(const tg_view *const *in, const tg_view *mask, const attentio
     }
     g->causal = at->causal != 0;
     g->scale = scale_for(at->scale, g->d);
+    /* P [tq, tk] per batch entry is kept when it is no larger than q, k and v together, so the
+     * memory of an attention stays linear in its inputs (d = 32: up to tq = tk = 96). */
+    g->keeps_probabilities = g->tq * g->tk <= g->tq * g->d + g->tk * (g->d + g->dv);
+    g->block = g->causal ? CAUSAL_ROWS : BLOCK_Q;
 }
 
 /* Checks q, k, v (inputs first..first+2) and the mask (first+3 when at->masked) and fills *g. */
@@ -191,43 +202,41 @@ typedef struct attention_job {
     geometry g;
     tg_dtype dt;
     const void *q, *k, *v, *mask;
-    void *out;     /* forward: the output [batch..., tq, dv] */
-    double *stats; /* per query row: the max of its scores and the sum of exp(score - max) */
+    void *out;     /* the output [batch..., tq, dv] */
+    void *probs;   /* P [batch..., tq, tk] when the geometry keeps it, else NULL */
+    double *stats; /* else per query row: the max of its scores, the sum of exp(score - max) */
     const void *grad;
     void *dq, *dk, *dv, *dmask; /* backward: the gradients wanted, else NULL */
     int64_t blocks;             /* forward: blocks of query rows per batch entry */
 } attention_job;
 
-/* Scores of row `row` (a query index) against keys c0.. c0 + w: s = scale * s + mask, -inf where
- * a boolean mask is 0 or the key is beyond the causal limit. `m` is the mask at (row, c0). */
-#define ROW_SCORES(T, name)                                                                        \
-    static void name(const geometry *g, T *s, int64_t w, int64_t row, int64_t c0, const void *m)   \
+/* Scores of row `row` (a query index) against keys c0.. c0 + w, in place: s = scale * s + mask,
+ * -inf where a boolean mask is 0. Returns how many leading entries are scores: the keys past the
+ * causal limit (all of them when a one-value boolean mask hides the row) are left as they are,
+ * for the caller to treat as probability 0. `m` is the mask at (row, c0). */
+#define ROW_SCORES(T, name, DT)                                                                    \
+    static int64_t name(const geometry *g, T *s, int64_t w, int64_t row, int64_t c0,               \
+                        const void *m)                                                             \
     {                                                                                              \
-        const T scale = (T)g->scale;                                                               \
-        int64_t allowed = w;                                                                       \
+        int64_t n = w;                                                                             \
         if (g->causal)                                                                             \
-            allowed = row + 1 - c0 < 0 ? 0 : row + 1 - c0 < w ? row + 1 - c0 : w;                  \
-        if (g->mask == MASK_ADD && g->m_col) {                                                     \
-            const T *add = m;                                                                      \
-            for (int64_t j = 0; j < allowed; j++)                                                  \
-                s[j] = s[j] * scale + add[j];                                                      \
-        } else if (g->mask == MASK_KEEP && g->m_col) {                                             \
+            n = row + 1 - c0 < 0 ? 0 : row + 1 - c0 < w ? row + 1 - c0 : w;                        \
+        if (g->mask == MASK_KEEP && !g->m_col && !*(const int64_t *)m)                             \
+            return 0;                                                                              \
+        tg__vm_mul_scalar(1, DT, n, s, g->scale, 0, s);                                            \
+        if (g->mask == MASK_ADD && g->m_col)                                                       \
+            tg__vm_add(1, DT, n, s, m, s);                                                         \
+        else if (g->mask == MASK_ADD)                                                              \
+            tg__vm_add_scalar(1, DT, n, s, *(const T *)m, 0, s);                                   \
+        if (g->mask == MASK_KEEP && g->m_col) {                                                    \
             const int64_t *keep = m;                                                               \
-            for (int64_t j = 0; j < allowed; j++)                                                  \
-                s[j] = keep[j] ? s[j] * scale : (T)-INFINITY;                                      \
-        } else {                                                                                   \
-            /* No mask, or one value for the whole row. */                                         \
-            T add = g->mask == MASK_ADD ? *(const T *)m : 0;                                       \
-            if (g->mask == MASK_KEEP && !*(const int64_t *)m)                                      \
-                allowed = 0;                                                                       \
-            for (int64_t j = 0; j < allowed; j++)                                                  \
-                s[j] = s[j] * scale + add;                                                         \
+            for (int64_t j = 0; j < n; j++)                                                        \
+                s[j] = keep[j] ? s[j] : (T)-INFINITY;                                              \
         }                                                                                          \
-        for (int64_t j = allowed; j < w; j++)                                                      \
-            s[j] = (T)-INFINITY;                                                                   \
+        return n;                                                                                  \
     }
-ROW_SCORES(float, row_scores_f32)
-ROW_SCORES(double, row_scores_f64)
+ROW_SCORES(float, row_scores_f32, TG_F32)
+ROW_SCORES(double, row_scores_f64, TG_F64)
 
 /* The mask at (row, key) of batch entry o, or NULL without a mask. */
 static const void *mask_at(const attention_job *j, const offsets *o, int64_t row, int64_t key)
@@ -267,10 +276,11 @@ static const void *mask_at(const attention_job *j, const offsets *o, int64_t row
             for (int64_t i = 0; i < rows; i++) {                                                   \
                 T *sr = s + i * w;                                                                 \
                 double *st = stats + 2 * i;                                                        \
-                scores(g, sr, w, r0 + i, c0, mask_at(j, &o, r0 + i, c0));                          \
-                double top = tg__vm_reduce(TG__VM_MAXALL, DT, w, sr, 0, NULL);                     \
+                int64_t n = scores(g, sr, w, r0 + i, c0, mask_at(j, &o, r0 + i, c0));              \
+                double top = tg__vm_reduce(TG__VM_MAXALL, DT, n, sr, 0, NULL);                     \
                 double m = top > st[0] || isnan(top) ? top : st[0];                                \
-                double sum = tg__vm_reduce(TG__VM_EXP_SUM, DT, w, sr, m == -INFINITY ? 0 : m, sr); \
+                double sum = tg__vm_reduce(TG__VM_EXP_SUM, DT, n, sr, m == -INFINITY ? 0 : m, sr); \
+                memset(sr + n, 0, (size_t)(w - n) * sizeof(T));                                    \
                 if (c0 > 0 && m != st[0]) { /* the earlier blocks' terms shrink by exp(m0 - m) */  \
                     double shrink = exp(st[0] - m);                                                \
                     tg__vm_mul_scalar(1, DT, dv, out + i * dv, shrink, 0, out + i * dv);           \
@@ -293,24 +303,61 @@ static const void *mask_at(const attention_job *j, const offsets *o, int64_t row
 FORWARD_ROWS(float, forward_rows_f32, TG_F32, row_scores_f32)
 FORWARD_ROWS(double, forward_rows_f64, TG_F64, row_scores_f64)
 
+/* Query rows [r0, r1) of batch entry b when P is kept: S = q k^T (GEMM) straight into P's rows,
+ * the row scores, P = exp(S - max) / sum in place, out = P v (GEMM). A row that sees no key has
+ * P = 0 and gets 0. */
+#define FORWARD_WHOLE_ROWS(T, name, DT, scores)                                                    \
+    static void name(const attention_job *j, int64_t b, int64_t r0, int64_t r1)                    \
+    {                                                                                              \
+        const geometry *g = &j->g;                                                                 \
+        const int64_t rows = r1 - r0, d = g->d, dv = g->dv, tk = g->tk;                            \
+        const int64_t keys = visible_keys(g, r1);                                                  \
+        const offsets o = offsets_of(g, b);                                                        \
+        const T *q = (const T *)j->q + o.q + r0 * d;                                               \
+        const T *k = (const T *)j->k + o.k, *v = (const T *)j->v + o.v;                            \
+        T *out = (T *)j->out + (b * g->tq + r0) * dv, *p = (T *)j->probs + (b * g->tq + r0) * tk;  \
+        bool dead[BLOCK_Q];                                                                        \
+        tg__gemm(DT, false, true, rows, keys, d, q, d, k, d, 0.0, p, tk, 1);                       \
+        for (int64_t i = 0; i < rows; i++) {                                                       \
+            T *pr = p + i * tk;                                                                    \
+            int64_t n = scores(g, pr, keys, r0 + i, 0, mask_at(j, &o, r0 + i, 0));                 \
+            double m = tg__vm_reduce(TG__VM_MAXALL, DT, n, pr, 0, NULL);                           \
+            double sum = tg__vm_reduce(TG__VM_EXP_SUM, DT, n, pr, m == -INFINITY ? 0 : m, pr);     \
+            memset(pr + n, 0, (size_t)(tk - n) * sizeof(T));                                       \
+            dead[i] = sum == 0;                                                                    \
+            if (!dead[i])                                                                          \
+                tg__vm_mul_scalar(1, DT, n, pr, 1 / sum, 0, pr);                                   \
+        }                                                                                          \
+        tg__gemm(DT, false, false, rows, dv, keys, p, tk, v, dv, 0.0, out, dv, 1);                 \
+        for (int64_t i = 0; i < rows; i++)                                                         \
+            if (dead[i])                                                                           \
+                memset(out + i * dv, 0, (size_t)dv * sizeof(T));                                   \
+    }
+FORWARD_WHOLE_ROWS(float, forward_whole_rows_f32, TG_F32, row_scores_f32)
+FORWARD_WHOLE_ROWS(double, forward_whole_rows_f64, TG_F64, row_scores_f64)
+
 /* Work items: blocks of query rows of each batch entry, independent of each other. */
 static void forward_items(void *user, int64_t i0, int64_t i1)
 {
     const attention_job *j = user;
     for (int64_t i = i0; i < i1; i++) {
-        int64_t b = i / j->blocks, r0 = i % j->blocks * BLOCK_Q;
-        int64_t r1 = j->g.tq - r0 < BLOCK_Q ? j->g.tq : r0 + BLOCK_Q;
-        if (j->dt == TG_F32)
+        int64_t b = i / j->blocks, r0 = i % j->blocks * j->g.block;
+        int64_t r1 = j->g.tq - r0 < j->g.block ? j->g.tq : r0 + j->g.block;
+        if (j->probs && j->dt == TG_F32)
+            forward_whole_rows_f32(j, b, r0, r1);
+        else if (j->probs)
+            forward_whole_rows_f64(j, b, r0, r1);
+        else if (j->dt == TG_F32)
             forward_rows_f32(j, b, r0, r1);
         else
             forward_rows_f64(j, b, r0, r1);
     }
 }
 
-/* The forward pass over every row: out and stats of the job. */
+/* The forward pass over every row: out, and probs or stats, of the job. */
 static void run_forward(attention_job *j, int threads)
 {
-    j->blocks = (j->g.tq + BLOCK_Q - 1) / BLOCK_Q;
+    j->blocks = (j->g.tq + j->g.block - 1) / j->g.block;
     double cost =
         (double)j->g.nbatch * (double)j->g.tq * (double)j->g.tk * (double)(j->g.d + j->g.dv + 4);
     tg__parallel_for(threads, j->g.nbatch * j->blocks, cost, forward_items, j);
@@ -329,10 +376,22 @@ static attention_job job_of(const tg_view *const *in, const geometry *g)
     return j;
 }
 
-/* Bytes of the row statistics: two doubles per query row of every batch entry. */
-static size_t stats_bytes(const geometry *g) { return (size_t)(g->nbatch * g->tq) * 16; }
+/* What the forward saves for the backward: P, or two doubles (m, l) per query row. */
+static size_t saved_bytes(const geometry *g, tg_dtype dt)
+{
+    return g->keeps_probabilities ? (size_t)(g->nbatch * g->tq * g->tk) * tg_dtype_size(dt)
+                                  : (size_t)(g->nbatch * g->tq) * 16;
+}
+/* Points the job's probs or stats at `saved`. */
+static void use_saved(attention_job *j, void *saved)
+{
+    if (j->g.keeps_probabilities)
+        j->probs = saved;
+    else
+        j->stats = saved;
+}
 
-/* out [batch..., tq, dv]; saved: the row statistics (m, l) the backward reads. */
+/* out [batch..., tq, dv]; saved: P or the row statistics, which the backward reads. */
 static tg_status attention_check(tg_check *c)
 {
     const attention_attr *at = c->attr;
@@ -349,7 +408,7 @@ static tg_status attention_check(tg_check *c)
     memcpy(out->shape, g.batch, (size_t)g.nb * sizeof *g.batch);
     out->shape[g.nb] = g.tq;
     out->shape[g.nb + 1] = g.dv;
-    c->saved_bytes = stats_bytes(&g);
+    c->saved_bytes = saved_bytes(&g, out->dtype);
     return TG_OK;
 }
 static void attention_forward(const tg_kernel *k)
@@ -359,7 +418,7 @@ static void attention_forward(const tg_kernel *k)
     layout(k->in, at->masked ? k->in[3] : NULL, at, &g);
     attention_job j = job_of(k->in, &g);
     j.out = k->out->data;
-    j.stats = k->saved;
+    use_saved(&j, k->saved);
     run_forward(&j, k->threads);
 }
 
@@ -406,8 +465,23 @@ static void unpack(tg_tensor packed, int grads, const grad_shapes *s, tg_tensor 
     }
 }
 
+/* The geometry of live tensors q, k, v (and the mask when at->masked), through their metadata. */
+static geometry geometry_of(const tg_tensor *in, const attention_attr *at)
+{
+    tg_view views[4];
+    const tg_view *pv[4];
+    for (int i = 0; i < 3 + (at->masked != 0); i++) {
+        views[i] = tg__meta(in[i]);
+        pv[i] = &views[i];
+    }
+    geometry g;
+    layout(pv, at->masked ? pv[3] : NULL, at, &g);
+    return g;
+}
+
 /* y = softmax(scale q k^T + mask) v;
- * (dq, dk, dv, dmask) += attention_backward(g, q, k, v, mask; y, (m, l) from the forward) */
+ * (dq, dk, dv, dmask) += attention_backward(g, q, k, v, mask; y and P or (m, l) from the
+ * forward) */
 static void attention_backward(const tg_backward_io *io)
 {
     const attention_attr *at = io->attr;
@@ -423,11 +497,15 @@ static void attention_backward(const tg_backward_io *io)
     in[n++] = io->grad_output;
     for (int i = 0; i < 3 + (at->masked != 0); i++)
         in[n++] = io->inputs[i];
-    int64_t stats_shape[TG_MAX_DIMS];
-    memcpy(stats_shape, tg_shape(out), (size_t)nd * sizeof *stats_shape);
-    stats_shape[nd - 1] = 2;
+    /* What the forward saved, as a tensor: P [batch..., tq, tk], or (m, l) [batch..., tq, 2]. */
+    geometry g = geometry_of(io->inputs, at);
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, tg_shape(out), (size_t)nd * sizeof *shape);
+    shape[nd - 1] = g.keeps_probabilities ? g.tk : 2;
     in[n++] = out;
-    in[n++] = tg_tensor_from(tg_tensor_tape(out), TG_F64, nd, stats_shape, io->saved);
+    in[n++] =
+        tg_tensor_from(tg_tensor_tape(out), g.keeps_probabilities ? tg_tensor_dtype(out) : TG_F64,
+                       nd, shape, io->saved);
     attention_bw_attr bt = {*at, grads, 1};
     tg_tensor packed = tg__apply(TG__OP_scaled_dot_product_attention_backward, n, in, &bt);
     grad_shapes s = shapes_of(out, io->inputs[0], io->inputs[1]);
@@ -470,6 +548,10 @@ static const attention_case cases[] = {
     {{3, 3, 3, 3}, {{2, 3, 4}, {2, 5, 4}, {2, 5, 2}, {2, 3, 5}}, MASK_ADD, 1, 0.4, 15},
     /* causal with more queries than keys; boolean mask with one value per row */
     {{2, 2, 2, 2}, {{5, 3}, {3, 3}, {3, 2}, {5, 1}}, MASK_KEEP, 1, 0, GRAD_Q | GRAD_K},
+    /* d = 1: P is larger than q, k and v, so the forward saves row statistics instead */
+    {{3, 3, 3, 2}, {{2, 4, 1}, {2, 5, 1}, {2, 5, 1}, {4, 5}}, MASK_ADD, 0, 0, 15},
+    /* the same with causal and a boolean mask hiding query 1 */
+    {{2, 2, 2, 2}, {{6, 1}, {6, 1}, {6, 1}, {6, 1}}, MASK_KEEP, 1, 0, GRAD_Q | GRAD_K | GRAD_V},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -541,12 +623,57 @@ tg_tensor tg_scaled_dot_product_attention(tg_tensor q, tg_tensor k, tg_tensor v,
 
 /* ---- scaled_dot_product_attention_backward ---------------------------------------------- */
 
-/* Batch entry b, with P = exp(S - m) / l from the forward's statistics, for each block of query
- * rows and block of keys:
+/* P for query rows [r0, r0 + rows) and keys [c0, c0 + w) of batch entry b (offsets o): a block
+ * of the kept P (*ld = tk), or recomputed into buf (*ld = w) as exp(S - m) / l with the row
+ * statistics (m, l) of the forward (l = 0: a row that saw no key, P = 0). */
+#define PROBABILITIES(T, name, DT, scores)                                                         \
+    static const T *name(const attention_job *j, const offsets *o, int64_t b, int64_t r0,          \
+                         int64_t rows, int64_t c0, int64_t w, T *buf, int64_t *ld)                 \
+    {                                                                                              \
+        const geometry *g = &j->g;                                                                 \
+        if (j->probs) {                                                                            \
+            *ld = g->tk;                                                                           \
+            return (const T *)j->probs + (b * g->tq + r0) * g->tk + c0;                            \
+        }                                                                                          \
+        const T *q = (const T *)j->q + o->q + r0 * g->d, *k = (const T *)j->k + o->k + c0 * g->d;  \
+        tg__gemm(DT, false, true, rows, w, g->d, q, g->d, k, g->d, 0.0, buf, w, 1);                \
+        for (int64_t i = 0; i < rows; i++) {                                                       \
+            T *pr = buf + i * w;                                                                   \
+            const double *st = j->stats + 2 * (b * g->tq + r0 + i);                                \
+            int64_t n = scores(g, pr, w, r0 + i, c0, mask_at(j, o, r0 + i, c0));                   \
+            n = st[1] == 0 ? 0 : n;                                                                \
+            tg__vm_reduce(TG__VM_EXP_SUM, DT, n, pr, st[0], pr);                                   \
+            tg__vm_mul_scalar(1, DT, n, pr, 1 / st[1], 0, pr);                                     \
+            memset(pr + n, 0, (size_t)(w - n) * sizeof(T));                                        \
+        }                                                                                          \
+        *ld = w;                                                                                   \
+        return buf;                                                                                \
+    }
+PROBABILITIES(float, probabilities_f32, TG_F32, row_scores_f32)
+PROBABILITIES(double, probabilities_f64, TG_F64, row_scores_f64)
+
+/* sum a[i] b[i] in double, in eight independent accumulators (so that the loop vectorises),
+ * added pairwise at the end. */
+#define DOT(T, name)                                                                               \
+    static double name(const T *a, const T *b, int64_t n)                                          \
+    {                                                                                              \
+        double acc[8] = {0};                                                                       \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= n; i += 8)                                                                 \
+            for (int l = 0; l < 8; l++)                                                            \
+                acc[l] += (double)a[i + l] * (double)b[i + l];                                     \
+        for (; i < n; i++)                                                                         \
+            acc[0] += (double)a[i] * (double)b[i];                                                 \
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));  \
+    }
+DOT(float, dot_f32)
+DOT(double, dot_f64)
+
+/* Batch entry b, for each block of query rows and block of keys, with P from `probabilities`:
  *   dv += P^T g,   dP = g v^T,   dS = P (dP - delta)  with delta = rowsum(g * y),
  *   dmask = dS,   dq += scale dS k,   dk += scale dS^T q.
  * Gradients not wanted (NULL) are skipped. Rows that saw no key have P = 0 and give nothing. */
-#define BACKWARD_ENTRY(T, name, DT, scores)                                                        \
+#define BACKWARD_ENTRY(T, name, DT, probabilities, dot)                                            \
     static void name(const attention_job *j, int64_t b)                                            \
     {                                                                                              \
         const geometry *g = &j->g;                                                                 \
@@ -555,54 +682,41 @@ tg_tensor tg_scaled_dot_product_attention(tg_tensor q, tg_tensor k, tg_tensor v,
         const T *q = (const T *)j->q + o.q, *k = (const T *)j->k + o.k;                            \
         const T *v = (const T *)j->v + o.v, *gy = (const T *)j->grad + b * tq * dv;                \
         const T *y = (const T *)j->out + b * tq * dv;                                              \
-        const double *stats = j->stats + 2 * b * tq;                                               \
-        T *dq = j->dq ? (T *)j->dq + b * tq * d : NULL,                                            \
-          *dk = j->dk ? (T *)j->dk + b * tk * d : NULL;                                            \
+        T *dq = j->dq ? (T *)j->dq + b * tq * d : NULL;                                            \
+        T *dk = j->dk ? (T *)j->dk + b * tk * d : NULL;                                            \
         T *dvv = j->dv ? (T *)j->dv + b * tk * dv : NULL;                                          \
         T *dm = j->dmask ? (T *)j->dmask + b * tq * tk : NULL;                                     \
-        T p[BLOCK_Q * BLOCK_K], ds[BLOCK_Q * BLOCK_K];                                             \
+        T buf[BLOCK_Q * BLOCK_K], ds[BLOCK_Q * BLOCK_K];                                           \
         double delta[BLOCK_Q];                                                                     \
+        /* Zeros first: the blocks add into them, and causally hidden keys are never visited. */   \
+        if (dq)                                                                                    \
+            memset(dq, 0, (size_t)(tq * d) * sizeof(T));                                           \
         if (dk)                                                                                    \
             memset(dk, 0, (size_t)(tk * d) * sizeof(T));                                           \
         if (dvv)                                                                                   \
             memset(dvv, 0, (size_t)(tk * dv) * sizeof(T));                                         \
-        if (dm) /* causally hidden keys are never visited */                                       \
+        if (dm)                                                                                    \
             memset(dm, 0, (size_t)(tq * tk) * sizeof(T));                                          \
-        if (dq)                                                                                    \
-            memset(dq, 0, (size_t)(tq * d) * sizeof(T));                                           \
-        for (int64_t r0 = 0; r0 < tq; r0 += BLOCK_Q) {                                             \
-            const int64_t rows = tq - r0 < BLOCK_Q ? tq - r0 : BLOCK_Q;                            \
+        for (int64_t r0 = 0; r0 < tq; r0 += g->block) {                                            \
+            const int64_t rows = tq - r0 < g->block ? tq - r0 : g->block;                          \
             const int64_t keys = visible_keys(g, r0 + rows);                                       \
             const T *qb = q + r0 * d, *gb = gy + r0 * dv;                                          \
-            for (int64_t i = 0; i < rows; i++) {                                                   \
-                double sum = 0;                                                                    \
-                for (int64_t c = 0; c < dv; c++)                                                   \
-                    sum += (double)gb[i * dv + c] * (double)y[(r0 + i) * dv + c];                  \
-                delta[i] = sum;                                                                    \
-            }                                                                                      \
+            for (int64_t i = 0; i < rows; i++)                                                     \
+                delta[i] = dot(gb + i * dv, y + (r0 + i) * dv, dv);                                \
             for (int64_t c0 = 0; c0 < keys; c0 += BLOCK_K) {                                       \
                 const int64_t w = keys - c0 < BLOCK_K ? keys - c0 : BLOCK_K;                       \
-                tg__gemm(DT, false, true, rows, w, d, qb, d, k + c0 * d, d, 0.0, p, w, 1);         \
-                for (int64_t i = 0; i < rows; i++) {                                               \
-                    T *pr = p + i * w;                                                             \
-                    const double *st = stats + 2 * (r0 + i);                                       \
-                    scores(g, pr, w, r0 + i, c0, mask_at(j, &o, r0 + i, c0));                      \
-                    if (st[1] == 0) {                                                              \
-                        memset(pr, 0, (size_t)w * sizeof(T));                                      \
-                        continue;                                                                  \
-                    }                                                                              \
-                    tg__vm_reduce(TG__VM_EXP_SUM, DT, w, pr, st[0], pr);                           \
-                    tg__vm_mul_scalar(1, DT, w, pr, 1 / st[1], 0, pr);                             \
-                }                                                                                  \
+                int64_t ld;                                                                        \
+                const T *p = probabilities(j, &o, b, r0, rows, c0, w, buf, &ld);                   \
                 if (dvv)                                                                           \
-                    tg__gemm(DT, true, false, w, dv, rows, p, w, gb, dv, 1.0, dvv + c0 * dv, dv,   \
+                    tg__gemm(DT, true, false, w, dv, rows, p, ld, gb, dv, 1.0, dvv + c0 * dv, dv,  \
                              1);                                                                   \
                 if (!dq && !dk && !dm)                                                             \
                     continue;                                                                      \
                 tg__gemm(DT, false, true, rows, w, dv, gb, dv, v + c0 * dv, dv, 0.0, ds, w, 1);    \
-                for (int64_t i = 0; i < rows; i++)                                                 \
-                    for (int64_t c = 0; c < w; c++)                                                \
-                        ds[i * w + c] = (T)(p[i * w + c] * (ds[i * w + c] - delta[i]));            \
+                for (int64_t i = 0; i < rows; i++) {                                               \
+                    tg__vm_add_scalar(1, DT, w, ds + i * w, -delta[i], 0, ds + i * w);             \
+                    tg__vm_mul(1, DT, w, ds + i * w, p + i * ld, ds + i * w);                      \
+                }                                                                                  \
                 if (dm)                                                                            \
                     for (int64_t i = 0; i < rows; i++)                                             \
                         memcpy(dm + (r0 + i) * tk + c0, ds + i * w, (size_t)w * sizeof(T));        \
@@ -617,8 +731,8 @@ tg_tensor tg_scaled_dot_product_attention(tg_tensor q, tg_tensor k, tg_tensor v,
             }                                                                                      \
         }                                                                                          \
     }
-BACKWARD_ENTRY(float, backward_entry_f32, TG_F32, row_scores_f32)
-BACKWARD_ENTRY(double, backward_entry_f64, TG_F64, row_scores_f64)
+BACKWARD_ENTRY(float, backward_entry_f32, TG_F32, probabilities_f32, dot_f32)
+BACKWARD_ENTRY(double, backward_entry_f64, TG_F64, probabilities_f64, dot_f64)
 
 /* Work items: batch entries (each owns its rows of every gradient). */
 static void backward_items(void *user, int64_t b0, int64_t b1)
@@ -641,8 +755,8 @@ static void grad_sizes(const geometry *g, int64_t *n)
     n[3] = g->nbatch * g->tq * g->tk;
 }
 
-/* Scratch of an uncached call: the forward's output (rounded up to 64 bytes), then its row
- * statistics. */
+/* Scratch of an uncached call: the forward's output (rounded up to 64 bytes), then what the
+ * forward saves (P or the row statistics). */
 static size_t output_bytes(const geometry *g, tg_dtype dt)
 {
     return ((size_t)(g->nbatch * g->tq * g->dv) * tg_dtype_size(dt) + 63) & ~(size_t)63;
@@ -669,8 +783,8 @@ static tg_status check_rows(tg_check *c, int i, const char *what, const geometry
                          i, want);
 }
 
-/* Inputs g, q, k, v, mask (when masked), then y and the statistics (when cached); the output is
- * the one gradient asked for, or several packed flat in GRAD_* order. */
+/* Inputs g, q, k, v, mask (when masked), then y and what the forward saved (when cached); the
+ * output is the one gradient asked for, or several packed flat in GRAD_* order. */
 static tg_status attention_bw_check(tg_check *c)
 {
     const attention_bw_attr *bt = c->attr;
@@ -687,7 +801,9 @@ static tg_status attention_bw_check(tg_check *c)
         st = check_rows(c, 0, "the output's gradient", &g, dt, g.dv);
     if (!st && bt->cached)
         st = check_rows(c, n - 2, "the output", &g, dt, g.dv);
-    if (!st && bt->cached)
+    if (!st && bt->cached && g.keeps_probabilities)
+        st = check_rows(c, n - 1, "the probabilities", &g, dt, g.tk);
+    else if (!st && bt->cached)
         st = check_rows(c, n - 1, "the row statistics", &g, TG_F64, 2);
     if (!st && (bt->grads & GRAD_MASK) && g.mask != MASK_ADD)
         st = tg_check_fail(c, TG_INVALID, "only an additive mask has a gradient");
@@ -711,7 +827,7 @@ static tg_status attention_bw_check(tg_check *c)
         out->shape[g.nb + 1] = last[which][1];
     }
     if (!bt->cached)
-        c->saved_bytes = output_bytes(&g, dt) + stats_bytes(&g);
+        c->saved_bytes = output_bytes(&g, dt) + saved_bytes(&g, dt);
     return TG_OK;
 }
 static void attention_bw_forward(const tg_kernel *k)
@@ -724,10 +840,10 @@ static void attention_bw_forward(const tg_kernel *k)
     attention_job j = job_of(in, &g);
     if (bt->cached) {
         j.out = k->in[k->ninputs - 2]->data;
-        j.stats = k->in[k->ninputs - 1]->data;
-    } else { /* recompute the forward's output and statistics into the scratch */
+        use_saved(&j, k->in[k->ninputs - 1]->data);
+    } else { /* recompute the forward's output and what it saves into the scratch */
         j.out = k->saved;
-        j.stats = (double *)((char *)k->saved + output_bytes(&g, j.dt));
+        use_saved(&j, (char *)k->saved + output_bytes(&g, j.dt));
         run_forward(&j, k->threads);
     }
     j.grad = k->in[0]->data;
@@ -853,14 +969,7 @@ static int example_attention_bw(tg_tape *tp, int index, tg_tensor *in, void *att
     int n = attention_inputs(tp, index, in + 1, &bt->forward);
     bt->grads = cases[index].grads;
     bt->cached = 0;
-    geometry g;
-    tg_view views[4];
-    const tg_view *pv[4];
-    for (int i = 0; i < n; i++) {
-        views[i] = tg__meta(in[1 + i]);
-        pv[i] = &views[i];
-    }
-    layout(pv, bt->forward.masked ? pv[3] : NULL, &bt->forward, &g);
+    geometry g = geometry_of(in + 1, &bt->forward);
     int64_t shape[TG_MAX_DIMS];
     memcpy(shape, g.batch, (size_t)g.nb * sizeof *shape);
     shape[g.nb] = g.tq;
