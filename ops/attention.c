@@ -273,10 +273,13 @@ static const void *mask_at(const attention_job *j, const offsets *o, int64_t row
         for (int64_t c0 = 0; c0 < keys; c0 += BLOCK_K) {                                           \
             const int64_t w = keys - c0 < BLOCK_K ? keys - c0 : BLOCK_K;                           \
             tg__gemm(DT, false, true, rows, w, d, q, d, k + c0 * d, d, 0.0, s, w, 1);              \
+            int64_t count[BLOCK_Q];                                                                \
+            for (int64_t i = 0; i < rows; i++) /* then the rows one step at a time, as below */    \
+                count[i] = scores(g, s + i * w, w, r0 + i, c0, mask_at(j, &o, r0 + i, c0));        \
             for (int64_t i = 0; i < rows; i++) {                                                   \
                 T *sr = s + i * w;                                                                 \
                 double *st = stats + 2 * i;                                                        \
-                int64_t n = scores(g, sr, w, r0 + i, c0, mask_at(j, &o, r0 + i, c0));              \
+                int64_t n = count[i];                                                              \
                 double top = tg__vm_reduce(TG__VM_MAXALL, DT, n, sr, 0, NULL);                     \
                 double m = top > st[0] || isnan(top) ? top : st[0];                                \
                 double sum = tg__vm_reduce(TG__VM_EXP_SUM, DT, n, sr, m == -INFINITY ? 0 : m, sr); \
@@ -316,21 +319,27 @@ FORWARD_ROWS(double, forward_rows_f64, TG_F64, row_scores_f64)
         const T *q = (const T *)j->q + o.q + r0 * d;                                               \
         const T *k = (const T *)j->k + o.k, *v = (const T *)j->v + o.v;                            \
         T *out = (T *)j->out + (b * g->tq + r0) * dv, *p = (T *)j->probs + (b * g->tq + r0) * tk;  \
-        bool dead[BLOCK_Q];                                                                        \
+        int64_t n[BLOCK_Q];                                                                        \
+        double sum[BLOCK_Q];                                                                       \
         tg__gemm(DT, false, true, rows, keys, d, q, d, k, d, 0.0, p, tk, 1);                       \
+        /* Row by row, one step at a time over the block: a row is not read back right after a     \
+         * vector-math call wrote it (a masked store followed by a load of it stalls). */          \
+        for (int64_t i = 0; i < rows; i++)                                                         \
+            n[i] = scores(g, p + i * tk, keys, r0 + i, 0, mask_at(j, &o, r0 + i, 0));              \
         for (int64_t i = 0; i < rows; i++) {                                                       \
             T *pr = p + i * tk;                                                                    \
-            int64_t n = scores(g, pr, keys, r0 + i, 0, mask_at(j, &o, r0 + i, 0));                 \
-            double m = tg__vm_reduce(TG__VM_MAXALL, DT, n, pr, 0, NULL);                           \
-            double sum = tg__vm_reduce(TG__VM_EXP_SUM, DT, n, pr, m == -INFINITY ? 0 : m, pr);     \
-            memset(pr + n, 0, (size_t)(tk - n) * sizeof(T));                                       \
-            dead[i] = sum == 0;                                                                    \
-            if (!dead[i])                                                                          \
-                tg__vm_mul_scalar(1, DT, n, pr, 1 / sum, 0, pr);                                   \
+            double m = tg__vm_reduce(TG__VM_MAXALL, DT, n[i], pr, 0, NULL);                        \
+            sum[i] = tg__vm_reduce(TG__VM_EXP_SUM, DT, n[i], pr, m == -INFINITY ? 0 : m, pr);      \
+        }                                                                                          \
+        for (int64_t i = 0; i < rows; i++) {                                                       \
+            T *pr = p + i * tk;                                                                    \
+            memset(pr + n[i], 0, (size_t)(tk - n[i]) * sizeof(T));                                 \
+            if (sum[i] != 0)                                                                       \
+                tg__vm_mul_scalar(1, DT, n[i], pr, 1 / sum[i], 0, pr);                             \
         }                                                                                          \
         tg__gemm(DT, false, false, rows, dv, keys, p, tk, v, dv, 0.0, out, dv, 1);                 \
         for (int64_t i = 0; i < rows; i++)                                                         \
-            if (dead[i])                                                                           \
+            if (sum[i] == 0)                                                                       \
                 memset(out + i * dv, 0, (size_t)dv * sizeof(T));                                   \
     }
 FORWARD_WHOLE_ROWS(float, forward_whole_rows_f32, TG_F32, row_scores_f32)
@@ -636,15 +645,19 @@ tg_tensor tg_scaled_dot_product_attention(tg_tensor q, tg_tensor k, tg_tensor v,
             return (const T *)j->probs + (b * g->tq + r0) * g->tk + c0;                            \
         }                                                                                          \
         const T *q = (const T *)j->q + o->q + r0 * g->d, *k = (const T *)j->k + o->k + c0 * g->d;  \
+        const double *st = j->stats + 2 * (b * g->tq + r0);                                        \
+        int64_t n[BLOCK_Q];                                                                        \
         tg__gemm(DT, false, true, rows, w, g->d, q, g->d, k, g->d, 0.0, buf, w, 1);                \
+        for (int64_t i = 0; i < rows; i++) /* one step at a time, as in the forward */             \
+            n[i] = st[2 * i + 1] == 0                                                              \
+                       ? 0                                                                         \
+                       : scores(g, buf + i * w, w, r0 + i, c0, mask_at(j, o, r0 + i, c0));         \
+        for (int64_t i = 0; i < rows; i++)                                                         \
+            tg__vm_reduce(TG__VM_EXP_SUM, DT, n[i], buf + i * w, st[2 * i], buf + i * w);          \
         for (int64_t i = 0; i < rows; i++) {                                                       \
-            T *pr = buf + i * w;                                                                   \
-            const double *st = j->stats + 2 * (b * g->tq + r0 + i);                                \
-            int64_t n = scores(g, pr, w, r0 + i, c0, mask_at(j, o, r0 + i, c0));                   \
-            n = st[1] == 0 ? 0 : n;                                                                \
-            tg__vm_reduce(TG__VM_EXP_SUM, DT, n, pr, st[0], pr);                                   \
-            tg__vm_mul_scalar(1, DT, n, pr, 1 / st[1], 0, pr);                                     \
-            memset(pr + n, 0, (size_t)(w - n) * sizeof(T));                                        \
+            if (n[i])                                                                              \
+                tg__vm_mul_scalar(1, DT, n[i], buf + i * w, 1 / st[2 * i + 1], 0, buf + i * w);    \
+            memset(buf + i * w + n[i], 0, (size_t)(w - n[i]) * sizeof(T));                         \
         }                                                                                          \
         *ld = w;                                                                                   \
         return buf;                                                                                \
@@ -652,87 +665,119 @@ tg_tensor tg_scaled_dot_product_attention(tg_tensor q, tg_tensor k, tg_tensor v,
 PROBABILITIES(float, probabilities_f32, TG_F32, row_scores_f32)
 PROBABILITIES(double, probabilities_f64, TG_F64, row_scores_f64)
 
-/* sum a[i] b[i] in double, in eight independent accumulators (so that the loop vectorises),
- * added pairwise at the end. */
+/* sum a[i] b[i] in double, in four independent accumulators (kept in registers, so the loop
+ * pipelines), added pairwise at the end. */
 #define DOT(T, name)                                                                               \
     static double name(const T *a, const T *b, int64_t n)                                          \
     {                                                                                              \
-        double acc[8] = {0};                                                                       \
+        double a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                                     \
         int64_t i = 0;                                                                             \
-        for (; i + 8 <= n; i += 8)                                                                 \
-            for (int l = 0; l < 8; l++)                                                            \
-                acc[l] += (double)a[i + l] * (double)b[i + l];                                     \
+        for (; i + 4 <= n; i += 4) {                                                               \
+            a0 += (double)a[i] * (double)b[i];                                                     \
+            a1 += (double)a[i + 1] * (double)b[i + 1];                                             \
+            a2 += (double)a[i + 2] * (double)b[i + 2];                                             \
+            a3 += (double)a[i + 3] * (double)b[i + 3];                                             \
+        }                                                                                          \
         for (; i < n; i++)                                                                         \
-            acc[0] += (double)a[i] * (double)b[i];                                                 \
-        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));  \
+            a0 += (double)a[i] * (double)b[i];                                                     \
+        return (a0 + a1) + (a2 + a3);                                                              \
     }
 DOT(float, dot_f32)
 DOT(double, dot_f64)
 
-/* Batch entry b, for each block of query rows and block of keys, with P from `probabilities`:
- *   dv += P^T g,   dP = g v^T,   dS = P (dP - delta)  with delta = rowsum(g * y),
- *   dmask = dS,   dq += scale dS k,   dk += scale dS^T q.
- * Gradients not wanted (NULL) are skipped. Rows that saw no key have P = 0 and give nothing. */
-#define BACKWARD_ENTRY(T, name, DT, probabilities, dot)                                            \
-    static void name(const attention_job *j, int64_t b)                                            \
+/* Query rows [r0, r0 + rows) and keys [c0, c0 + w) of batch entry b (offsets o), with P from
+ * `probabilities` and delta = rowsum(g * y) of the rows:
+ *   dv += P^T g,   dP = g v^T,   dS = P (dP - delta),   dmask = dS,
+ *   dq += scale dS k,   dk += scale dS^T q.
+ * dk and dv are written (first = 0) or added to (first = 1); dq is written by the first block of
+ * keys (c0 = 0). Gradients not wanted (NULL) are skipped. */
+#define BACKWARD_BLOCK(T, name, DT, probabilities)                                                 \
+    static void name(const attention_job *j, const offsets *o, int64_t b, int64_t r0,              \
+                     int64_t rows, int64_t c0, int64_t w, double first, const double *delta)       \
     {                                                                                              \
         const geometry *g = &j->g;                                                                 \
         const int64_t tq = g->tq, tk = g->tk, d = g->d, dv = g->dv;                                \
-        const offsets o = offsets_of(g, b);                                                        \
-        const T *q = (const T *)j->q + o.q, *k = (const T *)j->k + o.k;                            \
-        const T *v = (const T *)j->v + o.v, *gy = (const T *)j->grad + b * tq * dv;                \
-        const T *y = (const T *)j->out + b * tq * dv;                                              \
-        T *dq = j->dq ? (T *)j->dq + b * tq * d : NULL;                                            \
-        T *dk = j->dk ? (T *)j->dk + b * tk * d : NULL;                                            \
-        T *dvv = j->dv ? (T *)j->dv + b * tk * dv : NULL;                                          \
-        T *dm = j->dmask ? (T *)j->dmask + b * tq * tk : NULL;                                     \
+        const T *q = (const T *)j->q + o->q + r0 * d, *k = (const T *)j->k + o->k + c0 * d;        \
+        const T *v = (const T *)j->v + o->v + c0 * dv,                                             \
+                *gy = (const T *)j->grad + (b * tq + r0) * dv;                                     \
+        T *dq = j->dq ? (T *)j->dq + (b * tq + r0) * d : NULL;                                     \
+        T *dk = j->dk ? (T *)j->dk + (b * tk + c0) * d : NULL;                                     \
+        T *dvv = j->dv ? (T *)j->dv + (b * tk + c0) * dv : NULL;                                   \
         T buf[BLOCK_Q * BLOCK_K], ds[BLOCK_Q * BLOCK_K];                                           \
-        double delta[BLOCK_Q];                                                                     \
-        /* Zeros first: the blocks add into them, and causally hidden keys are never visited. */   \
-        if (dq)                                                                                    \
-            memset(dq, 0, (size_t)(tq * d) * sizeof(T));                                           \
-        if (dk)                                                                                    \
-            memset(dk, 0, (size_t)(tk * d) * sizeof(T));                                           \
+        int64_t ld;                                                                                \
+        const T *p = probabilities(j, o, b, r0, rows, c0, w, buf, &ld);                            \
         if (dvv)                                                                                   \
-            memset(dvv, 0, (size_t)(tk * dv) * sizeof(T));                                         \
-        if (dm)                                                                                    \
-            memset(dm, 0, (size_t)(tq * tk) * sizeof(T));                                          \
+            tg__gemm(DT, true, false, w, dv, rows, p, ld, gy, dv, first, dvv, dv, 1);              \
+        if (!dq && !dk && !j->dmask)                                                               \
+            return;                                                                                \
+        tg__gemm(DT, false, true, rows, w, dv, gy, dv, v, dv, 0.0, ds, w, 1);                      \
+        /* One step at a time over the rows, as in the forward. */                                 \
+        for (int64_t i = 0; i < rows; i++)                                                         \
+            tg__vm_add_scalar(1, DT, w, ds + i * w, -delta[i], 0, ds + i * w);                     \
+        for (int64_t i = 0; i < rows; i++)                                                         \
+            tg__vm_mul(1, DT, w, ds + i * w, p + i * ld, ds + i * w);                              \
+        if (j->dmask)                                                                              \
+            for (int64_t i = 0; i < rows; i++)                                                     \
+                memcpy((T *)j->dmask + (b * tq + r0 + i) * tk + c0, ds + i * w,                    \
+                       (size_t)w * sizeof(T));                                                     \
+        if (!dq && !dk)                                                                            \
+            return;                                                                                \
+        tg__vm_mul_scalar(1, DT, rows *w, ds, g->scale, 0, ds);                                    \
+        if (dq)                                                                                    \
+            tg__gemm(DT, false, false, rows, d, w, ds, w, k, d, c0 ? 1.0 : 0.0, dq, d, 1);         \
+        if (dk)                                                                                    \
+            tg__gemm(DT, true, false, w, d, rows, ds, w, q, d, first, dk, d, 1);                   \
+    }
+BACKWARD_BLOCK(float, backward_block_f32, TG_F32, probabilities_f32)
+BACKWARD_BLOCK(double, backward_block_f64, TG_F64, probabilities_f64)
+
+/* Zeroes rows [from, to) of dk and dv (those wanted) of batch entry b. */
+static void zero_keys(const attention_job *j, int64_t b, int64_t from, int64_t to)
+{
+    const geometry *g = &j->g;
+    size_t es = tg_dtype_size(j->dt);
+    if (j->dk && from < to)
+        memset((char *)j->dk + (size_t)((b * g->tk + from) * g->d) * es, 0,
+               (size_t)((to - from) * g->d) * es);
+    if (j->dv && from < to)
+        memset((char *)j->dv + (size_t)((b * g->tk + from) * g->dv) * es, 0,
+               (size_t)((to - from) * g->dv) * es);
+}
+
+/* Batch entry b: every block of query rows against the blocks of keys its rows see. dk and dv add
+ * up over the blocks of rows: a block of keys that no earlier block of rows reached (c0 >= seen)
+ * is written, the part beyond `seen` of a block that an earlier one reached in part is zeroed
+ * first, and keys that no row sees (causal, tk > tq) are zeroed at the end. A row that saw no key
+ * has P = 0 and gives nothing. */
+#define BACKWARD_ENTRY(T, name, step, dot)                                                         \
+    static void name(const attention_job *j, int64_t b)                                            \
+    {                                                                                              \
+        const geometry *g = &j->g;                                                                 \
+        const int64_t tq = g->tq, d = g->d, dv = g->dv;                                            \
+        const offsets o = offsets_of(g, b);                                                        \
+        const T *gy = (const T *)j->grad + b * tq * dv, *y = (const T *)j->out + b * tq * dv;      \
+        double delta[BLOCK_Q];                                                                     \
+        int64_t seen = 0;                                                                          \
+        if (j->dmask) /* causally hidden keys are never visited */                                 \
+            memset((T *)j->dmask + b * tq * g->tk, 0, (size_t)(tq * g->tk) * sizeof(T));           \
         for (int64_t r0 = 0; r0 < tq; r0 += g->block) {                                            \
             const int64_t rows = tq - r0 < g->block ? tq - r0 : g->block;                          \
             const int64_t keys = visible_keys(g, r0 + rows);                                       \
-            const T *qb = q + r0 * d, *gb = gy + r0 * dv;                                          \
+            int64_t straddle = (seen + BLOCK_K - 1) / BLOCK_K * BLOCK_K;                           \
+            zero_keys(j, b, seen, straddle < keys ? straddle : keys);                              \
             for (int64_t i = 0; i < rows; i++)                                                     \
-                delta[i] = dot(gb + i * dv, y + (r0 + i) * dv, dv);                                \
-            for (int64_t c0 = 0; c0 < keys; c0 += BLOCK_K) {                                       \
-                const int64_t w = keys - c0 < BLOCK_K ? keys - c0 : BLOCK_K;                       \
-                int64_t ld;                                                                        \
-                const T *p = probabilities(j, &o, b, r0, rows, c0, w, buf, &ld);                   \
-                if (dvv)                                                                           \
-                    tg__gemm(DT, true, false, w, dv, rows, p, ld, gb, dv, 1.0, dvv + c0 * dv, dv,  \
-                             1);                                                                   \
-                if (!dq && !dk && !dm)                                                             \
-                    continue;                                                                      \
-                tg__gemm(DT, false, true, rows, w, dv, gb, dv, v + c0 * dv, dv, 0.0, ds, w, 1);    \
-                for (int64_t i = 0; i < rows; i++) {                                               \
-                    tg__vm_add_scalar(1, DT, w, ds + i * w, -delta[i], 0, ds + i * w);             \
-                    tg__vm_mul(1, DT, w, ds + i * w, p + i * ld, ds + i * w);                      \
-                }                                                                                  \
-                if (dm)                                                                            \
-                    for (int64_t i = 0; i < rows; i++)                                             \
-                        memcpy(dm + (r0 + i) * tk + c0, ds + i * w, (size_t)w * sizeof(T));        \
-                if (!dq && !dk)                                                                    \
-                    continue;                                                                      \
-                tg__vm_mul_scalar(1, DT, rows *w, ds, g->scale, 0, ds);                            \
-                if (dq)                                                                            \
-                    tg__gemm(DT, false, false, rows, d, w, ds, w, k + c0 * d, d, 1.0, dq + r0 * d, \
-                             d, 1);                                                                \
-                if (dk)                                                                            \
-                    tg__gemm(DT, true, false, w, d, rows, ds, w, qb, d, 1.0, dk + c0 * d, d, 1);   \
-            }                                                                                      \
+                delta[i] = dot(gy + (r0 + i) * dv, y + (r0 + i) * dv, dv);                         \
+            if (j->dq && keys == 0)                                                                \
+                memset((T *)j->dq + (b * tq + r0) * d, 0, (size_t)(rows * d) * sizeof(T));         \
+            for (int64_t c0 = 0; c0 < keys; c0 += BLOCK_K)                                         \
+                step(j, &o, b, r0, rows, c0, keys - c0 < BLOCK_K ? keys - c0 : BLOCK_K,            \
+                     c0 >= seen ? 0.0 : 1.0, delta);                                               \
+            seen = keys;                                                                           \
         }                                                                                          \
+        zero_keys(j, b, seen, g->tk);                                                              \
     }
-BACKWARD_ENTRY(float, backward_entry_f32, TG_F32, probabilities_f32, dot_f32)
-BACKWARD_ENTRY(double, backward_entry_f64, TG_F64, probabilities_f64, dot_f64)
+BACKWARD_ENTRY(float, backward_entry_f32, backward_block_f32, dot_f32)
+BACKWARD_ENTRY(double, backward_entry_f64, backward_block_f64, dot_f64)
 
 /* Work items: batch entries (each owns its rows of every gradient). */
 static void backward_items(void *user, int64_t b0, int64_t b1)
