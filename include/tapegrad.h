@@ -511,21 +511,20 @@ tg_tensor tg_logsumexp(tg_tensor a, int axis, bool keepdim);
  * true) or, where a function says so, a float tensor (nonzero is true, as comparisons give 0/1).
  */
 
-/* torch.nn.functional.scaled_dot_product_attention (PyTorch >= 2.0, dropout_p 0):
- *   softmax(q k^T * scale + mask) v  over the keys (last axis),
- * q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv], one float dtype; their leading (batch, head)
- * dims broadcast together; the output is a new [..., Tq, dv] tensor. `mask` is none (a
- * zero-initialised tg_tensor) or a tensor that broadcasts to [..., Tq, Tk]: of q's dtype it is
- * ADDED to the scaled scores (-INFINITY allowed, and it gets a gradient); i64 is BOOLEAN as
- * PyTorch's bool attn_mask (nonzero: may attend; 0: masked out). `causal` is PyTorch's
- * is_causal, top-left aligned: query i sees keys j <= i (tril of ones [Tq, Tk]); unlike PyTorch
- * it may be combined with a mask. `scale` 0 means 1/sqrt(d) (PyTorch's default; with d = 0 the
- * scores are the mask alone), any other finite value is used as given. Differences from PyTorch:
- * a query row that may attend to no key gets output 0 and zero gradients (PyTorch gives NaN).
- * Fused: a pass over blocks of keys per block of query rows, stable for scores of any magnitude;
- * differentiable to any order. Errors (TG_SHAPE, TG_DTYPE, TG_RANGE, naming the shapes): fewer
- * than 2 dims, d or Tk that differ, batch dims or a mask that do not broadcast, wrong dtypes, a
- * non-finite scale. */
+/* torch.nn.functional.scaled_dot_product_attention (PyTorch >= 2.0, dropout_p 0): a new tensor
+ * softmax(q k^T * scale + mask) v over the keys, for q [..., Tq, d], k [..., Tk, d] and
+ * v [..., Tk, dv] of one float dtype whose leading (batch, head) dims broadcast together; the
+ * output is [..., Tq, dv]. mask: none (a zero-initialised tg_tensor) or a tensor broadcasting to
+ * [..., Tq, Tk]; of q's dtype it is ADDED to the scaled scores (-INFINITY allowed; it gets a
+ * gradient), of i64 it is BOOLEAN as PyTorch's bool attn_mask (nonzero: may attend; 0: masked).
+ * causal: PyTorch's is_causal, top-left aligned (query i sees keys j <= i); unlike PyTorch it may
+ * be combined with a mask. scale: 0 means 1/sqrt(d) (PyTorch's default; with d = 0 the scores are
+ * the mask alone), any other finite value is used as given. Unlike PyTorch (NaN), a query row
+ * that may attend to no key gets output 0 and zero gradients. Fused, stable for scores of any
+ * magnitude, differentiable to any order; it keeps for the backward the probabilities when no
+ * larger than q, k and v together, else two doubles per query row. TG_SHAPE, TG_DTYPE or TG_RANGE
+ * (the message names the shapes) for fewer than 2 dims, d or Tk that differ, batch dims or a mask
+ * that do not broadcast, wrong dtypes, a non-finite scale. */
 tg_tensor tg_scaled_dot_product_attention(tg_tensor q, tg_tensor k, tg_tensor v, tg_tensor mask,
                                           bool causal, double scale);
 /* torch.tril / torch.triu over the last two dims (any leading dims): a new tensor keeping the
