@@ -564,8 +564,9 @@ static const attention_case cases[] = {
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
-/* The mask of case c: additive values in [-1, 1) with -inf entries (case 6: row 1 of batch
- * entry 0 entirely), or 0/1 entries with a zero row. */
+/* The mask of case c: additive values in [-1, 1) (case 6 with -inf entries: all of row 1 of batch
+ * entry 0, and one that hides row 0 of entry 1 with causal), or 0/1 entries, 0 where
+ * (7 i + 3) % 5 == 0 for the flat index i, with a row of zeros (cases 2 and 7). */
 static tg_tensor example_mask(tg_tape *tp, const attention_case *c, int index)
 {
     int nd = c->nd[3];
@@ -589,7 +590,7 @@ static tg_tensor example_mask(tg_tape *tp, const attention_case *c, int index)
         for (int j = 0; j < 5; j++)
             bits[5 + j] = 0; /* row 1 of batch 0 sees nothing */
     if (index == 7)
-        bits[2] = 0; /* query 2 sees nothing */
+        bits[2] = 0; /* queries 1 (by the pattern) and 2 see nothing */
     return tg_tensor_from(tp, TG_I64, nd, shape, bits);
 }
 
