@@ -270,6 +270,113 @@ static void empty_sizes(void **state)
         assert_close(yd[i], 1.5, 1e-15);
 }
 
+/* ---- against the composition, for every mask layout ------------------------------------------ */
+
+/* softmax(scale q k^T + bias) v with tapegrad's separate ops (each checked against PyTorch
+ * elsewhere); bias from the mask (added, or -inf where an i64 mask is 0) and causal. */
+static tg_tensor composed(tg_tensor q, tg_tensor k, tg_tensor v, tg_tensor mask, bool causal,
+                          double scale)
+{
+    tg_tape *tp = tg_tensor_tape(q);
+    tg_dtype dt = tg_tensor_dtype(q);
+    tg_tensor s = tg_mul_scalar(tg_matmul_t(q, k, false, true), scale);
+    if (tg_tensor_tape(mask) && tg_tensor_dtype(mask) == TG_I64)
+        s = tg_add(s, tg_masked_fill(tg_full(tp, dt, tg_ndim(mask), tg_shape(mask), -INFINITY),
+                                     mask, 0.0));
+    else if (tg_tensor_tape(mask))
+        s = tg_add(s, mask);
+    if (causal) {
+        int64_t square[2] = {tg_dim(q, -2), tg_dim(k, -2)};
+        s = tg_add(s, tg_triu(tg_full(tp, dt, 2, square, -INFINITY), 1));
+    }
+    return tg_matmul(tg_softmax(s, -1), v);
+}
+
+/* a and b have one shape and agree to tol (relative to 1 + |b|). */
+static void expect_same(tg_tensor a, tg_tensor b, double tol, const char *what, int config)
+{
+    assert_int_equal(tg_ndim(a), tg_ndim(b));
+    int64_t n = tg_numel(b);
+    assert_int_equal(tg_numel(a), n);
+    double *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_status(tg_read(a, TG_F64, x, n), TG_OK);
+    assert_status(tg_read(b, TG_F64, y, n), TG_OK);
+    for (int64_t i = 0; i < n; i++) {
+        double err = fabs(x[i] - y[i]) / (1 + fabs(y[i]));
+        if (!(err <= tol)) {
+            double xi = x[i], yi = y[i];
+            free(x);
+            free(y);
+            fail_msg("config %d: %s[%lld] = %.17g, composed %.17g", config, what, (long long)i, xi,
+                     yi);
+        }
+        worst = err > worst ? err : worst;
+    }
+    free(x);
+    free(y);
+}
+
+/* Every mask layout (broadcast along each dim, 0-d, per head, boolean by row or by key), with
+ * and without causal, in both dtypes: outputs and gradients equal those of the composition. The
+ * masks leave every row a key, where the composition is defined. */
+static void matches_the_composition(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        int nd;
+        int64_t shape[4];
+        bool boolean;
+    } masks[] = {
+        {-1, {0}, false},   {0, {0}, false},         {2, {5, 1}, false},
+        {2, {1, 6}, false}, {3, {3, 5, 6}, false},   {4, {2, 1, 5, 6}, false},
+        {2, {5, 1}, true},  {4, {2, 1, 1, 6}, true},
+    };
+    static const int64_t sq[] = {2, 3, 5, 4}, sk[] = {2, 1, 6, 4}, sv[] = {1, 3, 6, 3};
+    for (int p = 0; p < 2; p++) {
+        tg_dtype dt = p ? TG_F32 : TG_F64;
+        for (int m = 0; m < (int)(sizeof masks / sizeof masks[0]); m++)
+            for (int causal = 0; causal < 2; causal++) {
+                int config = (p * 8 + m) * 2 + causal;
+                tg_tape_reset(f->tp);
+                tg_tensor in[4] = {tg_uniform(f->tp, dt, 4, sq, -2, 2, 1),
+                                   tg_uniform(f->tp, dt, 4, sk, -2, 2, 2),
+                                   tg_uniform(f->tp, dt, 4, sv, -2, 2, 3),
+                                   {0}};
+                int n = 3;
+                if (masks[m].nd >= 0 && masks[m].boolean) {
+                    /* 1 where a uniform draw is above -0.6, and at key 0: every row sees a key
+                     * (a [5, 1] mask is all 1: a 0 there would hide a whole row) */
+                    tg_tensor u = tg_uniform(f->tp, TG_F64, masks[m].nd, masks[m].shape, -1, 1, 4);
+                    int64_t bits[64], count = tg_numel(u), last = masks[m].shape[masks[m].nd - 1];
+                    const double *ud = tg_data(u);
+                    for (int64_t i = 0; i < count; i++)
+                        bits[i] = ud[i] > -0.6 || i % last == 0;
+                    in[3] = tg_tensor_from(f->tp, TG_I64, masks[m].nd, masks[m].shape, bits);
+                } else if (masks[m].nd >= 0) {
+                    in[3] = tg_uniform(f->tp, dt, masks[m].nd, masks[m].shape, -1, 1, 4);
+                    n = 4;
+                }
+                tg_tensor r = tg_uniform(f->tp, dt, 4, (int64_t[]){2, 3, 5, 3}, -1, 1, 5);
+                tg_tensor y =
+                    tg_scaled_dot_product_attention(in[0], in[1], in[2], in[3], causal, 0.6);
+                tg_tensor z = composed(in[0], in[1], in[2], in[3], causal, 0.6);
+                tg_tensor ly = tg_sum_all(tg_mul(y, r)), lz = tg_sum_all(tg_mul(z, r));
+                tg_tensor gy[4], gz[4];
+                assert_status(tg_grad(1, &ly, NULL, n, in, gy, 0), TG_OK);
+                assert_status(tg_grad(1, &lz, NULL, n, in, gz, 0), TG_OK);
+                double tol = dt == TG_F64 ? TOL64 : TOL32;
+                expect_same(y, z, tol, "output", config);
+                for (int i = 0; i < n; i++)
+                    expect_same(gy[i], gz[i], tol, grad_names[i], config);
+            }
+        print_message("attention against the composition, 8 mask layouts (%s): worst error %.3g\n",
+                      tg_dtype_name(dt), worst);
+        worst = 0;
+    }
+}
+
 /* ---- errors ------------------------------------------------------------------------------- */
 
 /* The call fails with `status` and a message naming the op and containing each needle. */
@@ -461,6 +568,7 @@ int main(void)
         TEST(rows_that_see_no_key_are_zero),
         TEST(threads_give_the_same_bits),
         TEST(empty_sizes),
+        TEST(matches_the_composition),
         TEST(attention_errors),
         TEST(triangles_reference),
         TEST(masked_fill_reference),
