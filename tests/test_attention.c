@@ -201,31 +201,38 @@ static void rows_that_see_no_key_are_zero(void **state)
     }
 }
 
-/* The kernels split rows over threads: the same bits with one thread and with two. */
+/* The kernels split blocks of rows (forward) and batch entries (backward) over threads: the same
+ * bits with one thread and with two, with P kept ([4, 48, 16], causal) and with row statistics
+ * ([4, 100, 4] with an additive mask), in sizes above the threading threshold. */
 static void threads_give_the_same_bits(void **state)
 {
     fixture *f = *state;
-    static const char *const names[] = {"long", "long_causal"};
-    for (int i = 0; i < 2; i++) {
+    static const int64_t shapes[2][3] = {{4, 48, 16}, {4, 100, 4}};
+    for (int c = 0; c < 2; c++) {
         double *runs[2] = {NULL, NULL};
         int64_t count = 0;
         for (int t = 0; t < 2; t++) {
             assert_status(tg_ctx_set_threads(f->ctx, t + 1), TG_OK);
             tg_tape_reset(f->tp);
-            attention_graph a = build(f->tp, names[i], TG_F32);
-            tg_tensor g[4], all[5] = {a.out};
-            assert_status(tg_grad(1, &a.loss, NULL, a.n, a.in, g, 0), TG_OK);
-            for (int j = 0; j < a.n; j++)
-                all[1 + j] = tg_reshape(g[j], 1, (int64_t[]){-1});
-            tg_tensor flat = tg_concat(1 + a.n,
-                                       (tg_tensor[]){tg_reshape(all[0], 1, (int64_t[]){-1}), all[1],
-                                                     all[2], all[3], all[4]},
-                                       0);
+            const int64_t *s = shapes[c];
+            tg_tensor in[4] = {tg_uniform(f->tp, TG_F32, 3, s, -2, 2, 1),
+                               tg_uniform(f->tp, TG_F32, 3, s, -2, 2, 2),
+                               tg_uniform(f->tp, TG_F32, 3, s, -2, 2, 3),
+                               c ? tg_uniform(f->tp, TG_F32, 2, (int64_t[]){s[1], s[1]}, -1, 1, 4)
+                                 : (tg_tensor){0}};
+            int n = c ? 4 : 3;
+            tg_tensor y = tg_scaled_dot_product_attention(in[0], in[1], in[2], in[3], c == 0, 0);
+            tg_tensor loss = tg_sum_all(tg_mul(y, tg_uniform(f->tp, TG_F32, 3, s, -1, 1, 5)));
+            tg_tensor g[4], flat[5] = {tg_reshape(y, 1, (int64_t[]){-1})};
+            assert_status(tg_grad(1, &loss, NULL, n, in, g, 0), TG_OK);
+            for (int j = 0; j < n; j++)
+                flat[1 + j] = tg_reshape(g[j], 1, (int64_t[]){-1});
+            tg_tensor all = tg_concat(1 + n, flat, 0);
             assert_tape_ok(f->tp);
-            count = tg_numel(flat);
+            count = tg_numel(all);
             runs[t] = malloc((size_t)count * sizeof(double));
             assert_non_null(runs[t]);
-            assert_status(tg_read(flat, TG_F64, runs[t], count), TG_OK);
+            assert_status(tg_read(all, TG_F64, runs[t], count), TG_OK);
         }
         assert_memory_equal(runs[0], runs[1], (size_t)count * sizeof(double));
         free(runs[0]);
