@@ -535,6 +535,39 @@ tg_tensor tg_multinomial(tg_tensor logits, int64_t num_samples, double temperatu
                          uint64_t seed);
 
 /* ---------------------------------------------------------------------------------------------
+ * Attention and masks. tapegrad has no bool dtype: a boolean mask is an i64 tensor (nonzero is
+ * true) or, where a function says so, a float tensor (nonzero is true, as comparisons give 0/1).
+ */
+
+/* torch.nn.functional.scaled_dot_product_attention (PyTorch >= 2.0, dropout_p 0): a new tensor
+ * softmax(q k^T * scale + mask) v over the keys, for q [..., Tq, d], k [..., Tk, d] and
+ * v [..., Tk, dv] of one float dtype whose leading (batch, head) dims broadcast together; the
+ * output is [..., Tq, dv]. mask: none (a zero-initialised tg_tensor) or a tensor broadcasting to
+ * [..., Tq, Tk]; of q's dtype it is ADDED to the scaled scores (-INFINITY allowed; it gets a
+ * gradient), of i64 it is BOOLEAN as PyTorch's bool attn_mask (nonzero: may attend; 0: masked).
+ * causal: PyTorch's is_causal, top-left aligned (query i sees keys j <= i); unlike PyTorch it may
+ * be combined with a mask. scale: 0 means 1/sqrt(d) (PyTorch's default; with d = 0 the scores are
+ * the mask alone), any other finite value is used as given. Unlike PyTorch (NaN), a query row
+ * that may attend to no key gets output 0 and zero gradients. Fused, stable for scores of any
+ * magnitude, differentiable to any order; it keeps for the backward the probabilities when no
+ * larger than q, k and v together, else two doubles per query row. TG_SHAPE, TG_DTYPE or TG_RANGE
+ * (the message names the shapes) for fewer than 2 dims, d or Tk that differ, batch dims or a mask
+ * that do not broadcast, wrong dtypes, a non-finite scale. */
+tg_tensor tg_scaled_dot_product_attention(tg_tensor q, tg_tensor k, tg_tensor v, tg_tensor mask,
+                                          bool causal, double scale);
+/* torch.tril / torch.triu over the last two dims (any leading dims): a new tensor keeping the
+ * elements with j - i <= diagonal (tril) or j - i >= diagonal (triu), zeros elsewhere; any
+ * diagonal, as PyTorch. f32, f64 or i64 (a data move: builds i64 boolean masks; no gradient);
+ * the gradient is the same triangle of the output's gradient. Fewer than 2 dims: TG_SHAPE. */
+tg_tensor tg_tril(tg_tensor a, int64_t diagonal);
+tg_tensor tg_triu(tg_tensor a, int64_t diagonal);
+/* torch.masked_fill (out of place): a new tensor, `value` (rounded to a's dtype; may be
+ * -INFINITY) where mask != 0 and `a` elsewhere; a and mask broadcast together. a is f32 or f64;
+ * the mask is of a's dtype (nonzero, NaN included, fills; PyTorch takes bool only) or i64. The
+ * gradient of a is the output's gradient where the mask is 0; the mask gets none. */
+tg_tensor tg_masked_fill(tg_tensor a, tg_tensor mask, double value);
+
+/* ---------------------------------------------------------------------------------------------
  * Defining ops. Built-in ops are registered through exactly this API.
  *
  * An op is a descriptor: a shape/attribute check (the only step that may fail), a forward kernel

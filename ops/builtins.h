@@ -20,6 +20,10 @@
     X(sum) X(mean) X(max) X(min) X(sum_to)                                                         \
     /* ops/softmax.c */                                                                            \
     X(softmax) X(log_softmax) X(logsumexp)                                                         \
+    /* ops/mask.c */                                                                               \
+    X(tril) X(triu) X(masked_fill)                                                                 \
+    /* ops/attention.c */                                                                          \
+    X(scaled_dot_product_attention) X(scaled_dot_product_attention_backward)                       \
     /* ops/shape.c */                                                                              \
     X(reshape) X(permute) X(broadcast_to)                                                          \
     /* ops/slice.c */                                                                              \

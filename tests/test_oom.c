@@ -100,6 +100,21 @@ static tg_status scenario(counting *c, char *message, size_t size)
             if (!st)
                 st = tg_text_batch(text, tp, step, 8, 64, 3, step, &tokens, &next);
         }
+        if (!st) { /* attention (P kept, then row statistics for 100 keys) to second order */
+            for (int64_t t = 8; t <= 100 && !st; t += 92) {
+                int64_t shape[3] = {2, t, 4};
+                tg_tensor qkv[2] = {tg_uniform(tp, TG_F32, 3, shape, -1, 1, 6),
+                                    tg_uniform(tp, TG_F32, 3, shape, -1, 1, 7)};
+                tg_tensor mask = tg_tril(tg_ones(tp, TG_I64, 2, (int64_t[]){t, t}), 0);
+                tg_tensor y = tg_sum_all(
+                    tg_scaled_dot_product_attention(qkv[0], qkv[1], qkv[1], mask, true, 0));
+                tg_tensor g[2];
+                st = tg_grad(1, &y, NULL, 2, qkv, g, TG_CREATE_GRAPH);
+                if (!st)
+                    st = tg_grad(1, (tg_tensor[]){tg_sum_all(tg_mul(g[0], g[1]))}, NULL, 2, qkv, g,
+                                 0);
+            }
+        }
         if (!st) {
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;
             tg_tensor y = tg_sum_all(tg_exp(tg_mul(v, v)));
