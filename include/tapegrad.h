@@ -457,6 +457,12 @@ tg_tensor tg_sigmoid(tg_tensor a);
 tg_tensor tg_relu(tg_tensor a);
 tg_tensor tg_leaky_relu(tg_tensor a, double negative_slope);
 tg_tensor tg_gelu(tg_tensor a); /* tanh approximation */
+/* x sigmoid(x), computed as x / (1 + exp(-x)): torch.nn.functional.silu (NaN at -inf, as in
+ * PyTorch). */
+tg_tensor tg_silu(tg_tensor a);
+/* The exact gelu, x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) with Phi the standard normal
+ * distribution function: torch.nn.functional.gelu(approximate='none'). */
+tg_tensor tg_gelu_erf(tg_tensor a);
 tg_tensor tg_softplus(tg_tensor a);
 tg_tensor tg_clamp(tg_tensor a, double low, double high);
 

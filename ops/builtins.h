@@ -13,7 +13,7 @@
     /* ops/activation.c */                                                                         \
     X(tanh) X(tanh_backward) X(sigmoid) X(sigmoid_backward) X(relu) X(relu_backward)               \
     X(leaky_relu) X(leaky_relu_backward) X(gelu) X(gelu_backward) X(softplus) X(clamp)             \
-    X(clamp_backward)                                                                              \
+    X(clamp_backward) X(silu) X(silu_backward) X(gelu_erf) X(gelu_erf_backward)                    \
     /* ops/compare.c */                                                                            \
     X(gt) X(lt) X(eq) X(where)                                                                     \
     /* ops/reduce.c */                                                                             \
@@ -27,7 +27,7 @@
     /* ops/index.c */                                                                              \
     X(index_select) X(index_add) X(gather) X(scatter_add)                                          \
     /* ops/norm.c */                                                                               \
-    X(layer_norm) X(layer_norm_backward)                                                           \
+    X(layer_norm) X(layer_norm_backward) X(rms_norm) X(rms_norm_backward)                          \
     /* ops/embedding.c */                                                                          \
     X(embedding) X(embedding_backward)                                                             \
     /* ops/dropout.c */                                                                            \

@@ -212,6 +212,30 @@ static inline V FN(softplus_v)(V x)
     return ADD(SEL(CMPGT(x, ZERO), ZERO, x), SEL(CMPGT(x, SET((T)20)), l, ZERO));
 }
 
+/* ---- silu and exact gelu, in PyTorch's order of operations -------------------------------- */
+
+/* silu'(x) g = g s (1 + x (1 - s)),  s = sigmoid(x) = 1 / (1 + exp(-x)). */
+static inline V FN(silu_backward_v)(V g, V x)
+{
+    V s = DIV(ONE, ADD(ONE, FAST_EXP(SUB(ZERO, x))));
+    return MUL(MUL(g, s), ADD(ONE, MUL(x, SUB(ONE, s))));
+}
+
+/* Phi(x) = 0.5 (1 + erf(x / sqrt 2)), with SLEEF's 1-ulp erf (1 + erf cancels for x << 0, as
+ * it does in PyTorch, whose formula this is: the error stays below an ulp of x's scale). */
+#define GELU_CDF(x) MUL(SET((T)0.5), ADD(ONE, SLEEF(erf)(MUL(x, SET((T)0.70710678118654752440)))))
+
+/* gelu_erf(x) = x Phi(x): the bits of PyTorch's (x 0.5) (1 + erf), halving being exact (but
+ * for subnormal x). */
+static inline V FN(gelu_erf_v)(V x) { return MUL(x, GELU_CDF(x)); }
+
+/* gelu_erf'(x) g = g (Phi(x) + x phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
+static inline V FN(gelu_erf_backward_v)(V g, V x)
+{
+    V pdf = MUL(SET((T)0.39894228040143267794), FAST_EXP(MUL(MUL(x, x), SET((T)-0.5))));
+    return MUL(g, ADD(GELU_CDF(x), MUL(x, pdf)));
+}
+
 /* ---- the elementwise kernels ------------------------------------------------------------- */
 
 /* One kernel per row of TG__VMATH_MAPS (vmath_ops.h): vm_<name>_<TS> computes the row's BODY
@@ -352,6 +376,7 @@ static void FN(add_rows)(int64_t rows, int64_t cols, int64_t stride, const T *x,
 #undef TANH
 #undef GELU_U
 #undef GELU_M2U
+#undef GELU_CDF
 #undef VM_MAP_UNARY
 #undef VM_MAP_SCALAR
 #undef VM_MAP_BINARY

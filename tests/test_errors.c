@@ -225,6 +225,8 @@ static void every_function_on_errored_tape(void **state)
         tg_relu(good),
         tg_leaky_relu(good, 0.1),
         tg_gelu(good),
+        tg_silu(good),
+        tg_gelu_erf(good),
         tg_softplus(good),
         tg_clamp(good, 0, 1),
         tg_gt(good, good),
@@ -262,6 +264,7 @@ static void every_function_on_errored_tape(void **state)
         tg_max_pool2d(img, &pool),
         tg_avg_pool2d(img, &pool),
         tg_layer_norm(m, 1, none, none, 1e-5),
+        tg_rms_norm(m, none, 1e-5),
         tg_embedding(m, idx),
         tg_dropout(good, 0.5, true, 1),
         tg_dropout(good, 0, true, 1), /* the identity modes pass the error on too */

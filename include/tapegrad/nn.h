@@ -59,6 +59,11 @@ tg_tensor tg_avg_pool2d(tg_tensor x, const tg_pool2d_params *p);
 /* Layer normalisation over the last `naxes` dims: (x - mean) / sqrt(var + eps) * weight + bias,
  * biased variance; weight and bias (shape of those dims) may be none. */
 tg_tensor tg_layer_norm(tg_tensor x, int naxes, tg_tensor weight, tg_tensor bias, double eps);
+/* RMS normalisation over the last dim: x / sqrt(mean(x^2) + eps) * weight, the mean of squares
+ * taken in double; weight [last dim] (x's dtype) or none. torch.nn.functional.rms_norm (PyTorch
+ * >= 2.4) with normalized_shape = [last dim], except that eps is always given (PyTorch's None
+ * means the dtype's machine epsilon). x must have a dim; eps must be finite and >= 0. */
+tg_tensor tg_rms_norm(tg_tensor x, tg_tensor weight, double eps);
 
 /* Rows of `table` [V, D] picked by `indices` (i64, any shape): output indices.shape + [D]. */
 tg_tensor tg_embedding(tg_tensor table, tg_tensor indices);
