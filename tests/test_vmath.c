@@ -124,11 +124,12 @@ static double reference(tg__vm_op op, double a, double b, double *scale)
         return a * s * (1 + b * (1 - s));
     case TG__VM_GELU_ERF:
         /* 1 + erf(x / sqrt 2) cancels for x < 0, to about eps |x| (as in PyTorch's form). */
-        *scale = fabs(a);
+        *scale = a < 0 ? -a : 0;
         return a * cdf;
     case TG__VM_GELU_ERF_BACKWARD:
-        /* Phi + x phi cancels near x = -0.75; exp(-x^2 / 2) inherits x^2's rounding. */
-        *scale = fabs(a) * (1 + fabs(b) * pdf * (1 + b * b));
+        /* Phi + x phi cancels for x < 0 (to 0 near -0.75); exp(-x^2 / 2) inherits x^2's
+         * rounding. */
+        *scale = fabs(a) * (b < 0 ? 1 + fabs(b) * pdf * (1 + b * b) : b * pdf * b * b);
         return a * (cdf + b * pdf);
     default:
         return NAN;
