@@ -507,6 +507,18 @@ tg_tensor tg_index_select(tg_tensor a, int axis, tg_tensor index);
 /* out[i][j][k] = a[index[i][j][k]][j][k] for axis 0 (and so on): index is i64, same ndim as a. */
 tg_tensor tg_gather(tg_tensor a, int axis, tg_tensor index);
 
+/* Running sums along one axis (negative counts from the end; a 0-d tensor has axis 0 or -1),
+ * accumulated in double for both float dtypes: y_i = a_0 + ... + a_i, torch.cumsum. An axis out
+ * of range is TG_RANGE; an i64 input is TG_DTYPE (i64 is data only). */
+tg_tensor tg_cumsum(tg_tensor a, int axis);
+
+/* a converted to `dtype`, Tensor.to(dtype): between f32 and f64 rounding to nearest,
+ * differentiable (the gradient is cast back to a's dtype); to i64 truncated toward zero like
+ * .long(), carrying no gradient (NaN, infinities and values outside [-2^63, 2^63) are TG_RANGE,
+ * as tg_read does); from i64 to a float dtype rounding to nearest. The same dtype returns a
+ * itself (no node), as Tensor.to returns self. An unknown dtype is TG_DTYPE. */
+tg_tensor tg_cast(tg_tensor a, tg_dtype dtype);
+
 /* Along one axis, stable for inputs of any magnitude. */
 tg_tensor tg_softmax(tg_tensor a, int axis);
 tg_tensor tg_log_softmax(tg_tensor a, int axis);

@@ -22,6 +22,10 @@
     X(softmax) X(log_softmax) X(logsumexp)                                                         \
     /* ops/shape.c */                                                                              \
     X(reshape) X(permute) X(broadcast_to)                                                          \
+    /* ops/cumsum.c */                                                                             \
+    X(cumsum)                                                                                      \
+    /* ops/cast.c */                                                                               \
+    X(cast) X(cast_to_i64)                                                                         \
     /* ops/slice.c */                                                                              \
     X(slice) X(slice_backward) X(concat) X(stack)                                                  \
     /* ops/index.c */                                                                              \

@@ -253,6 +253,9 @@ static void every_function_on_errored_tape(void **state)
         tg_stack(2, pair, 0),
         tg_index_select(good, 0, idx),
         tg_gather(good, 0, idx),
+        tg_cumsum(m, 1),
+        tg_cast(good, TG_F32),
+        tg_cast(good, TG_F64), /* the identity passes the error on too */
         tg_softmax(m, 1),
         tg_log_softmax(m, 1),
         tg_logsumexp(m, 1, false),
