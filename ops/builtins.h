@@ -32,6 +32,9 @@
     X(index_select) X(index_add) X(gather) X(scatter_add)                                          \
     /* ops/norm.c */                                                                               \
     X(layer_norm) X(layer_norm_backward) X(rms_norm) X(rms_norm_backward)                          \
+    /* ops/batch_norm.c */                                                                         \
+    X(batch_norm) X(batch_norm_stats) X(batch_norm_sums) X(batch_norm_backward)                    \
+    X(batch_norm_update)                                                                           \
     /* ops/embedding.c */                                                                          \
     X(embedding) X(embedding_backward)                                                             \
     /* ops/dropout.c */                                                                            \

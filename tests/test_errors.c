@@ -166,8 +166,10 @@ static void every_function_on_errored_tape(void **state)
     tg_tensor m = tg_reshape(good, 2, s2);
     tg_tensor idx = tg_tensor_from(tp, TG_I64, 1, (int64_t[]){1}, (int64_t[]){0});
     tg_scalar sv = tg_s_var(tp, 1.0);
-    tg_param *p;
+    tg_param *p, *running_mean, *running_var;
     tg_param_new(f->ctx, "p", TG_F64, 1, (int64_t[]){4}, &p);
+    tg_param_new(f->ctx, "running_mean", TG_F64, 1, (int64_t[]){2}, &running_mean);
+    tg_param_new(f->ctx, "running_var", TG_F64, 1, (int64_t[]){2}, &running_var);
     const tg_op *add = tg_op_find(f->ctx, "add");
     tg_tensor none = {0};
     tg_tensor img = tg_ones(tp, TG_F64, 4, (int64_t[]){1, 1, 2, 2});
@@ -267,6 +269,7 @@ static void every_function_on_errored_tape(void **state)
         tg_max_pool2d(img, &pool),
         tg_avg_pool2d(img, &pool),
         tg_layer_norm(m, 1, none, none, 1e-5),
+        tg_batch_norm(m, running_mean, running_var, none, none, true, 0.1, 1e-5),
         tg_rms_norm(m, none, 1e-5),
         tg_embedding(m, idx),
         tg_dropout(good, 0.5, true, 1),
@@ -317,6 +320,8 @@ static void every_function_on_errored_tape(void **state)
     uint64_t version = tg_param_version(tg_module_params(lin)[0]);
     assert_status(tg_optim_step(opt, tp), TG_SHAPE);
     assert_int_equal(tg_param_version(tg_module_params(lin)[0]), version); /* nothing written */
+    assert_int_equal(tg_param_version(running_mean), 0);
+    assert_int_equal(tg_param_version(running_var), 0);
     tg_tensor ng[2] = {good, good}, gstate[2] = {none, none}, newp[2];
     assert_int_not_equal(tg_optim_step_graph(opt, none, 1, ng, ng, gstate, newp), TG_OK);
     tg_tensor bx, by;
