@@ -63,8 +63,10 @@ static tg_status check_input(tg_check *c, int i, const char *what)
     return TG_OK;
 }
 
-/* Input i has x's dtype and the shape [C] (rows 0) or [rows, C]. */
+/* Rows of the statistics tensor, [mean; var; rest] (see the top of the file). */
 enum { STATS_ROWS = 3 };
+
+/* Input i has x's dtype and the shape [C] (rows 0) or [rows, C]. */
 static tg_status check_channels(tg_check *c, int i, const char *what, int rows)
 {
     const tg_view *x = c->in[0], *v = c->in[i];
@@ -160,33 +162,33 @@ BN_ROW_SUMS(double, shifted_sum_f64, centred_squares_f64)
  * per channel): shift = the channel's first element, centre = mean(x - shift) (the mean is shift
  * + centre), var = the mean of ((x - shift) - centre)^2, the biased variance. A channel with a
  * large common offset keeps the digits of its spread. An empty batch has NaN statistics (a mean
- * of nothing). shift, centre (`mean` below), var: C doubles each. */
+ * of nothing). shift, centre, var: C doubles each. */
 #define BN_STATS(T, name, sum, squares)                                                            \
-    static void name(const T *x, int64_t N, int64_t C, int64_t S, double *shift, double *mean,     \
+    static void name(const T *x, int64_t N, int64_t C, int64_t S, double *shift, double *centre,   \
                      double *var)                                                                  \
     {                                                                                              \
         double count = (double)N * (double)S;                                                      \
         for (int64_t c = 0; c < C; c++) {                                                          \
             shift[c] = count > 0 ? x[c * S] : 0;                                                   \
-            mean[c] = var[c] = 0;                                                                  \
+            centre[c] = var[c] = 0;                                                                \
         }                                                                                          \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *xn = x + n * C * S;                                                           \
             for (int64_t c = 0; S == 1 && c < C; c++)                                              \
-                mean[c] += xn[c] - shift[c];                                                       \
+                centre[c] += xn[c] - shift[c];                                                     \
             for (int64_t c = 0; S != 1 && c < C; c++)                                              \
-                mean[c] += sum(xn + c * S, S, shift[c]);                                           \
+                centre[c] += sum(xn + c * S, S, shift[c]);                                         \
         }                                                                                          \
         for (int64_t c = 0; c < C; c++)                                                            \
-            mean[c] /= count;                                                                      \
+            centre[c] /= count;                                                                    \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *xn = x + n * C * S;                                                           \
             for (int64_t c = 0; S == 1 && c < C; c++) {                                            \
-                double d = (xn[c] - shift[c]) - mean[c];                                           \
+                double d = (xn[c] - shift[c]) - centre[c];                                         \
                 var[c] += d * d;                                                                   \
             }                                                                                      \
             for (int64_t c = 0; S != 1 && c < C; c++)                                              \
-                var[c] += squares(xn + c * S, S, shift[c], mean[c]);                               \
+                var[c] += squares(xn + c * S, S, shift[c], centre[c]);                             \
         }                                                                                          \
         for (int64_t c = 0; c < C; c++)                                                            \
             var[c] /= count;                                                                       \
@@ -257,7 +259,7 @@ static tg_tensor per_channel(tg_tensor v, int ndim)
     int64_t shape[TG_MAX_DIMS];
     for (int d = 0; d < ndim; d++)
         shape[d] = 1;
-    shape[1] = -1;
+    shape[1] = tg_dim(v, 0);
     return tg_reshape(v, ndim, shape);
 }
 
@@ -274,7 +276,7 @@ static tg_tensor channel_sum(tg_tensor t)
 /* Row i of an [R, C] tensor, as [C]. */
 static tg_tensor row(tg_tensor t, int i)
 {
-    return tg_reshape(tg_slice(t, 0, i, i + 1, 1), 1, (int64_t[]){-1});
+    return tg_reshape(tg_slice(t, 0, i, i + 1, 1), 1, (int64_t[]){tg_dim(t, 1)});
 }
 
 /* 1 / sqrt(var + eps), [C]. */

@@ -1,7 +1,9 @@
 /* test_gradcheck.c — every op in the registry passes a finite-difference gradient check on each
  * of its example cases (f64), first and second order (the recorded backward differentiated
  * again), and its f32 kernels agree with the f64 ones, forward and backward.
- * The list of ops comes from the registry itself: a new op without a passing example fails. */
+ * The list of ops comes from the registry itself: a new op without a passing example fails.
+ * An op that narrows its f64 inputs to an f32 output (cast) is checked through a cast back to
+ * f64, with a step that f32 represents exactly (see check_op). */
 #include "common.h"
 
 static tg_ctx *ctx;

@@ -274,6 +274,28 @@ static void rms_norm_activations_cumsum(void **state)
     }
 }
 
+/* Columns past one kernel block (256): cumsum along axis 0 of [3, 600], against sums in C, and
+ * its gradient (the sums from the end). */
+static void cumsum_wide_columns(void **state)
+{
+    fixture *f = *state;
+    enum { ROWS = 3, COLS = 600 };
+    tg_tensor x = tg_uniform(f->tp, TG_F64, 2, (int64_t[]){ROWS, COLS}, -1, 1, 71), g;
+    tg_tensor r = tg_uniform(f->tp, TG_F64, 2, (int64_t[]){ROWS, COLS}, -1, 1, 72);
+    tg_tensor y = tg_cumsum(x, 0);
+    assert_status(tg_grad(1, &y, &r, 1, &x, &g, 0), TG_OK);
+    const double *xs = tg_data(x), *rs = tg_data(r), *ys = tg_data(y), *gs = tg_data(g);
+    for (int j = 0; j < COLS; j++) {
+        double sum = 0, back = 0;
+        for (int i = 0; i < ROWS; i++) {
+            sum += xs[i * COLS + j];
+            assert_close(ys[i * COLS + j], sum, 1e-15);
+            back += rs[(ROWS - 1 - i) * COLS + j];
+            assert_close(gs[(ROWS - 1 - i) * COLS + j], back, 1e-15);
+        }
+    }
+}
+
 /* ---- cast --------------------------------------------------------------------------------- */
 
 static tg_tensor round_trip(const tg_tensor *in) { return tg_cast(tg_cast(in[0], TG_F32), TG_F64); }
@@ -504,6 +526,18 @@ static void batch_norm_errors(void **state)
     assert_tape_ok(tp);
     assert_int_equal(tg_numel(ye), 0);
     assert_untouched(&r);
+    /* Its gradients: none for x (empty), zeros for weight and bias; no channels at all works. */
+    tg_tensor w = tg_requires_grad(tg_full(tp, TG_F64, 1, (int64_t[]){3}, 2));
+    tg_tensor gw;
+    ye = tg_batch_norm(empty, NULL, NULL, w, none, true, 0.1, 1e-5);
+    assert_status(tg_grad(1, (tg_tensor[]){tg_sum_all(ye)}, NULL, 1, &w, &gw, TG_CREATE_GRAPH),
+                  TG_OK);
+    for (int c = 0; c < 3; c++)
+        assert_true(((const double *)tg_data(gw))[c] == 0);
+    tg_tensor none_c = tg_requires_grad(tg_ones(tp, TG_F64, 3, (int64_t[]){4, 0, 2})), gx;
+    tg_tensor y0 = tg_batch_norm(none_c, NULL, NULL, none, none, true, 0.1, 1e-5);
+    assert_status(tg_grad(1, (tg_tensor[]){tg_sum_all(y0)}, NULL, 1, &none_c, &gx, 0), TG_OK);
+    assert_int_equal(tg_numel(gx), 0);
     /* And a good call does write. */
     assert_true(tg_ok(tg_batch_norm(X, r.mean, r.var, none, none, true, 0.1, 1e-5)));
     assert_true(tg_param_version(r.mean) > r.mean_version);
@@ -575,6 +609,7 @@ int main(void)
         TEST(batch_norm_large_offset),
         TEST(batch_norm_running_statistics),
         TEST(rms_norm_activations_cumsum),
+        TEST(cumsum_wide_columns),
         TEST(cast_values_and_gradients),
         TEST(hvp_through_batch_norm),
         TEST(batch_norm_errors),

@@ -133,8 +133,8 @@ def graph_rms_norm():
         y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS)
         return y * weight if weight is not None else y
 
-    seeded("rms", rms, {"x": 2 * torch.randn(4, 6, generator=g) + 0.5,
-                        "weight": 0.5 + torch.rand(6, generator=g)}, g)
+    seeded("rms", rms, {"x": 2 * torch.randn(4, 11, generator=g) + 0.5,
+                        "weight": 0.5 + torch.rand(11, generator=g)}, g)
     seeded("rms_plain", rms, {"x": torch.randn(2, 3, 5, generator=g)}, g)
 
 
