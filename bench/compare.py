@@ -245,7 +245,8 @@ def torch_elementwise(h):
     triad_stats = rate(h.measure(triad)[0], 12.0 * big / 1e9)
     h.row("elementwise", "triad a=b+s*c, 16M", "GB/s", triad_stats)
     ops = [("exp", torch.exp), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid),
-           ("gelu", lambda t: F.gelu(t, approximate="tanh"))]
+           ("gelu", lambda t: F.gelu(t, approximate="tanh")), ("silu", F.silu),
+           ("gelu_erf", lambda t: F.gelu(t, approximate="none"))]
     for n in (small, big):
         x = (torch.rand(n) * 6 - 3).requires_grad_()
         seed = torch.rand(n) * 2 - 1

@@ -457,6 +457,12 @@ tg_tensor tg_sigmoid(tg_tensor a);
 tg_tensor tg_relu(tg_tensor a);
 tg_tensor tg_leaky_relu(tg_tensor a, double negative_slope);
 tg_tensor tg_gelu(tg_tensor a); /* tanh approximation */
+/* x sigmoid(x), computed as x / (1 + exp(-x)): torch.nn.functional.silu (NaN at -inf, as in
+ * PyTorch). */
+tg_tensor tg_silu(tg_tensor a);
+/* The exact gelu, x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) with Phi the standard normal
+ * distribution function: torch.nn.functional.gelu(approximate='none'). */
+tg_tensor tg_gelu_erf(tg_tensor a);
 tg_tensor tg_softplus(tg_tensor a);
 tg_tensor tg_clamp(tg_tensor a, double low, double high);
 
@@ -500,6 +506,18 @@ tg_tensor tg_stack(int n, const tg_tensor *ts, int axis);
 tg_tensor tg_index_select(tg_tensor a, int axis, tg_tensor index);
 /* out[i][j][k] = a[index[i][j][k]][j][k] for axis 0 (and so on): index is i64, same ndim as a. */
 tg_tensor tg_gather(tg_tensor a, int axis, tg_tensor index);
+
+/* Running sums along one axis (negative counts from the end; a 0-d tensor has axis 0 or -1),
+ * accumulated in double for both float dtypes: y_i = a_0 + ... + a_i, torch.cumsum. An axis out
+ * of range is TG_RANGE; an i64 input is TG_DTYPE (i64 is data only). */
+tg_tensor tg_cumsum(tg_tensor a, int axis);
+
+/* a converted to `dtype`, Tensor.to(dtype): between f32 and f64 rounding to nearest,
+ * differentiable (the gradient is cast back to a's dtype); to i64 truncated toward zero like
+ * .long(), carrying no gradient (NaN, infinities and values outside [-2^63, 2^63) are TG_RANGE,
+ * as tg_read does); from i64 to a float dtype rounding to nearest. The same dtype returns a
+ * itself (no node), as Tensor.to returns self. An unknown dtype is TG_DTYPE. */
+tg_tensor tg_cast(tg_tensor a, tg_dtype dtype);
 
 /* Along one axis, stable for inputs of any magnitude. */
 tg_tensor tg_softmax(tg_tensor a, int axis);

@@ -13,7 +13,7 @@
     /* ops/activation.c */                                                                         \
     X(tanh) X(tanh_backward) X(sigmoid) X(sigmoid_backward) X(relu) X(relu_backward)               \
     X(leaky_relu) X(leaky_relu_backward) X(gelu) X(gelu_backward) X(softplus) X(clamp)             \
-    X(clamp_backward)                                                                              \
+    X(clamp_backward) X(silu) X(silu_backward) X(gelu_erf) X(gelu_erf_backward)                    \
     /* ops/compare.c */                                                                            \
     X(gt) X(lt) X(eq) X(where)                                                                     \
     /* ops/reduce.c */                                                                             \
@@ -26,6 +26,10 @@
     X(scaled_dot_product_attention) X(scaled_dot_product_attention_backward)                       \
     /* ops/shape.c */                                                                              \
     X(reshape) X(permute) X(broadcast_to)                                                          \
+    /* ops/cumsum.c */                                                                             \
+    X(cumsum)                                                                                      \
+    /* ops/cast.c */                                                                               \
+    X(cast) X(cast_to_i64)                                                                         \
     /* ops/slice.c */                                                                              \
     X(slice) X(slice_backward) X(concat) X(stack)                                                  \
     /* ops/index.c */                                                                              \
@@ -33,7 +37,10 @@
     /* ops/select.c */                                                                             \
     X(argmax) X(argmin) X(topk) X(multinomial)                                                     \
     /* ops/norm.c */                                                                               \
-    X(layer_norm) X(layer_norm_backward)                                                           \
+    X(layer_norm) X(layer_norm_backward) X(rms_norm) X(rms_norm_backward)                          \
+    /* ops/batch_norm.c */                                                                         \
+    X(batch_norm) X(batch_norm_stats) X(batch_norm_sums) X(batch_norm_backward)                    \
+    X(batch_norm_update)                                                                           \
     /* ops/embedding.c */                                                                          \
     X(embedding) X(embedding_backward)                                                             \
     /* ops/dropout.c */                                                                            \

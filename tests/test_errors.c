@@ -166,8 +166,10 @@ static void every_function_on_errored_tape(void **state)
     tg_tensor m = tg_reshape(good, 2, s2);
     tg_tensor idx = tg_tensor_from(tp, TG_I64, 1, (int64_t[]){1}, (int64_t[]){0});
     tg_scalar sv = tg_s_var(tp, 1.0);
-    tg_param *p;
+    tg_param *p, *running_mean, *running_var;
     tg_param_new(f->ctx, "p", TG_F64, 1, (int64_t[]){4}, &p);
+    tg_param_new(f->ctx, "running_mean", TG_F64, 1, (int64_t[]){2}, &running_mean);
+    tg_param_new(f->ctx, "running_var", TG_F64, 1, (int64_t[]){2}, &running_var);
     const tg_op *add = tg_op_find(f->ctx, "add");
     tg_tensor none = {0};
     tg_tensor img = tg_ones(tp, TG_F64, 4, (int64_t[]){1, 1, 2, 2});
@@ -228,6 +230,8 @@ static void every_function_on_errored_tape(void **state)
         tg_relu(good),
         tg_leaky_relu(good, 0.1),
         tg_gelu(good),
+        tg_silu(good),
+        tg_gelu_erf(good),
         tg_softplus(good),
         tg_clamp(good, 0, 1),
         tg_gt(good, good),
@@ -254,6 +258,9 @@ static void every_function_on_errored_tape(void **state)
         tg_stack(2, pair, 0),
         tg_index_select(good, 0, idx),
         tg_gather(good, 0, idx),
+        tg_cumsum(m, 1),
+        tg_cast(good, TG_F32),
+        tg_cast(good, TG_F64), /* the identity passes the error on too */
         tg_softmax(m, 1),
         tg_log_softmax(m, 1),
         tg_logsumexp(m, 1, false),
@@ -273,6 +280,8 @@ static void every_function_on_errored_tape(void **state)
         tg_max_pool2d(img, &pool),
         tg_avg_pool2d(img, &pool),
         tg_layer_norm(m, 1, none, none, 1e-5),
+        tg_batch_norm(m, running_mean, running_var, none, none, true, 0.1, 1e-5),
+        tg_rms_norm(m, none, 1e-5),
         tg_embedding(m, idx),
         tg_dropout(good, 0.5, true, 1),
         tg_dropout(good, 0, true, 1), /* the identity modes pass the error on too */
@@ -322,6 +331,8 @@ static void every_function_on_errored_tape(void **state)
     uint64_t version = tg_param_version(tg_module_params(lin)[0]);
     assert_status(tg_optim_step(opt, tp), TG_SHAPE);
     assert_int_equal(tg_param_version(tg_module_params(lin)[0]), version); /* nothing written */
+    assert_int_equal(tg_param_version(running_mean), 0);
+    assert_int_equal(tg_param_version(running_var), 0);
     tg_tensor ng[2] = {good, good}, gstate[2] = {none, none}, newp[2];
     assert_int_not_equal(tg_optim_step_graph(opt, none, 1, ng, ng, gstate, newp), TG_OK);
     tg_tensor bx, by;

@@ -42,7 +42,7 @@ static tg_status scenario(counting *c, char *message, size_t size)
 {
     tg_ctx *ctx = NULL;
     tg_tape *tp = NULL;
-    tg_param *w = NULL, *b = NULL;
+    tg_param *w = NULL, *b = NULL, *running_mean = NULL, *running_var = NULL;
     tg_ctx_options opts = {.alloc = counting_alloc, .alloc_user = c};
     tg_status st = tg_ctx_new(&ctx, &opts);
     if (st) { /* no context: the status is the whole report */
@@ -54,6 +54,10 @@ static tg_status scenario(counting *c, char *message, size_t size)
         st = tg_param_new(ctx, "b", TG_F32, 1, (int64_t[]){4}, &b);
     if (!st)
         st = tg_param_uniform(w, -0.5, 0.5, 1);
+    if (!st)
+        st = tg_param_new(ctx, "running_mean", TG_F32, 1, (int64_t[]){4}, &running_mean);
+    if (!st)
+        st = tg_param_new(ctx, "running_var", TG_F32, 1, (int64_t[]){4}, &running_var);
     if (!st)
         st = tg_tape_new(ctx, &tp);
     /* The nn layer on the same allocator: a small Sequential and its Adam optimiser. */
@@ -114,6 +118,12 @@ static tg_status scenario(counting *c, char *message, size_t size)
                     st = tg_grad(1, (tg_tensor[]){tg_sum_all(tg_mul(g[0], g[1]))}, NULL, 2, qkv, g,
                                  0);
             }
+        }
+        if (!st) { /* batch_norm updating running statistics, and its backward */
+            tg_tensor x = tg_uniform(tp, TG_F32, 4, (int64_t[]){4, 4, 3, 3}, -1, 1, 6);
+            tg_tensor y = tg_batch_norm(tg_requires_grad(x), running_mean, running_var,
+                                        tg_param_tensor(tp, b), (tg_tensor){0}, true, 0.1, 1e-5);
+            st = tg_backward(tg_sum_all(tg_square(y)));
         }
         if (!st) {
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;

@@ -59,6 +59,32 @@ tg_tensor tg_avg_pool2d(tg_tensor x, const tg_pool2d_params *p);
 /* Layer normalisation over the last `naxes` dims: (x - mean) / sqrt(var + eps) * weight + bias,
  * biased variance; weight and bias (shape of those dims) may be none. */
 tg_tensor tg_layer_norm(tg_tensor x, int naxes, tg_tensor weight, tg_tensor bias, double eps);
+/* Batch normalisation, torch.nn.functional.batch_norm: x [N, C, ...] (e.g. [N, C] or
+ * [N, C, H, W]) normalised per channel over every axis but 1, (x - mean) / sqrt(var + eps) *
+ * weight + bias, with weight and bias [C] (x's dtype) or none.
+ * - training: mean and var are the batch's (biased variance, computed in double), and the
+ *   gradient flows through them. When running_mean and running_var are given (parameters of
+ *   x's context used as buffers: x's dtype, shape [C]), they are updated as PyTorch does,
+ *     running = (1 - momentum) * running + momentum * batch statistic
+ *   (the unbiased variance for running_var), written through tg_param_write (their versions
+ *   move) when the op is recorded, as PyTorch's forward updates its buffers. An empty batch
+ *   updates nothing; one value per channel (N * H * W == 1) is TG_INVALID, as in PyTorch.
+ * - evaluation (training false): mean and var are the running statistics, then required, read
+ *   as constants (no gradient reaches them).
+ * Unlike PyTorch: give both running statistics or neither, of x's dtype; momentum is a number
+ * (no cumulative average) in [0, 1], checked in every mode (TG_RANGE). x needs 2 dims or more
+ * (TG_SHAPE); eps must be finite and >= 0 (TG_INVALID); a running statistic of the wrong dtype
+ * or shape is TG_DTYPE or TG_SHAPE. On any error, or on a tape already in error, the running
+ * statistics are left untouched; an error later in the step does not undo an update that was
+ * made (as in PyTorch): keep a copy to roll a failed step back. */
+tg_tensor tg_batch_norm(tg_tensor x, tg_param *running_mean, tg_param *running_var,
+                        tg_tensor weight, tg_tensor bias, bool training, double momentum,
+                        double eps);
+/* RMS normalisation over the last dim: x / sqrt(mean(x^2) + eps) * weight, the mean of squares
+ * taken in double; weight [last dim] (x's dtype) or none. torch.nn.functional.rms_norm (PyTorch
+ * >= 2.4) with normalized_shape = [last dim], except that eps is always given (PyTorch's None
+ * means the dtype's machine epsilon). x must have a dim; eps must be finite and >= 0. */
+tg_tensor tg_rms_norm(tg_tensor x, tg_tensor weight, double eps);
 
 /* Rows of `table` [V, D] picked by `indices` (i64, any shape): output indices.shape + [D]. */
 tg_tensor tg_embedding(tg_tensor table, tg_tensor indices);
