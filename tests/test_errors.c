@@ -181,6 +181,8 @@ static void every_function_on_errored_tape(void **state)
     tg_dataset_new(f->ctx, 2, 1, (int64_t[]){2}, (float[]){1, 2, 3, 4}, (int64_t[]){0, 1}, &data);
     tg_batches *batches;
     tg_batches_new(data, 1, false, 0, false, &batches);
+    tg_param *buffer;
+    tg_buffer_new(f->ctx, "buffer", TG_F64, 1, (int64_t[]){2}, &buffer);
     assert_tape_ok(tp);
 
     /* The first error. */
@@ -315,6 +317,11 @@ static void every_function_on_errored_tape(void **state)
     assert_int_not_equal(tg_optim_step_graph(opt, none, 1, ng, ng, gstate, newp), TG_OK);
     tg_tensor bx, by;
     assert_false(tg_batches_next(batches, tp, &bx, &by));
+    /* A buffer is not written from a failed step's tape. */
+    assert_status(tg_buffer_store(buffer, good), TG_SHAPE);
+    assert_int_equal(tg_param_numel(buffer), 2);
+    assert_contains(tg_ctx_error(f->ctx),
+                    "tg_buffer_store(buffer): the value's tape holds an error");
     /* Reads still work on handles made before the error. */
     assert_true(tg_ok(good));
     assert_close(tg_s_value(sv), 1.0, 0);
@@ -351,6 +358,7 @@ static void every_function_on_errored_tape(void **state)
     tg_dataset_free(data);
     tg_optim_free(opt);
     tg_module_free(lin);
+    tg_param_free(buffer);
 }
 
 /* Every function the header declares that takes a tape, tensor or scalar must be called in
