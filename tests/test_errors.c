@@ -181,6 +181,10 @@ static void every_function_on_errored_tape(void **state)
     tg_dataset_new(f->ctx, 2, 1, (int64_t[]){2}, (float[]){1, 2, 3, 4}, (int64_t[]){0, 1}, &data);
     tg_batches *batches;
     tg_batches_new(data, 1, false, 0, false, &batches);
+    tg_module *gru, *cell;
+    tg_rnn_new(f->ctx, "gru", TG_RNN_GRU, 2, 2, &(tg_rnn_options){.dtype = TG_F64}, &gru);
+    tg_rnn_cell_new(f->ctx, "cell", TG_RNN_GRU, 2, 2, &(tg_rnn_options){.dtype = TG_F64}, &cell);
+    tg_tensor seq = tg_reshape(good, 3, (int64_t[]){1, 2, 2});
     tg_param *buffer;
     tg_buffer_new(f->ctx, "buffer", TG_F64, 1, (int64_t[]){2}, &buffer);
     assert_tape_ok(tp);
@@ -275,6 +279,7 @@ static void every_function_on_errored_tape(void **state)
         tg_l1_penalty(1, &good),
         tg_l2_penalty(1, &good),
         tg_forward(lin, m),
+        tg_rnn_scan(TG_RNN_TANH, seq, m, none, m, none),
     };
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
         if (tg_ok(results[i]))
@@ -317,6 +322,11 @@ static void every_function_on_errored_tape(void **state)
     assert_int_not_equal(tg_optim_step_graph(opt, none, 1, ng, ng, gstate, newp), TG_OK);
     tg_tensor bx, by;
     assert_false(tg_batches_next(batches, tp, &bx, &by));
+    tg_tensor rnn_out[3] = {good, good, good};
+    assert_status(tg_rnn_run(gru, seq, none, none, &rnn_out[0], &rnn_out[1], NULL), TG_SHAPE);
+    assert_status(tg_rnn_cell_step(cell, m, none, none, &rnn_out[2], NULL), TG_SHAPE);
+    for (int i = 0; i < 3; i++)
+        assert_false(tg_ok(rnn_out[i]));
     /* A buffer is not written from a failed step's tape. */
     assert_status(tg_buffer_store(buffer, good), TG_SHAPE);
     assert_int_equal(tg_param_numel(buffer), 2);
@@ -358,6 +368,8 @@ static void every_function_on_errored_tape(void **state)
     tg_dataset_free(data);
     tg_optim_free(opt);
     tg_module_free(lin);
+    tg_module_free(gru);
+    tg_module_free(cell);
     tg_param_free(buffer);
 }
 

@@ -68,6 +68,17 @@ tg_tensor tg_embedding(tg_tensor table, tg_tensor indices);
  * (no node). */
 tg_tensor tg_dropout(tg_tensor x, double p, bool training, uint64_t seed);
 
+/* The recurrence of one recurrent layer over a sequence, given its input projections: the op
+ * behind tg_rnn_new (PyTorch computes the same inside nn.RNN, nn.GRU and nn.LSTM). gates_x
+ * [T, B, G*H] holds x_t W_ih^T + b_ih for each step t, with G and the gate order of `mode` (see
+ * the recurrent layers below); weight_hh [G*H, H]; bias_hh [G*H] or none; h0 [B, H]; c0 [B, H]
+ * for TG_RNN_LSTM, none for the other modes. All of one float dtype. Returns [T, B, S, H]:
+ * h_t of every step (S = 1), and for LSTM h_t then c_t (S = 2). Differentiable to any order: its
+ * backward runs the adjoint recurrence as one fused op. T >= 1, B, H >= 1. */
+typedef enum tg_rnn_mode { TG_RNN_TANH, TG_RNN_RELU, TG_RNN_GRU, TG_RNN_LSTM } tg_rnn_mode;
+tg_tensor tg_rnn_scan(tg_rnn_mode mode, tg_tensor gates_x, tg_tensor weight_hh, tg_tensor bias_hh,
+                      tg_tensor h0, tg_tensor c0);
+
 /* ---------------------------------------------------------------------------------------------
  * Losses (graph ops). Labels are i64 class indices; a label out of range is a clear error.
  */
@@ -222,6 +233,52 @@ tg_param *tg_module_find_param(const tg_module *m, const char *path);
 /* Frees the module, everything below it and their parameters and buffers; a module inside a
  * tree is taken out of its parent first (its siblings keep their names). NULL is a no-op. */
 void tg_module_free(tg_module *m);
+
+/* Recurrent layers: PyTorch's nn.RNN (tanh or relu), nn.GRU and nn.LSTM, and the cells
+ * nn.RNNCell, nn.GRUCell and nn.LSTMCell, with their parameter names, layouts, gate orders and
+ * default initialisation, so weights move between the two unchanged (through a checkpoint).
+ * With H the hidden size and G = 1 (tanh, relu), 3 (GRU: gates r, z, n) or 4 (LSTM: i, f, g, o):
+ *   a cell has weight_ih [G*H, I], weight_hh [G*H, H], bias_ih [G*H], bias_hh [G*H];
+ *   layer l of a multi-layer RNN has weight_ih_l<l> [G*H, I (layer 0) or H], weight_hh_l<l>,
+ *   bias_ih_l<l>, bias_hh_l<l> (in that order, layer by layer);
+ * every tensor initialised U(-1/sqrt(H), 1/sqrt(H)). The steps (x_t input, h hidden state):
+ *   tanh/relu: h' = act(W_ih x + b_ih + W_hh h + b_hh)
+ *   GRU:  r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz),
+ *         n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h
+ *   LSTM: i, f, o = sigmoid(...), g = tanh(...) of W_i* x + b_i* + W_h* h + b_h*,
+ *         c' = f * c + i * g,  h' = o * tanh(c')
+ * Not supported (no option for them): dropout between layers, bidirectional layers, LSTM
+ * projections (proj_size); inputs are always batched (for PyTorch's unbatched inputs, give
+ * B = 1). */
+typedef struct tg_rnn_options {
+    int num_layers;   /* layers of tg_rnn_new (0: 1); cells take 0 or 1 */
+    bool no_bias;     /* bias=False: no bias_ih / bias_hh */
+    bool batch_first; /* tg_rnn_new: input and output [B, T, .] (PyTorch's default is [T, B, .]);
+                         states stay [L, B, H] */
+    tg_dtype dtype;   /* of the parameters: TG_F32 (0 means f32) or TG_F64 */
+    uint64_t seed;    /* initialisation seed; 0: derived from the module's name */
+} tg_rnn_options;
+/* A cell (one step) or a multi-layer RNN over sequences; `opts` may be NULL. Sizes must be >= 1
+ * and the mode known, else TG_SHAPE / TG_INVALID. */
+tg_status tg_rnn_cell_new(tg_ctx *ctx, const char *name, tg_rnn_mode mode, int64_t input_size,
+                          int64_t hidden_size, const tg_rnn_options *opts, tg_module **out);
+tg_status tg_rnn_new(tg_ctx *ctx, const char *name, tg_rnn_mode mode, int64_t input_size,
+                     int64_t hidden_size, const tg_rnn_options *opts, tg_module **out);
+/* One step of a cell: from x [B, I], h [B, H] and (LSTM) c [B, H], where a none h or c means
+ * zeros, the next h (and for LSTM c) on x's tape. c must be none for the other modes, and *c_out
+ * is none for them. h_out and c_out may be NULL. tg_forward(cell, x) is h_out with zero state.
+ * Returns the tape's status: on failure (a wrong module, dtype or shape: the message names the
+ * module and the shapes) the outputs are error handles. */
+tg_status tg_rnn_cell_step(tg_module *cell, tg_tensor x, tg_tensor h, tg_tensor c, tg_tensor *h_out,
+                           tg_tensor *c_out);
+/* A multi-layer RNN over a sequence x [T, B, I] ([B, T, I] with batch_first) from the initial
+ * states h0 [L, B, H] and (LSTM) c0 [L, B, H] (none: zeros): output [T, B, H] ([B, T, H]), the
+ * last layer's h_t for every t, and the final states h_n and c_n [L, B, H]. Each layer projects
+ * its whole input with one matrix product and runs its recurrence as one tg_rnn_scan.
+ * tg_forward(rnn, x) is the output with zero initial states. Outputs may be NULL (*c_n is none
+ * for the other modes); errors as in tg_rnn_cell_step. */
+tg_status tg_rnn_run(tg_module *rnn, tg_tensor x, tg_tensor h0, tg_tensor c0, tg_tensor *output,
+                     tg_tensor *h_n, tg_tensor *c_n);
 
 /* ---------------------------------------------------------------------------------------------
  * Optimisers. Each algorithm has one update rule, followed two ways. tg_optim_step, the training

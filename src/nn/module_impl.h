@@ -1,5 +1,5 @@
 /* module_impl.h — the module record and the helpers that build one, shared by the nn layer's
- * module files (module.c: the module tree and the simple layers).
+ * module files (module.c: the module tree and the simple layers; rnn.c: recurrent layers).
  * Private to src/nn/: users build modules through nn.h. Like the rest of src/nn/ it sees only
  * the public header.
  *
@@ -18,6 +18,15 @@
 
 /* What a module does with an input. NULL for containers without a forward (lists, dicts). */
 typedef tg_tensor (*tg__forward_fn)(tg_module *m, tg_tensor x);
+
+/* Recurrent layers and cells (rnn.c). */
+typedef struct tg__rnn_config {
+    tg_rnn_mode mode;
+    int layers; /* 0 for a cell */
+    int64_t input_size, hidden_size;
+    bool bias, batch_first;
+    tg_dtype dtype;
+} tg__rnn_config;
 
 /* A parameter or buffer a module owns, under its local name ("weight_hh_l0"). */
 typedef struct tg__entry {
@@ -61,6 +70,7 @@ struct tg_module {
             tg_module_forward_fn fn;
             void *user;
         } custom;
+        tg__rnn_config rnn;
     } u;
 };
 
