@@ -369,6 +369,15 @@ static void hierarchical_names_and_lookup(void **state)
     assert_int_equal(tg_module_param_count(model), 14);
     assert_int_equal(tg_module_child_count(attn1), 2);
     assert_string_equal(tg_param_name(tg_module_params(model)[8]), "blocks.2.attn.in_proj_weight");
+    /* Freed from the middle of a list, a child leaves its index taken: appending refuses it
+     * rather than naming two children "2". */
+    tg_module_free(tg_module_child(list, 1));
+    assert_int_equal(tg_module_child_count(list), 2);
+    assert_string_equal(tg_module_key(tg_module_child(list, 1)), "2");
+    tg_module *late;
+    assert_status(tg_activation_new(f->ctx, TG_ACT_RELU, &late), TG_OK);
+    assert_status(tg_module_add_child(list, NULL, late), TG_EXISTS);
+    assert_contains(tg_ctx_error(f->ctx), "already has a member named \"2\"");
     tg_module_free(model);
     assert_int_equal(tg_param_count(f->ctx), 0);
 }

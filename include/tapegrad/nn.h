@@ -195,9 +195,10 @@ tg_status tg_module_add_param(tg_module *m, const char *name, tg_dtype dt, int n
                               const int64_t *shape, tg_param **out);
 tg_status tg_module_add_buffer(tg_module *m, const char *name, tg_dtype dt, int ndim,
                                const int64_t *shape, tg_param **out);
-/* Makes `child` a child of m under `key` (NULL: its index among m's children, as in a list;
- * PyTorch's add_module), renaming its subtree; m may itself be inside a tree. Takes the child as
- * the containers take their modules (also on failure); the same checks and errors. */
+/* Makes `child` a child of m under `key` (NULL: its index among m's children, as appending to
+ * a list does; PyTorch's add_module), renaming its subtree; m may itself be inside a tree. Takes
+ * the child as the containers take their modules (also on failure); the same checks and errors
+ * (an index key is refused, TG_EXISTS, when a child freed from the list left it taken). */
 tg_status tg_module_add_child(tg_module *m, const char *key, tg_module *child);
 
 /* Applies the module to x (records on x's tape; error handle on failure, as any op). */

@@ -427,8 +427,15 @@ static tg_status check_child(tg_module *m, const char *fn, const char *const *ke
         if (modules[j] == c)
             return tg_ctx_fail(m->ctx, TG_INVALID, "%s(%s): module %zu (%s) appears twice", fn,
                                m->name, i, c->name);
-    if (!keys)
+    if (!keys) { /* its index; taken when a child was freed from the middle of a list */
+        char index[24];
+        snprintf(index, sizeof index, "%zu", m->nchildren + i);
+        if (key_used(m, index))
+            return tg_ctx_fail(m->ctx, TG_EXISTS,
+                               "%s(%s): the module already has a member named \"%s\"", fn, m->name,
+                               index);
         return TG_OK;
+    }
     if (!key_ok(keys[i]))
         return tg_ctx_fail(m->ctx, TG_INVALID,
                            "%s(%s): key %zu \"%s\" is not a valid name (it must be non-empty, "
