@@ -132,14 +132,16 @@ typedef struct tg_scalar {
  * at a time). What they share is safe to share: the allocator hook is called from all of them
  * (see tg_alloc_fn), tg_ctx_alloc_calls counts every call, each thread has its own
  * tg_ctx_error, and the context's settings and registry are only read by tape operations.
- * Calls that change the context itself (tg_op_register, tg_param_new, tg_param_free,
- * tg_ctx_free, the nn layer's constructors) are not thread-safe with any other call on it that
- * reads the registry or the parameter list (tg_op_find, tg_op_at, tg_param_find, tg_zero_grad,
+ * Calls that change the context itself (tg_op_register, tg_param_new, tg_buffer_new,
+ * tg_param_free, tg_ctx_free, the nn layer's constructors) are not thread-safe with any other call
+ * on it that reads the registry or the parameter list (tg_op_find, tg_op_at, tg_param_find,
+ * tg_zero_grad,
  * ...). tg_ctx_set_threads may run at any time; tapes see the new setting in later ops.
  * Parameters are shared data: tapes in several threads may read one at once (forward passes),
  * but a call that writes a parameter's value or gradient (tg_backward reaching it, tg_param_set
- * and its siblings, tg_param_zero_grad, an optimiser's step) must not overlap any other use of
- * that parameter; give each thread its own parameters (or serialise the writes yourself). */
+ * and its siblings, tg_buffer_store, tg_param_zero_grad, an optimiser's step) must not overlap
+ * any other use of that parameter; give each thread its own parameters (or serialise the writes
+ * yourself). */
 
 /* One allocator function, Lua-style: new_size == 0 frees `ptr` (returning NULL); otherwise it
  * returns a block of new_size bytes holding the first min(old,new) bytes of `ptr` (which may be
@@ -292,23 +294,49 @@ tg_tensor tg_tensor_grad(tg_tensor t);
 /* ---------------------------------------------------------------------------------------------
  * Parameters: persistent tensors owned by the context, with a gradient of the same shape
  * (zero-initialised). They survive tape resets. tg_backward adds into their gradients.
+ *
+ * Buffers are the context's other persistent tensors: state that never receives a gradient (an
+ * RNN's hidden state carried from one step to the next, a KV cache, batch-norm running
+ * statistics; PyTorch's register_buffer). A buffer is a tg_param for which tg_param_is_buffer
+ * is true: listed, found, renamed, freed and saved in checkpoints like a parameter, written by
+ * tg_param_set/fill/assign/write like one, but with no gradient (tg_param_grad is NULL,
+ * tg_param_grad_tensor an error, zeroing does nothing), refused by optimisers, and read by copy.
  */
 /* Creates a zero-filled parameter. `name` is copied (may be NULL: unnamed). Owned by ctx until
  * tg_param_free or tg_ctx_free. Not thread-safe with other calls on the same context. */
 tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, const int64_t *shape,
                        tg_param **out);
+/* Creates a zero-filled buffer (f32, f64 or i64; see above). `name` is copied. Owned by ctx
+ * until tg_param_free or tg_ctx_free. Same rules and failures as tg_param_new. */
+tg_status tg_buffer_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, const int64_t *shape,
+                        tg_param **out);
+bool tg_param_is_buffer(const tg_param *p); /* false for NULL */
+/* Stores a tape tensor's value in a buffer, detached from its graph: the way to carry state from
+ * one step's tape to the next (the hidden state of truncated backprop through time, a KV cache
+ * that grows every step) without copying it through a C array. The buffer takes the value's
+ * shape (dtype must match), reallocating through the context's allocator only when it grows
+ * past its capacity (which grows by at least half each time). Bumps the version. Fails, with
+ * the buffer unchanged and the reason in tg_ctx_error, when `buffer` is a parameter (TG_INVALID:
+ * use tg_param_assign), the value is stale, none or of another context, its tape holds an error
+ * (that status: a failed step stores nothing), the dtype differs (TG_DTYPE) or memory runs out. */
+tg_status tg_buffer_store(tg_param *buffer, tg_tensor value);
 /* Renames the parameter (the name is copied; NULL or "" makes it unnamed). */
 tg_status tg_param_rename(tg_param *p, const char *name);
 /* Removes the parameter from its context and frees it. No tape may still use it. */
 void tg_param_free(tg_param *p);
 /* The parameter as a tensor on `tp` (no copy). Gradients reaching it are added into the
- * parameter's gradient by tg_backward. Error handle if p is NULL or of another context. */
+ * parameter's gradient by tg_backward. Error handle if p is NULL or of another context.
+ * For a buffer: a copy of its current value, a leaf that needs no gradient (so storing into the
+ * buffer later, even before this tape's backward, cannot change what the tape recorded). */
 tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p);
 /* The parameter's current gradient as a tensor on `tp` (a copy, taken now; no gradient flows
- * through it). With tg_param_tensor, lets an update be written in tapegrad ops. */
+ * through it). With tg_param_tensor, lets an update be written in tapegrad ops. A buffer has no
+ * gradient: TG_INVALID on the tape. */
 tg_tensor tg_param_grad_tensor(tg_tape *tp, tg_param *p);
-/* Value and gradient buffers, row-major, owned by the parameter, valid until it is freed. Write
- * values through tg_param_set/fill/assign/write so that tapes can detect the change. */
+/* Value and gradient buffers, row-major, owned by the parameter, valid until it is freed (a
+ * buffer's value also moves when tg_buffer_store grows it). Write values through
+ * tg_param_set/fill/assign/write so that tapes can detect the change. tg_param_grad is NULL for a
+ * buffer. */
 const void *tg_param_data(const tg_param *p);
 void *tg_param_grad(tg_param *p);
 /* The value buffer for writing in place (an optimiser's update, for instance). Counts as a write
@@ -323,6 +351,8 @@ const int64_t *tg_param_shape(const tg_param *p);
 int64_t tg_param_numel(const tg_param *p);
 /* Overwrites the value from `data` (numel elements of the parameter's dtype). */
 tg_status tg_param_set(tg_param *p, const void *data);
+/* i64 buffers: fill takes values representable as i64 (else TG_RANGE); uniform and normal are
+ * TG_DTYPE. */
 tg_status tg_param_fill(tg_param *p, double value);
 tg_status tg_param_uniform(tg_param *p, double low, double high, uint64_t seed);
 tg_status tg_param_normal(tg_param *p, double mean, double std, uint64_t seed);
@@ -332,9 +362,9 @@ tg_status tg_param_assign(tg_param *p, tg_tensor value);
  * refuses to backpropagate. */
 uint64_t tg_param_version(const tg_param *p);
 void tg_param_zero_grad(tg_param *p);
-/* Zeroes the gradient of every parameter of the context. */
+/* Zeroes the gradient of every parameter of the context (buffers have none). */
 void tg_zero_grad(tg_ctx *ctx);
-/* Parameters in creation order; tg_param_at returns NULL past the end. */
+/* Parameters and buffers in creation order; tg_param_at returns NULL past the end. */
 size_t tg_param_count(const tg_ctx *ctx);
 tg_param *tg_param_at(const tg_ctx *ctx, size_t index);
 tg_param *tg_param_find(const tg_ctx *ctx, const char *name);

@@ -52,6 +52,8 @@
     /* ops/pool.c */                                                                               \
     X(max_pool2d) X(max_pool2d_select) X(max_pool2d_backward) X(avg_pool2d)                        \
     X(avg_pool2d_backward)                                                                         \
+    /* ops/rnn.c */                                                                                \
+    X(rnn_scan) X(linear_scan)                                                                     \
     /* ops/matmul.c */                                                                             \
     X(matmul)
 /* clang-format on */

@@ -186,6 +186,12 @@ static void every_function_on_errored_tape(void **state)
     tg_text *text = NULL;
     assert_status(
         tg_text_load(f->ctx, 1, (const char *[]){TG_SOURCE_DIR "/README.md"}, NULL, &text), TG_OK);
+    tg_module *gru, *cell;
+    tg_rnn_new(f->ctx, "gru", TG_RNN_GRU, 2, 2, &(tg_rnn_options){.dtype = TG_F64}, &gru);
+    tg_rnn_cell_new(f->ctx, "cell", TG_RNN_GRU, 2, 2, &(tg_rnn_options){.dtype = TG_F64}, &cell);
+    tg_tensor seq = tg_reshape(good, 3, (int64_t[]){1, 2, 2});
+    tg_param *buffer;
+    tg_buffer_new(f->ctx, "buffer", TG_F64, 1, (int64_t[]){2}, &buffer);
     assert_tape_ok(tp);
 
     /* The first error. */
@@ -293,6 +299,7 @@ static void every_function_on_errored_tape(void **state)
         tg_l1_penalty(1, &good),
         tg_l2_penalty(1, &good),
         tg_forward(lin, m),
+        tg_rnn_scan(TG_RNN_TANH, seq, m, none, m, none),
     };
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
         if (tg_ok(results[i]))
@@ -346,6 +353,16 @@ static void every_function_on_errored_tape(void **state)
     assert_status(tg_topk(m, 1, 0, true, &topv, &topi), TG_SHAPE);
     assert_false(tg_ok(topv));
     assert_false(tg_ok(topi));
+    tg_tensor rnn_out[3] = {good, good, good};
+    assert_status(tg_rnn_run(gru, seq, none, none, &rnn_out[0], &rnn_out[1], NULL), TG_SHAPE);
+    assert_status(tg_rnn_cell_step(cell, m, none, none, &rnn_out[2], NULL), TG_SHAPE);
+    for (int i = 0; i < 3; i++)
+        assert_false(tg_ok(rnn_out[i]));
+    /* A buffer is not written from a failed step's tape. */
+    assert_status(tg_buffer_store(buffer, good), TG_SHAPE);
+    assert_int_equal(tg_param_numel(buffer), 2);
+    assert_contains(tg_ctx_error(f->ctx),
+                    "tg_buffer_store(buffer): the value's tape holds an error");
     /* Reads still work on handles made before the error. */
     assert_true(tg_ok(good));
     assert_close(tg_s_value(sv), 1.0, 0);
@@ -383,6 +400,9 @@ static void every_function_on_errored_tape(void **state)
     tg_text_free(text);
     tg_optim_free(opt);
     tg_module_free(lin);
+    tg_module_free(gru);
+    tg_module_free(cell);
+    tg_param_free(buffer);
 }
 
 /* Every function the header declares that takes a tape, tensor or scalar must be called in

@@ -81,6 +81,27 @@ static tg_status scenario(counting *c, char *message, size_t size)
     if (!st)
         st = tg_text_load(ctx, 1, (const char *[]){TG_SOURCE_DIR "/docs"},
                           &(tg_text_options){.char_vocab = true}, &text);
+    /* A module tree of recurrent layers: a dict of a 2-layer GRU and a list holding an LSTM
+     * cell, with buffers for the GRU's state and for a cache that grows every step. */
+    tg_module *parts[2] = {NULL, NULL}, *rnn = NULL, *cell_list = NULL;
+    tg_param *hidden = NULL, *cache = NULL;
+    if (!st)
+        st =
+            tg_rnn_new(ctx, "gru", TG_RNN_GRU, 3, 4, &(tg_rnn_options){.num_layers = 2}, &parts[0]);
+    if (!st)
+        st = tg_rnn_cell_new(ctx, "cell", TG_RNN_LSTM, 4, 4, NULL, &cell_list);
+    if (!st) {
+        st = tg_module_list_new(ctx, "", 1, &cell_list, &parts[1]);
+        cell_list = NULL; /* owned by the list, even on failure */
+    }
+    if (!st) {
+        st = tg_module_dict_new(ctx, "seq", 2, (const char *[]){"enc", "dec"}, parts, &rnn);
+        parts[0] = parts[1] = NULL;
+    }
+    if (!st)
+        st = tg_module_add_buffer(rnn, "hidden", TG_F32, 3, (int64_t[]){2, 2, 4}, &hidden);
+    if (!st)
+        st = tg_module_add_buffer(rnn, "cache", TG_F32, 2, (int64_t[]){0, 4}, &cache);
     if (st)
         snprintf(message, size, "%s", tg_ctx_error(ctx));
     for (int step = 0; step < 2 && !st; step++) {
@@ -125,6 +146,22 @@ static tg_status scenario(counting *c, char *message, size_t size)
                                         tg_param_tensor(tp, b), (tg_tensor){0}, true, 0.1, 1e-5);
             st = tg_backward(tg_sum_all(tg_square(y)));
         }
+        if (!st) { /* a chunk of truncated BPTT and a cell step, the state kept in buffers */
+            tg_tensor x = tg_uniform(tp, TG_F32, 3, (int64_t[]){5, 2, 3}, -1, 1, 6), out, hn, h, c;
+            st = tg_rnn_run(tg_module_find(rnn, "enc"), x, tg_param_tensor(tp, hidden),
+                            (tg_tensor){0}, &out, &hn, NULL);
+            if (!st)
+                st = tg_rnn_cell_step(tg_module_find(rnn, "dec.0"),
+                                      tg_reshape(hn, 2, (int64_t[]){4, 4}), (tg_tensor){0},
+                                      (tg_tensor){0}, &h, &c);
+            if (!st)
+                st = tg_buffer_store(hidden, hn);
+            tg_tensor grown = tg_concat(2, (tg_tensor[]){tg_param_tensor(tp, cache), h}, 0);
+            if (!st)
+                st = tg_buffer_store(cache, grown);
+            if (!st)
+                st = tg_backward(tg_add(tg_sum_all(out), tg_sum_all(tg_mul(h, c))));
+        }
         if (!st) {
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;
             tg_tensor y = tg_sum_all(tg_exp(tg_mul(v, v)));
@@ -151,6 +188,10 @@ static tg_status scenario(counting *c, char *message, size_t size)
         snprintf(message, size, "%s", tg_ctx_error(ctx));
     for (int i = 0; i < 3; i++)
         tg_module_free(layers[i]);
+    tg_module_free(parts[0]);
+    tg_module_free(parts[1]);
+    tg_module_free(cell_list);
+    tg_module_free(rnn);
     tg_optim_free(opt);
     tg_text_free(text);
     tg_module_free(net);
