@@ -161,6 +161,83 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* Bytes for the names of the optimiser's buffers, "<param name>.<state name>" each. */
+static tg_status state_names_size(tg_ctx *ctx, const char *fn, const char *path,
+                                  const tg_optim *opt, size_t nstate, size_t *size)
+{
+    *size = 0;
+    for (size_t i = 0; i < nstate; i++) {
+        const char *sname = NULL;
+        tg_param *p = NULL;
+        tg_status st = tg_optim_state_info(opt, i, &sname, &p, NULL);
+        if (st != TG_OK || !p || !sname)
+            return tg_ctx_fail(ctx, st ? st : TG_INVALID,
+                               "%s(%s): the optimiser's buffer %zu cannot be read", fn, path, i);
+        *size += strlen(tg_param_name(p)) + 1 + strlen(sname) + 1;
+    }
+    return TG_OK;
+}
+
+/* Item i: parameter i, or (from n on) the optimiser's buffer i - n, named into *names. */
+static tg_status item_fill(item_list *l, const char *fn, const char *path, size_t i, size_t n,
+                           tg_param *const *params, const tg_optim *opt, char **names)
+{
+    item *it = &l->items[i];
+    memset(it, 0, sizeof *it);
+    if (i < n) {
+        it->param = params[i];
+        if (!it->param)
+            return tg_ctx_fail(l->ctx, TG_INVALID, "%s(%s): parameter %zu is NULL", fn, path, i);
+        it->name = tg_param_name(it->param);
+        return TG_OK;
+    }
+    const char *sname = NULL;
+    tg_optim_state_info(opt, i - n, &sname, &it->param, &it->buffer);
+    int len = sprintf(*names, "%s.%s", tg_param_name(it->param), sname);
+    it->name = *names;
+    *names += len + 1;
+    if (!it->buffer)
+        return tg_ctx_fail(l->ctx, TG_INVALID, "%s(%s): the optimiser's buffer %s is NULL", fn,
+                           path, it->name);
+    return TG_OK;
+}
+
+/* An item can be stored: named (in UTF-8, not the reserved key) and of a known dtype. */
+static tg_status item_check(item_list *l, const char *fn, const char *path, size_t i, size_t n)
+{
+    item *it = &l->items[i];
+    const tg_param *p = it->param;
+    const char *what = i < n ? "parameter" : "the optimiser's buffer";
+    size_t index = i < n ? i : i - n;
+    if (tg_param_name(p)[0] == '\0')
+        return tg_ctx_fail(
+            l->ctx, TG_INVALID, "%s(%s): %s %zu is unnamed (checkpoints store tensors by name)", fn,
+            path, i < n ? "parameter" : "the optimiser's parameter for buffer", index);
+    if (!valid_utf8(it->name))
+        return tg_ctx_fail(l->ctx, TG_INVALID,
+                           "%s(%s): the name of %s %zu is not valid UTF-8 (JSON needs it)", fn,
+                           path, what, index);
+    if (strcmp(it->name, "__metadata__") == 0)
+        return tg_ctx_fail(l->ctx, TG_INVALID, "%s(%s): \"__metadata__\" is reserved", fn, path);
+    if (!st_dtype_name(tg_param_dtype(p)))
+        return tg_ctx_fail(l->ctx, TG_DTYPE, "%s(%s): %s has an unknown dtype", fn, path, it->name);
+    it->bytes = (size_t)tg_param_numel(p) * tg_dtype_size(tg_param_dtype(p));
+    return TG_OK;
+}
+
+/* No two items share a name (sorted: scratch of l->n name pointers). */
+static tg_status items_unique(item_list *l, const char *fn, const char *path, const char **sorted)
+{
+    for (size_t i = 0; i < l->n; i++)
+        sorted[i] = l->items[i].name;
+    qsort(sorted, l->n, sizeof *sorted, cmp_names);
+    for (size_t i = 1; i < l->n; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0)
+            return tg_ctx_fail(l->ctx, TG_EXISTS, "%s(%s): two tensors are named \"%s\"", fn, path,
+                               sorted[i]);
+    return TG_OK;
+}
+
 /* Lists the parameters and the optimiser's buffers under their names, refusing NULL or unnamed
  * parameters and names that repeat. */
 static tg_status items_make(tg_ctx *ctx, const char *fn, const char *path, size_t n,
@@ -171,86 +248,27 @@ static tg_status items_make(tg_ctx *ctx, const char *fn, const char *path, size_
     if (n && !params)
         return tg_ctx_fail(ctx, TG_INVALID, "%s(%s): params is NULL", fn, path);
     size_t nstate = opt ? tg_optim_state_count(opt) : 0;
-    size_t total = n + nstate;
+    size_t total = n + nstate, names_size;
     if (total > SIZE_MAX / sizeof(item))
         return tg_ctx_fail(ctx, TG_INVALID, "%s(%s): too many tensors", fn, path);
-    /* Names of the optimiser's buffers: "<param name>.<state name>". */
-    size_t names_size = 0;
-    for (size_t i = 0; i < nstate; i++) {
-        const char *sname = NULL;
-        tg_param *p = NULL;
-        tg_status st = tg_optim_state_info(opt, i, &sname, &p, NULL);
-        if (st != TG_OK || !p || !sname)
-            return tg_ctx_fail(ctx, st ? st : TG_INVALID,
-                               "%s(%s): the optimiser's buffer %zu cannot be read", fn, path, i);
-        names_size += strlen(tg_param_name(p)) + 1 + strlen(sname) + 1;
-    }
+    tg_status st = state_names_size(ctx, fn, path, opt, nstate, &names_size);
+    if (st)
+        return st;
     l->items = tg_alloc(ctx, total * sizeof *l->items);
     l->n = total;
     l->names = tg_alloc(ctx, names_size);
     l->names_size = names_size;
     const char **sorted = tg_alloc(ctx, total * sizeof *sorted);
-    tg_status st = TG_OK;
-    if (!l->items || !l->names || !sorted) {
+    if (!l->items || !l->names || !sorted)
         st = tg_ctx_fail(ctx, TG_NOMEM, "%s(%s): out of memory", fn, path);
-        goto done;
+    char *names = l->names;
+    for (size_t i = 0; st == TG_OK && i < total; i++) {
+        st = item_fill(l, fn, path, i, n, params, opt, &names);
+        if (st == TG_OK)
+            st = item_check(l, fn, path, i, n);
     }
-    char *w = l->names;
-    for (size_t i = 0; i < total; i++) {
-        item *it = &l->items[i];
-        memset(it, 0, sizeof *it);
-        if (i < n) {
-            it->param = params[i];
-            if (!it->param) {
-                st = tg_ctx_fail(ctx, TG_INVALID, "%s(%s): parameter %zu is NULL", fn, path, i);
-                goto done;
-            }
-            it->name = tg_param_name(it->param);
-        } else {
-            const char *sname = NULL;
-            tg_optim_state_info(opt, i - n, &sname, &it->param, &it->buffer);
-            int len = sprintf(w, "%s.%s", tg_param_name(it->param), sname);
-            it->name = w;
-            w += len + 1;
-            if (!it->buffer) {
-                st = tg_ctx_fail(ctx, TG_INVALID, "%s(%s): the optimiser's buffer %s is NULL", fn,
-                                 path, it->name);
-                goto done;
-            }
-        }
-        const tg_param *p = it->param;
-        if (tg_param_name(p)[0] == '\0') {
-            st = tg_ctx_fail(ctx, TG_INVALID,
-                             "%s(%s): %s %zu is unnamed (checkpoints store tensors by name)", fn,
-                             path, i < n ? "parameter" : "the optimiser's parameter for buffer",
-                             i < n ? i : i - n);
-            goto done;
-        }
-        if (!valid_utf8(it->name)) {
-            st = tg_ctx_fail(
-                ctx, TG_INVALID, "%s(%s): the name of %s %zu is not valid UTF-8 (JSON needs it)",
-                fn, path, i < n ? "parameter" : "the optimiser's buffer", i < n ? i : i - n);
-            goto done;
-        }
-        if (strcmp(it->name, "__metadata__") == 0) {
-            st = tg_ctx_fail(ctx, TG_INVALID, "%s(%s): \"__metadata__\" is reserved", fn, path);
-            goto done;
-        }
-        if (!st_dtype_name(tg_param_dtype(p))) {
-            st = tg_ctx_fail(ctx, TG_DTYPE, "%s(%s): %s has an unknown dtype", fn, path, it->name);
-            goto done;
-        }
-        it->bytes = (size_t)tg_param_numel(p) * tg_dtype_size(tg_param_dtype(p));
-        sorted[i] = it->name;
-    }
-    qsort(sorted, total, sizeof *sorted, cmp_names);
-    for (size_t i = 1; i < total; i++)
-        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            st = tg_ctx_fail(ctx, TG_EXISTS, "%s(%s): two tensors are named \"%s\"", fn, path,
-                             sorted[i]);
-            goto done;
-        }
-done:
+    if (st == TG_OK)
+        st = items_unique(l, fn, path, sorted);
     tg_free(ctx, sorted, total * sizeof *sorted);
     if (st != TG_OK)
         items_free(l);
