@@ -91,6 +91,16 @@ static tg_status scenario(counting *c, char *message, size_t size)
             if (!st)
                 st = tg_optim_step(opt, tp);
         }
+        if (!st) { /* the graph as DOT: its scratch comes through the hook */
+            FILE *dot = tmpfile();
+            st = dot ? tg_tape_write_dot(tp, dot, NULL) : TG_IO;
+            if (dot)
+                fclose(dot);
+            if (st) {
+                snprintf(message, size, "%s", tg_ctx_error(ctx));
+                break;
+            }
+        }
         if (!st) {
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;
             tg_tensor y = tg_sum_all(tg_exp(tg_mul(v, v)));
