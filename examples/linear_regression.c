@@ -15,10 +15,14 @@ int main(void)
         return 1;
 
     /* Data: x in [-1, 1], y = 3x + 2 with a little seeded noise. */
-    tg_tensor noise = tg_normal(tp, TG_F32, 1, (int64_t[]){N}, 0.0, 0.05, 7);
+    const float *noise = tg_data(tg_normal(tp, TG_F32, 1, (int64_t[]){N}, 0.0, 0.05, 7));
+    if (!noise) { /* an error handle's data is NULL */
+        fprintf(stderr, "error: %s\n", tg_tape_error(tp));
+        return 1;
+    }
     for (int i = 0; i < N; i++) {
         xs[i] = -1.0f + 2.0f * (float)i / (N - 1);
-        ys[i] = 3.0f * xs[i] + 2.0f + ((const float *)tg_data(noise))[i];
+        ys[i] = 3.0f * xs[i] + 2.0f + noise[i];
     }
     tg_sgd_options so = TG_SGD_DEFAULTS;
     so.lr = 0.1;
