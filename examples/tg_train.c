@@ -472,8 +472,12 @@ int main(int argc, char **argv)
         printf("epoch %2d  train loss %.4f  %stest accuracy %.2f%%  %.0f samples/s  (%.1fs)\n",
                epoch, train_loss, valid_text, 100 * acc, (double)seen / dt, dt);
         fflush(stdout);
-        st = log_row(log, tg_optim_steps(opt), epoch, train_loss, valid_loss, valid_acc, acc,
-                     (double)seen / dt, tg_optim_lr(opt));
+        /* Like every row, the epoch's covers the steps since the row before (the whole epoch
+         * without --log-every), its time without the evaluations. */
+        st = log_row(log, tg_optim_steps(opt), epoch,
+                     interval_loss / (double)(interval_steps ? interval_steps : 1), valid_loss,
+                     valid_acc, acc, (double)interval_seen / (t0 + dt - interval_t0),
+                     tg_optim_lr(opt));
         if (st)
             goto failed;
         if (c.save) {
