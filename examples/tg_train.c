@@ -418,10 +418,12 @@ int main(int argc, char **argv)
            "%d epochs\n",
            c.model, (long long)n, (long long)tg_dataset_size(test), (long long)c.batch, c.lr,
            c.epochs);
-    if (valid || c.crop || c.flip)
-        printf("validation: %lld samples held out%s; augmentation: crop padding %d, flips %s\n",
-               (long long)tg_dataset_size(valid), es ? ", early stopping on their loss" : "",
-               c.crop, c.flip ? "on" : "off");
+    if (valid)
+        printf("validation: %lld samples held out%s\n", (long long)tg_dataset_size(valid),
+               es ? ", early stopping on their loss" : "");
+    if (c.crop || c.flip)
+        printf("augmentation: random crops with padding %d, horizontal flips %s\n", c.crop,
+               c.flip ? "on" : "off");
 
     for (int epoch = first; epoch <= c.epochs; epoch++) {
         double t0 = now(), loss_sum = 0, interval_t0 = t0, interval_loss = 0;

@@ -34,7 +34,8 @@ grep -q 'apt-get install dataset-fashion-mnist' "$work/run4.txt"
 "$train" --epochs 3 --limit 3000 --valid 1000 --early-stop 1 --augment-crop 2 --augment-flip \
     --log "$work/log.csv" --log-every 10 >"$work/run5.txt"
 cat "$work/run5.txt" "$work/log.csv"
-grep -q '^validation: 1000 samples held out, early stopping on their loss; augmentation: crop padding 2, flips on$' "$work/run5.txt"
+grep -q '^validation: 1000 samples held out, early stopping on their loss$' "$work/run5.txt"
+grep -q '^augmentation: random crops with padding 2, horizontal flips on$' "$work/run5.txt"
 grep -q '^epoch  1  train loss [0-9.]*  valid loss [0-9.]*  test accuracy [0-9.]*%' "$work/run5.txt"
 grep -q '^restored epoch [1-3] (validation loss [0-9.]*): test accuracy [0-9.]*%$' "$work/run5.txt"
 head -n 1 "$work/log.csv" |
