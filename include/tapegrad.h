@@ -672,9 +672,10 @@ size_t tg_tensor_node(tg_tensor t);
 /* The tensor recorded as node `node` since the last reset, or none when there is no such node
  * (node 0, past the end, NULL tape). */
 tg_tensor tg_tape_tensor(tg_tape *tp, size_t node);
-/* What made t: its op's name ("matmul"), or "leaf" (created tensors, gradient buffers),
- * "parameter", "scalar" (tg_s_tensor) or "kernel gradient" (a kernel backward's result under
- * TG_CREATE_GRAPH); "" for an invalid handle. Owned by the context or static. */
+/* What made t (as a PyTorch tensor's grad_fn names it): its op's name ("matmul"), or "leaf"
+ * (created tensors, gradient buffers), "parameter", "scalar" (tg_s_tensor) or "kernel gradient" (a
+ * kernel backward's result under TG_CREATE_GRAPH); "" for an invalid handle. Owned by the context
+ * or static. */
 const char *tg_tensor_op_name(tg_tensor t);
 /* The innermost naming scope open when t was recorded ("" when none). Valid until reset. */
 const char *tg_tensor_scope(tg_tensor t);
@@ -693,13 +694,14 @@ typedef struct tg_dot_options {
     bool no_backward;  /* leave out the nodes backward passes recorded (gradients) */
 } tg_dot_options;
 /* Writes the tensor graph recorded since the last reset to `out` as a Graphviz DOT digraph
- * (render it with `dot -Tpng`): one node per tensor with its op's name (from the registry, so any
- * op), dtype and shape and node number; parameters with their names; an edge from each input to
- * the node it feeds; a cluster per naming scope, nested as the scopes were; the nodes recorded by
- * a backward pass shaded (their edges appear when it ran under TG_CREATE_GRAPH). By default only
- * nodes linked for backward and their inputs are drawn. Scalar entries are not drawn. `opts`
- * may be NULL. TG_INVALID for a NULL tape or file, TG_IO when writing fails, TG_NOMEM; the
- * message goes to tg_ctx_error (the tape's own status is untouched). */
+ * (render it with `dot -Tpng`; PyTorch has no such call, torchviz's make_dot is the like): one node
+ * per tensor with its op's name (from the registry, so any op), dtype and shape and node number;
+ * parameters with their names; an edge from each input to the node it feeds; a cluster per naming
+ * scope, nested as the scopes were; the nodes recorded by a backward pass shaded (their edges
+ * appear when it ran under TG_CREATE_GRAPH). By default only nodes linked for backward and their
+ * inputs are drawn. Scalar entries are not drawn. `opts` may be NULL. TG_INVALID for a NULL tape or
+ * file, TG_IO when writing fails, TG_NOMEM; the message goes to tg_ctx_error (the tape's own status
+ * is untouched). */
 tg_status tg_tape_write_dot(tg_tape *tp, FILE *out, const tg_dot_options *opts);
 
 /* ---------------------------------------------------------------------------------------------
