@@ -6,6 +6,11 @@ Runs `tg-bench --json`, then the same workloads in PyTorch (in a child process),
 (how many times faster tapegrad is: > 1 means tapegrad is faster).
 
     /usr/bin/python3 bench/compare.py [--threads T] [--repeats N] [--build DIR] [suite ...]
+    /usr/bin/python3 bench/compare.py --from-json results.json --plot speedup.png
+
+--plot FILE.png draws the speedups as a bar chart (python3-matplotlib, Debian's; only this option
+needs it); --from-json FILE prints the table of a run saved with --json-out, and with --plot
+charts it, without running anything.
 
 Use Debian's /usr/bin/python3 (python3-torch): another python3 on PATH may lack torch; the script
 looks for torch in its own interpreter and then in /usr/bin/python3.
@@ -525,13 +530,12 @@ def speedup(unit, tg, other):
     return other / tg if unit in LOWER_IS_BETTER else tg / other
 
 
-def table(rows_tg, rows_torch, rows_adolc):
-    """Markdown table rows: tg-bench's rows in order, PyTorch's and ADOL-C's beside them."""
+def compared(rows_tg, rows_torch, rows_adolc):
+    """(row, tapegrad's, PyTorch's and ADOL-C's figures) for every row, tg-bench's in order, then
+    PyTorch's own; None where a side did not measure it."""
     key = lambda r: (r["suite"], r["name"])
     torch_by, adolc_by = {key(r): r for r in rows_torch}, {key(r): r for r in rows_adolc}
-    head = ["suite", "benchmark", "unit", "tapegrad", "PyTorch", "speedup vs PyTorch",
-            "ADOL-C", "speedup vs ADOL-C"]
-    lines = []
+    out = []
     seen = set()
     for r in rows_tg + [r for r in rows_torch if key(r) not in {key(t) for t in rows_tg}]:
         k = key(r)
@@ -546,6 +550,16 @@ def table(rows_tg, rows_torch, rows_adolc):
             tv = t["seconds"] * 1e9 / r["nodes"]  # per tapegrad node of the same function
         a = adolc_by.get(k)
         av = a["seconds"] * 1e9 / (r.get("nodes") or a["tg_nodes"]) if a else None
+        out.append((r, tg, tv, av))
+    return out
+
+
+def table(rows_tg, rows_torch, rows_adolc):
+    """Markdown table rows: tg-bench's rows in order, PyTorch's and ADOL-C's beside them."""
+    head = ["suite", "benchmark", "unit", "tapegrad", "PyTorch", "speedup vs PyTorch",
+            "ADOL-C", "speedup vs ADOL-C"]
+    lines = []
+    for r, tg, tv, av in compared(rows_tg, rows_torch, rows_adolc):
         lines.append([r["suite"], r["name"], r["unit"], fmt(tg), fmt(tv),
                       fmt(speedup(r["unit"], tg, tv)) + ("x" if speedup(r["unit"], tg, tv)
                                                           else ""),
@@ -559,6 +573,49 @@ def table(rows_tg, rows_torch, rows_adolc):
         out.append("| " + " | ".join(c.ljust(w) if i < 3 else c.rjust(w)
                                      for i, (c, w) in enumerate(zip(line, widths))) + " |")
     return "\n".join(out)
+
+
+def plot(rows_tg, rows_torch, rows_adolc, path, title):
+    """The speedups as a horizontal bar chart (log scale; 1 = as fast), one row per benchmark
+    that PyTorch or ADOL-C measured too, written to `path` (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    bars = []
+    for r, tg, tv, av in compared(rows_tg, rows_torch, rows_adolc):
+        vs_torch, vs_adolc = speedup(r["unit"], tg, tv), speedup(r["unit"], tg, av)
+        if vs_torch or vs_adolc:
+            bars.append((f"{r['suite']}: {r['name']}", vs_torch, vs_adolc))
+    if not bars:
+        raise SystemExit("compare.py: --plot: no row has a speedup to draw")
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.32 * len(bars)))
+    ys = range(len(bars))
+    height = 0.38
+    for k, (label, color) in enumerate((("vs PyTorch", "#4c72b0"), ("vs ADOL-C", "#dd8452"))):
+        xs = [b[1 + k] for b in bars]
+        pos = [y + (k - 0.5) * height for y in ys]
+        drawn = [(p, x) for p, x in zip(pos, xs) if x]
+        if drawn:  # from 1 (as fast): right when tapegrad is faster, left when slower
+            ax.barh([p for p, _ in drawn], [x - 1 for _, x in drawn], height, label=label,
+                    color=color, left=1)
+            for p, x in drawn:
+                ax.text(x, p, f" {fmt(x)}x " if x >= 1 else f"{fmt(x)}x ", va="center",
+                        ha="left" if x >= 1 else "right", fontsize=7)
+    ax.set_xscale("log")
+    values = [x for b in bars for x in b[1:] if x]
+    ax.set_xlim(min(min(values), 1) / 3, max(max(values), 1) * 4)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([b[0] for b in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup: how many times faster tapegrad is (> 1: tapegrad faster; "
+                  "for MiB, how many times less memory)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"compare.py: wrote {path}", file=sys.stderr)
 
 
 def targets(rows_tg, rows_torch):
@@ -656,6 +713,9 @@ def main():
     p.add_argument("--build", default=os.path.join(ROOT, "build"), help="Meson build directory")
     p.add_argument("--data", default=DATA, help="Fashion-MNIST directory")
     p.add_argument("--json-out", help="also write every result to this JSON file")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the speedups as a chart")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="print the table (and --plot) of a run saved with --json-out; run nothing")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-adolc", action="store_true")
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
@@ -672,6 +732,15 @@ def main():
         return
     if args.torch_worker:
         torch_worker(args)
+        return
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        rows = [saved[side]["rows"] for side in ("tapegrad", "torch", "adolc")]
+        print(table(*rows))
+        if args.plot:
+            plot(*rows, args.plot, f"tapegrad's speedups, {args.from_json} "
+                 f"({saved.get('date', 'undated')[:16]})")
         return
 
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -774,6 +843,10 @@ def main():
         print("Targets:")
         for text, met in goals:
             print(f"- {'met' if met else 'NOT MET'}: {text}")
+    if args.plot:
+        plot(tg["rows"], torch_res["rows"], adolc["rows"], args.plot,
+             f"tapegrad's speedups, compare.py {started.strftime('%Y-%m-%d %H:%M UTC')}, "
+             f"--threads {args.threads}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"tapegrad": tg, "torch": torch_res, "adolc": adolc,

@@ -29,7 +29,9 @@ int main(void)
         z += w0[i] * x[i];
     yv = 1.0 / (1.0 + exp(-z));
     double dz = 2.0 * (yv - t) * yv * (1.0 - yv), worst = 0;
-    const double *gw = tg_data(tg_tensor_grad(w));
+    const double *gw = tg_data(tg_tensor_grad(w)); /* NULL for an invalid handle */
+    if (!gw)
+        return 1;
     printf("y = %.6f  loss = %.6f\n", tg_item(y), tg_item(loss));
     printf("          by hand        tapegrad\n");
     for (int i = 0; i < 3; i++) {

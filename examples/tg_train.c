@@ -1,8 +1,11 @@
 /* tg_train.c — tg-train: trains a classifier on Fashion-MNIST (an MLP 784-256-128-10 by default,
- * or a small CNN), reporting per-epoch loss, test accuracy and throughput, with checkpoints.
+ * or a small CNN), reporting per-epoch loss, test accuracy and throughput, with checkpoints, a
+ * CSV log, early stopping on a validation split and image augmentation.
  *
  *   tg-train [--model mlp|cnn] [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N]
  *            [--data DIR] [--save PATH] [--resume PATH] [--limit N]
+ *            [--log FILE] [--log-every N] [--valid N] [--early-stop PATIENCE]
+ *            [--augment-crop PIXELS] [--augment-flip]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -27,7 +30,13 @@ typedef struct config {
     const char *data;
     const char *save;
     const char *resume;
-    int64_t limit; /* training samples per epoch (0: all) */
+    int64_t limit;     /* training samples per epoch (0: all) */
+    const char *log;   /* CSV log (tg_train_log) */
+    int64_t log_every; /* steps per log row within an epoch (0: one row per epoch) */
+    int64_t valid;     /* training samples held out for validation */
+    int patience;      /* early stopping on the validation loss (0: none) */
+    int crop;          /* augmentation: random crops with this much padding */
+    bool flip;         /* augmentation: random horizontal flips */
 } config;
 
 static double now(void)
@@ -42,8 +51,16 @@ static void usage(FILE *f)
     fprintf(f, "usage: tg-train [--model mlp|cnn] [--epochs N] [--batch N] [--lr X] [--seed N]\n"
                "                [--threads N] [--data DIR] [--save PATH] [--resume PATH]"
                " [--limit N]\n"
+               "                [--log FILE] [--log-every N] [--valid N] [--early-stop PATIENCE]\n"
+               "                [--augment-crop PIXELS] [--augment-flip]\n"
                "Trains on Fashion-MNIST from DIR (default " DEFAULT_DATA ").\n"
-               "Defaults: --model mlp --epochs 15 (cnn: 8) --batch 128 --lr 0.001 --seed 1\n");
+               "Defaults: --model mlp --epochs 15 (cnn: 8) --batch 128 --lr 0.001 --seed 1\n"
+               "--log FILE: a CSV row per epoch (and every --log-every N steps)\n"
+               "--valid N: hold N training samples out for validation (--early-stop: 5000)\n"
+               "--early-stop P: stop when the validation loss has not improved for P epochs\n"
+               "  and restore the best epoch's parameters\n"
+               "--augment-crop P, --augment-flip: random shifts by up to P pixels (crops of\n"
+               "  the zero-padded image) and horizontal flips of the training images\n");
 }
 
 static int parse(int argc, char **argv, config *c)
@@ -54,6 +71,10 @@ static int parse(int argc, char **argv, config *c)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
+        }
+        if (!strcmp(a, "--augment-flip")) {
+            c->flip = true;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "tg-train: %s needs a value\n", a);
@@ -81,6 +102,16 @@ static int parse(int argc, char **argv, config *c)
             c->resume = v;
         else if (!strcmp(a, "--limit"))
             c->limit = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--log"))
+            c->log = v;
+        else if (!strcmp(a, "--log-every"))
+            c->log_every = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--valid"))
+            c->valid = strtoll(v, &end, 10);
+        else if (!strcmp(a, "--early-stop"))
+            c->patience = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--augment-crop"))
+            c->crop = (int)strtol(v, &end, 10);
         else {
             fprintf(stderr, "tg-train: unknown option %s\n", a);
             return -1;
@@ -99,6 +130,13 @@ static int parse(int argc, char **argv, config *c)
         fprintf(stderr, "tg-train: --batch, --lr must be positive\n");
         return -1;
     }
+    if (c->log_every < 0 || c->valid < 0 || c->patience < 0 || c->crop < 0) {
+        fprintf(stderr, "tg-train: --log-every, --valid, --early-stop, --augment-crop must not "
+                        "be negative\n");
+        return -1;
+    }
+    if (c->patience && !c->valid)
+        c->valid = 5000;
     return 0;
 }
 
@@ -243,14 +281,18 @@ static void progress(int epoch, int epochs, int64_t done, int64_t total, double 
     fflush(stderr);
 }
 
-/* Accuracy on a dataset, in evaluation mode without recording. */
-static double evaluate(tg_module *net, bool cnn, const tg_dataset *d, tg_tape *tp)
+/* Accuracy on a dataset (and the mean cross-entropy into *loss, when not NULL), in evaluation
+ * mode without recording. */
+static double evaluate(tg_module *net, bool cnn, const tg_dataset *d, tg_tape *tp, double *loss)
 {
     tg_batches *b;
+    if (loss)
+        *loss = NAN;
     if (tg_batches_new(d, 1000, false, 0, false, &b))
         return NAN;
     tg_module_set_training(net, false);
     int64_t correct = 0, seen = 0;
+    double loss_sum = 0;
     tg_batches_start(b, 0);
     tg_tensor x, y;
     for (;;) {
@@ -261,10 +303,12 @@ static double evaluate(tg_module *net, bool cnn, const tg_dataset *d, tg_tape *t
         tg_tensor logits = tg_forward(net, cnn ? as_images(x) : x);
         tg_tensor best = tg_max(logits, 1, (int[]){1}, true);
         tg_tensor hit = tg_eq(logits, best); /* 1 at the arg max (ties count as hits) */
+        double batch_loss = loss ? tg_item(tg_cross_entropy(logits, y, TG_REDUCE_SUM, 0.0)) : 0;
         const float *h = tg_data(hit);
         const int64_t *lab = tg_data(y);
         if (!h || !lab)
             break;
+        loss_sum += batch_loss;
         int64_t n = tg_dim(logits, 0), classes = tg_dim(logits, 1);
         for (int64_t i = 0; i < n; i++)
             correct += h[i * classes + lab[i]] > 0;
@@ -273,27 +317,70 @@ static double evaluate(tg_module *net, bool cnn, const tg_dataset *d, tg_tape *t
     tg_batches_free(b);
     tg_tape_reset(tp);
     tg_module_set_training(net, true);
+    if (loss && seen)
+        *loss = loss_sum / (double)seen;
     return seen ? (double)correct / (double)seen : NAN;
+}
+
+/* ---- validation, augmentation, the log ------------------------------------------------------
+ */
+
+/* Holds c->valid training samples out for validation: *train becomes the rest. */
+static tg_status hold_out(tg_ctx *ctx, const config *c, tg_dataset **train, tg_dataset **valid)
+{
+    if (!c->valid)
+        return TG_OK;
+    if (c->valid >= tg_dataset_size(*train))
+        return tg_ctx_fail(ctx, TG_RANGE, "--valid %lld leaves no training sample (of %lld)",
+                           (long long)c->valid, (long long)tg_dataset_size(*train));
+    tg_dataset *rest;
+    tg_status st = tg_dataset_split(*train, c->valid, c->seed, &rest, valid);
+    if (st)
+        return st;
+    tg_dataset_free(*train);
+    *train = rest;
+    return TG_OK;
+}
+
+static tg_status augment(const config *c, tg_batches *b)
+{
+    if (!c->crop && !c->flip)
+        return TG_OK;
+    tg_augment_options o = {.crop_padding = c->crop, .horizontal_flip = c->flip, .seed = c->seed};
+    return tg_batches_set_augment(b, &o);
+}
+
+/* A log row; a no-op without --log. */
+static tg_status log_row(tg_train_log *log, int64_t step, double epoch, double loss,
+                         double valid_loss, double valid_acc, double test_acc, double per_s,
+                         double lr)
+{
+    tg_log_row r = {step, epoch, loss, valid_loss, valid_acc, test_acc, per_s, lr};
+    return log ? tg_train_log_write(log, &r) : TG_OK;
 }
 
 int main(int argc, char **argv)
 {
-    config c = {"mlp", 0, 128, 1e-3, 1, 0, DEFAULT_DATA, NULL, NULL, 0};
+    config c = {.model = "mlp", .batch = 128, .lr = 1e-3, .seed = 1, .data = DEFAULT_DATA};
     if (parse(argc, argv, &c))
         return 2;
     bool cnn = !strcmp(c.model, "cnn"), tty = isatty(fileno(stderr));
     tg_ctx *ctx = NULL;
     tg_tape *tp = NULL;
-    tg_dataset *train = NULL, *test = NULL;
+    tg_dataset *train = NULL, *valid = NULL, *test = NULL;
     tg_module *net = NULL;
     tg_optim *opt = NULL;
     tg_batches *batches = NULL;
+    tg_early_stopping *es = NULL;
+    tg_train_log *log = NULL;
     tg_ctx_options co = {.threads = c.threads};
     tg_status st = tg_ctx_new(&ctx, &co);
     if (!st)
         st = tg_tape_new(ctx, &tp);
     if (!st)
         st = load_data(ctx, &c, &train, &test);
+    if (!st)
+        st = hold_out(ctx, &c, &train, &valid);
     if (!st)
         st = build_model(ctx, &c, &net);
     tg_adam_options ao = TG_ADAM_DEFAULTS;
@@ -305,6 +392,13 @@ int main(int argc, char **argv)
         n = c.limit;
     if (!st)
         st = tg_batches_new(train, c.batch, true, c.seed, false, &batches);
+    if (!st)
+        st = augment(&c, batches);
+    if (!st && c.patience)
+        st = tg_early_stopping_new(ctx, tg_module_param_count(net), tg_module_params(net),
+                                   &(tg_early_stopping_options){.patience = c.patience}, &es);
+    if (!st && c.log)
+        st = tg_train_log_open(ctx, c.log, "samples", &log);
     int64_t per_epoch = (n + c.batch - 1) / c.batch;
     int first = 1;
     if (!st && c.resume) {
@@ -324,10 +418,16 @@ int main(int argc, char **argv)
            "%d epochs\n",
            c.model, (long long)n, (long long)tg_dataset_size(test), (long long)c.batch, c.lr,
            c.epochs);
+    if (valid)
+        printf("validation: %lld samples held out%s\n", (long long)tg_dataset_size(valid),
+               es ? ", early stopping on their loss" : "");
+    if (c.crop || c.flip)
+        printf("augmentation: random crops with padding %d, horizontal flips %s\n", c.crop,
+               c.flip ? "on" : "off");
 
     for (int epoch = first; epoch <= c.epochs; epoch++) {
-        double t0 = now(), loss_sum = 0;
-        int64_t seen = 0, steps = 0;
+        double t0 = now(), loss_sum = 0, interval_t0 = t0, interval_loss = 0;
+        int64_t seen = 0, steps = 0, interval_seen = 0, interval_steps = 0;
         tg_batches_start(batches, epoch);
         tg_tensor x, y;
         for (;;) {
@@ -345,18 +445,43 @@ int main(int argc, char **argv)
             }
             tg_optim_zero_grad(opt);
             loss_sum += tg_item(loss);
+            interval_loss += tg_item(loss);
             seen += tg_dim(x, 0);
+            interval_seen += tg_dim(x, 0);
             steps++;
+            interval_steps++;
+            if (c.log_every && interval_steps == c.log_every && seen < n) {
+                double t = now();
+                st = log_row(log, tg_optim_steps(opt), epoch - 1 + (double)seen / (double)n,
+                             interval_loss / (double)interval_steps, NAN, NAN, NAN,
+                             (double)interval_seen / (t - interval_t0), tg_optim_lr(opt));
+                if (st)
+                    goto failed;
+                interval_t0 = t, interval_loss = 0, interval_seen = interval_steps = 0;
+            }
             if (tty && (steps % 10 == 0 || seen >= n))
                 progress(epoch, c.epochs, seen, n, now() - t0, loss_sum / (double)steps);
         }
-        double dt = now() - t0;
-        double acc = evaluate(net, cnn, test, tp);
+        double dt = now() - t0, train_loss = loss_sum / (double)(steps ? steps : 1);
+        double valid_loss = NAN,
+               valid_acc = valid ? evaluate(net, cnn, valid, tp, &valid_loss) : NAN;
+        double acc = evaluate(net, cnn, test, tp, NULL);
         if (tty)
             fprintf(stderr, "\r%*s\r", 90, "");
-        printf("epoch %2d  train loss %.4f  test accuracy %.2f%%  %.0f samples/s  (%.1fs)\n", epoch,
-               loss_sum / (double)(steps ? steps : 1), 100 * acc, (double)seen / dt, dt);
+        char valid_text[64] = "";
+        if (valid)
+            snprintf(valid_text, sizeof valid_text, "valid loss %.4f  ", valid_loss);
+        printf("epoch %2d  train loss %.4f  %stest accuracy %.2f%%  %.0f samples/s  (%.1fs)\n",
+               epoch, train_loss, valid_text, 100 * acc, (double)seen / dt, dt);
         fflush(stdout);
+        /* Like every row, the epoch's covers the steps since the row before (the whole epoch
+         * without --log-every), its time without the evaluations. */
+        st = log_row(log, tg_optim_steps(opt), epoch,
+                     interval_loss / (double)(interval_steps ? interval_steps : 1), valid_loss,
+                     valid_acc, acc, (double)interval_seen / (t0 + dt - interval_t0),
+                     tg_optim_lr(opt));
+        if (st)
+            goto failed;
         if (c.save) {
             st = tg_checkpoint_save(ctx, c.save, tg_module_param_count(net), tg_module_params(net),
                                     opt);
@@ -365,15 +490,45 @@ int main(int argc, char **argv)
                 goto done;
             }
         }
+        bool stop = false;
+        if (es && (st = tg_early_stopping_update(es, valid_loss, &stop)))
+            goto failed;
+        if (stop) {
+            printf("early stopping: no better validation loss for %lld epochs\n",
+                   (long long)tg_early_stopping_wait(es));
+            break;
+        }
+    }
+    if (es && tg_early_stopping_best_index(es) >= 0) {
+        /* The best epoch's parameters, as the run's result (and its checkpoint). */
+        if ((st = tg_early_stopping_restore(es)))
+            goto failed;
+        printf("restored epoch %d (validation loss %.4f): test accuracy %.2f%%\n",
+               first + (int)tg_early_stopping_best_index(es), tg_early_stopping_best(es),
+               100 * evaluate(net, cnn, test, tp, NULL));
+        if (c.save
+            && (st = tg_checkpoint_save(ctx, c.save, tg_module_param_count(net),
+                                        tg_module_params(net), opt)))
+            goto failed;
     }
     if (c.save)
         printf("checkpoint saved to %s\n", c.save);
+    st = tg_train_log_close(log);
+    log = NULL;
+    if (st)
+        goto failed;
+    goto done;
 
+failed:
+    fprintf(stderr, "tg-train: %s: %s\n", tg_status_name(st), tg_ctx_error(ctx));
 done:
+    tg_train_log_close(log);
+    tg_early_stopping_free(es);
     tg_batches_free(batches);
     tg_optim_free(opt);
     tg_module_free(net);
     tg_dataset_free(train);
+    tg_dataset_free(valid);
     tg_dataset_free(test);
     tg_tape_free(tp);
     tg_ctx_free(ctx);

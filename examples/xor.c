@@ -54,7 +54,9 @@ int main(void)
         sgd_step(ctx, tp, 2.0);
     }
     printf("trained in %d epochs, MSE %.5f\n", epoch - 1, mse);
-    const float *pred = tg_data(out);
+    const float *pred = tg_data(out); /* NULL if `out` were an error handle: check first */
+    if (!pred)
+        return 1;
     for (int i = 0; i < 4; i++)
         printf("  %g xor %g -> %.3f\n", inputs[i][0], inputs[i][1], pred[i]);
     tg_tape_free(tp);

@@ -1,11 +1,19 @@
 /* xor_nn.c — the XOR network of xor.c written with the layer and optimiser API: a Sequential of
- * Linear(2,4), Sigmoid, Linear(4,1), Sigmoid trained with SGD on the MSE until it is below 0.01. */
+ * Linear(2,4), Sigmoid, Linear(4,1), Sigmoid trained with SGD on the MSE until it is below 0.01.
+ *
+ *   build/examples/xor_nn [--log FILE]    (FILE: a CSV row every 100 epochs, tg_train_log) */
+#include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <tapegrad.h>
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc != 1 && (argc != 3 || strcmp(argv[1], "--log"))) {
+        fprintf(stderr, "usage: xor_nn [--log FILE]\n");
+        return 2;
+    }
     const float inputs[4][2] = {{0, 0}, {0, 1}, {1, 0}, {1, 1}};
     const float targets[4][1] = {{0}, {1}, {1}, {0}};
     tg_ctx *ctx;
@@ -25,6 +33,11 @@ int main(void)
         fprintf(stderr, "setup failed: %s\n", tg_ctx_error(ctx));
         return 1;
     }
+    tg_train_log *log = NULL;
+    if (argc == 3 && tg_train_log_open(ctx, argv[2], "samples", &log)) {
+        fprintf(stderr, "xor_nn: %s\n", tg_ctx_error(ctx));
+        return 1;
+    }
     double mse = 1.0;
     int epoch;
     tg_tensor out = {0};
@@ -40,9 +53,21 @@ int main(void)
         }
         tg_optim_zero_grad(opt);
         mse = tg_item(loss);
+        /* Every 100 epochs a row: the loss (of this epoch), the lr; no throughput measured. */
+        tg_log_row row = {epoch, epoch, mse, NAN, NAN, NAN, NAN, tg_optim_lr(opt)};
+        if (log && epoch % 100 == 0 && tg_train_log_write(log, &row)) {
+            fprintf(stderr, "xor_nn: %s\n", tg_ctx_error(ctx));
+            return 1;
+        }
+    }
+    if (tg_train_log_close(log)) {
+        fprintf(stderr, "xor_nn: %s\n", tg_ctx_error(ctx));
+        return 1;
     }
     printf("trained in %d epochs, MSE %.5f\n", epoch - 1, mse);
-    const float *pred = tg_data(out);
+    const float *pred = tg_data(out); /* NULL if `out` were an error handle: check first */
+    if (!pred)
+        return 1;
     for (int i = 0; i < 4; i++)
         printf("  %g xor %g -> %.3f\n", inputs[i][0], inputs[i][1], pred[i]);
     for (size_t i = 0; i < tg_module_param_count(net); i++)

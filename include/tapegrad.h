@@ -40,6 +40,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -162,7 +163,9 @@ typedef struct tg_ctx_options {
 /* Creates a context with every built-in op registered. `opts` may be NULL. On success *out owns
  * the context (free with tg_ctx_free); on failure *out is NULL and nothing leaks. */
 tg_status tg_ctx_new(tg_ctx **out, const tg_ctx_options *opts);
-/* Frees the context, its registry and its parameters. Its tapes must be freed first. */
+/* Frees the context, its registry and its parameters. Either order is safe: while tapes of the
+ * context are alive, the context stays allocated for them (they keep working) and is freed with
+ * the last of them (tg_tape_free). Nothing else may use the context after this call. */
 void tg_ctx_free(tg_ctx *ctx);
 /* The message of the last context-level call (registration, parameters, files, optimisers)
  * that failed on this context in the calling thread; "" if none. Each thread has its own
@@ -200,13 +203,27 @@ const char *tg_build_info(void);
  * Tape.
  */
 
-/* Creates an empty tape recording into `ctx`. Free with tg_tape_free (before the context). */
+/* Creates an empty tape recording into `ctx`, with the memory limit TG_TAPE_MEMORY_LIMIT. Free
+ * with tg_tape_free. */
 tg_status tg_tape_new(tg_ctx *ctx, tg_tape **out);
 void tg_tape_free(tg_tape *tp);
-/* Forgets every tensor and scalar recorded since the last reset and clears the error state, in
- * O(1). The memory is kept: a step of the same shape as the last one calls no allocator. Every
- * older handle becomes stale. Parameters (and their gradients) are untouched. */
+/* Forgets every tensor and scalar recorded since the last reset and clears the error state and
+ * the naming scopes, in O(1). The memory is kept: a step of the same shape as the last one calls
+ * no allocator. Every older handle becomes stale. Parameters (and their gradients) are
+ * untouched. It switches gradient recording back on (tg_tape_set_grad(tp, true)), whatever the
+ * last step left: each step starts as a fresh tape does, so a step that failed inside a no-grad
+ * section cannot leave the next one silently unrecorded. An evaluation loop turns recording off
+ * again after each reset. */
 void tg_tape_reset(tg_tape *tp);
+/* The memory a tape may use between two resets (its arena, tg_tape_bytes, plus its node and
+ * scalar tables). It exists to catch a training loop that forgets tg_tape_reset: the tape then
+ * grows with every step. An allocation that would pass the limit fails with TG_NOMEM, and the
+ * message says so, with the likely cause. 4 GiB by default (64-bit platforms): one step of
+ * tg-train's CNN takes 95 MiB at batch 128 and 345 MiB at batch 512. */
+#define TG_TAPE_MEMORY_LIMIT ((size_t)4 << 30)
+/* Sets the tape's limit in bytes (0: no limit); it applies to later allocations. */
+tg_status tg_tape_set_memory_limit(tg_tape *tp, size_t bytes);
+size_t tg_tape_memory_limit(const tg_tape *tp);
 /* TG_OK, or the first error recorded on the tape since the last reset. NULL tape: TG_INVALID. */
 tg_status tg_tape_status(const tg_tape *tp);
 /* The first error's message, e.g. "matmul: shapes f32[3,4] and f32[5,2] do not match (node 17)";
@@ -223,7 +240,8 @@ tg_status tg_tape_fail(tg_tape *tp, tg_status status, const char *fmt, ...)
 /* The error handle of `tp`, as failing ops return it (call after tg_tape_fail). */
 tg_tensor tg_error(tg_tape *tp);
 /* Turns gradient recording on or off (a no-grad scope) and returns the previous setting.
- * With it off, ops still compute values but link nothing for backward. */
+ * With it off, ops still compute values but link nothing for backward. tg_tape_reset turns it
+ * back on. (torch.no_grad / torch.set_grad_enabled.) */
 bool tg_tape_set_grad(tg_tape *tp, bool enabled);
 bool tg_tape_grad_enabled(const tg_tape *tp);
 tg_ctx *tg_tape_ctx(const tg_tape *tp);
@@ -231,6 +249,18 @@ tg_ctx *tg_tape_ctx(const tg_tape *tp);
 size_t tg_tape_node_count(const tg_tape *tp);
 size_t tg_tape_scalar_count(const tg_tape *tp);
 size_t tg_tape_bytes(const tg_tape *tp);
+/* Naming scopes, for messages and graphs: while a scope is open, every error recorded on the tape
+ * starts with its name ("net.2: matmul: shapes do not match ... (node 317)"), and every node
+ * recorded belongs to it (tg_tensor_scope, tg_tape_write_dot's clusters); a backward rule runs
+ * in the scope of the node it differentiates. Scopes nest; the innermost one names a message,
+ * so push a full name (tg_forward pushes each module's hierarchical name, as PyTorch's
+ * named_modules spells it). The name is copied onto the tape. Every push needs its pop, also on
+ * an errored tape (a push there records nothing but is counted); a pop with no scope open is
+ * TG_INVALID. tg_tape_reset closes every scope. Both return the tape's status. */
+tg_status tg_tape_push_scope(tg_tape *tp, const char *name);
+tg_status tg_tape_pop_scope(tg_tape *tp);
+/* The innermost open scope's name; "" when none. Owned by the tape, valid until reset. */
+const char *tg_tape_scope(const tg_tape *tp);
 
 /* ---------------------------------------------------------------------------------------------
  * Tensors: creation and reading. Row-major, contiguous, up to TG_MAX_DIMS dims. ndim 0 is a
@@ -275,8 +305,10 @@ int64_t tg_numel(tg_tensor t);
 int64_t tg_dim(tg_tensor t, int axis); /* negative axes count from the end */
 /* The shape array (ndim entries), owned by the tape, valid until reset. */
 const int64_t *tg_shape(tg_tensor t);
-/* The values, row-major, owned by the tape, valid until reset; NULL on an invalid handle.
- * Treat as read-only: other nodes may share the buffer. */
+/* The values, row-major, owned by the tape, valid until reset. NULL on an invalid handle: none,
+ * stale, or the error handle an op returns when it (or an earlier op) failed; so check
+ * tg_ok(t) or the tape's status before reading. Treat as read-only: other nodes may share the
+ * buffer. */
 const void *tg_data(tg_tensor t);
 /* Writes a shape as "[3,4]", or after a dtype's name as "f32[3,4]" (dtype 0: none), like
  * snprintf: always NUL-terminated when size > 0 (cut short if it does not fit), and returns the
@@ -742,6 +774,95 @@ const tg_op *tg_op_at(const tg_ctx *ctx, size_t index);
 const tg_op_def *tg_op_def_of(const tg_op *op);
 /* The op that produced t (NULL for leaves, parameters and conversions). */
 const tg_op *tg_tensor_op(tg_tensor t);
+
+/* ---------------------------------------------------------------------------------------------
+ * Looking at a tape, for debugging. These read; they work on a tape in error too.
+ */
+/* The node number of t, as messages print it ("node 17"); 0 for none, error and stale handles. */
+size_t tg_tensor_node(tg_tensor t);
+/* The tensor recorded as node `node` since the last reset, or none when there is no such node
+ * (node 0, past the end, NULL tape). */
+tg_tensor tg_tape_tensor(tg_tape *tp, size_t node);
+/* What made t (as a PyTorch tensor's grad_fn names it): its op's name ("matmul"), or "leaf"
+ * (created tensors, gradient buffers), "parameter", "scalar" (tg_s_tensor) or "kernel gradient" (a
+ * kernel backward's result under TG_CREATE_GRAPH); "" for an invalid handle. Owned by the context
+ * or static. */
+const char *tg_tensor_op_name(tg_tensor t);
+/* The innermost naming scope open when t was recorded ("" when none). Valid until reset. */
+const char *tg_tensor_scope(tg_tensor t);
+/* The inputs t's node links to for backward: their number (0 for leaves, parameters and results
+ * recorded with gradient recording off) and input i (none when out of range). */
+int tg_tensor_input_count(tg_tensor t);
+tg_tensor tg_tensor_input(tg_tensor t, int i);
+/* The parameter t reads (tg_param_tensor), or NULL. */
+tg_param *tg_tensor_param(tg_tensor t);
+
+/* Options for tg_tape_write_dot. Zero means default. */
+typedef struct tg_dot_options {
+    const char *title; /* a label over the graph; NULL: none (a tape in error shows its message) */
+    bool all_nodes;    /* also results recorded with gradient recording off: no edges lead in */
+    bool no_scopes;    /* no clusters for naming scopes */
+    bool no_backward;  /* leave out the nodes backward passes recorded (gradients) */
+} tg_dot_options;
+/* Writes the tensor graph recorded since the last reset to `out` as a Graphviz DOT digraph
+ * (render it with `dot -Tpng`; PyTorch has no such call, torchviz's make_dot is the like): one node
+ * per tensor with its op's name (from the registry, so any op), dtype and shape and node number;
+ * parameters with their names; an edge from each input to the node it feeds; a cluster per naming
+ * scope, nested as the scopes were; the nodes recorded by a backward pass shaded (their edges
+ * appear when it ran under TG_CREATE_GRAPH). By default only nodes linked for backward and their
+ * inputs are drawn. Scalar entries are not drawn. `opts` may be NULL. TG_INVALID for a NULL tape or
+ * file, TG_IO when writing fails, TG_NOMEM; the message goes to tg_ctx_error (the tape's own status
+ * is untouched). */
+tg_status tg_tape_write_dot(tg_tape *tp, FILE *out, const tg_dot_options *opts);
+
+/* ---------------------------------------------------------------------------------------------
+ * Vector math for op kernels: the kernels the built-in ops run, over contiguous arrays of f32 or
+ * f64 (the best instruction set this CPU has, chosen at run time; SLEEF's 1-ulp functions where
+ * the built-ins use them). Results are bitwise those of the corresponding ops (tg_exp, ...).
+ * `threads`: how many threads may share a large array (pass tg_kernel.threads; < 1 means 1).
+ * An output may be the same array as an input (in place); no other overlap. A bad op or dtype,
+ * n < 0 or a NULL array (when n > 0) is TG_INVALID and nothing is written.
+ */
+typedef enum tg_vec_op {
+    /* y = f(a); b is not read */
+    TG_VEC_EXP,
+    TG_VEC_LOG,
+    TG_VEC_LOG1P,
+    TG_VEC_SQRT,
+    TG_VEC_SIN,
+    TG_VEC_COS,
+    TG_VEC_TANH,
+    TG_VEC_SIGMOID,  /* 1 / (1 + exp(-a)) */
+    TG_VEC_GELU,     /* tanh approximation, as tg_gelu */
+    TG_VEC_SOFTPLUS, /* log(1 + exp(a)), stable (a itself above 20), as tg_softplus */
+    /* y = f(a, b) */
+    TG_VEC_ADD,
+    TG_VEC_SUB,
+    TG_VEC_MUL,
+    TG_VEC_DIV,
+    TG_VEC_MAX, /* NaN if either is NaN */
+    TG_VEC_MIN,
+    /* the fused backward maps: a = the output's gradient g, b as said */
+    TG_VEC_TANH_BACKWARD,    /* b = tanh(x):    g (1 - b^2) */
+    TG_VEC_SIGMOID_BACKWARD, /* b = sigmoid(x): g b (1 - b) */
+    TG_VEC_RELU_BACKWARD,    /* b = relu(x):    b > 0 ? g : 0 */
+    TG_VEC_GELU_BACKWARD,    /* b = x:          g gelu'(x) */
+    /* y = f(a; c) with c rounded to the element type; b is not read */
+    TG_VEC_ADD_SCALAR, /* a + c */
+    TG_VEC_MUL_SCALAR  /* a * c */
+} tg_vec_op;
+tg_status tg_vec_map(tg_vec_op op, int threads, tg_dtype dt, int64_t n, const void *a,
+                     const void *b, double c, void *y);
+/* Reductions of n elements on the calling thread, accumulated in double. */
+typedef enum tg_vec_reduction {
+    TG_VEC_SUM,    /* sum of x */
+    TG_VEC_MAXALL, /* max of x; NaN if any is NaN; -inf for n = 0 */
+    TG_VEC_MINALL, /* min of x; NaN if any is NaN; +inf for n = 0 */
+    TG_VEC_EXP_SUM /* y = exp(x - shift) (y may be NULL: not stored); the sum of y (softmax) */
+} tg_vec_reduction;
+/* The reduction's value in *result (NaN on bad arguments, which give TG_INVALID). */
+tg_status tg_vec_reduce(tg_vec_reduction r, tg_dtype dt, int64_t n, const void *x, double shift,
+                        void *y, double *result);
 
 /* ---------------------------------------------------------------------------------------------
  * Gradient check: analytic gradients against central finite differences in f64.

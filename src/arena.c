@@ -51,6 +51,10 @@ void *tg__arena_grow(tg_ctx *ctx, tg__arena *a, size_t size)
 {
     if (size == 0)
         size = 1;
+    if (size > a->cap || a->bytes > a->cap - size) {
+        a->refused = true;
+        return NULL;
+    }
     if (a->cur) {
         void *p = bump(a->cur, size);
         if (p) {
@@ -99,6 +103,7 @@ void tg__arena_rewind(tg__arena *a)
     if (a->cur)
         a->cur->used = 0;
     a->bytes = 0;
+    a->refused = false;
 }
 
 void tg__arena_release(tg_ctx *ctx, tg__arena *a)
@@ -109,5 +114,7 @@ void tg__arena_release(tg_ctx *ctx, tg__arena *a)
         tg__free(ctx, b, TG__BLOCK_HEADER + b->size);
         b = next;
     }
+    size_t cap = a->cap;
     memset(a, 0, sizeof *a);
+    a->cap = cap;
 }

@@ -136,7 +136,7 @@ static tg_status kernel_buffer(struct tg__bw *bw, tg__node *n, uint32_t j, uint3
     bool broadcast = (n->op->def.flags & TG_OP_BROADCAST) && !tg__same_shape(in, &n->v);
     const tg_view *shape = broadcast ? &n->v : in;
     tg__node *buf;
-    tg_tensor t = tg__leaf(tp, in->dtype, shape->ndim, shape->shape, &buf);
+    tg_tensor t = tg__leaf(tp, op_name(n), in->dtype, shape->ndim, shape->shape, &buf);
     if (!t.id_)
         return tp->status;
     memset(buf->v.data, 0, (size_t)buf->v.numel * tg_dtype_size(buf->v.dtype));
@@ -299,6 +299,10 @@ static tg_status process(struct tg__bw *bw, uint32_t id)
         return TG_OK;
     const tg_op_def *d = &n->op->def;
     tg_status st;
+    /* The rule runs in the scope of the node it differentiates: its nodes and its errors carry
+     * the name of the module that recorded the forward op. */
+    const tg__scope *outer = tp->scope;
+    tp->scope = n->scope;
     if (d->backward)
         st = composite(bw, id, n, g, need_in);
     else if (d->backward_kernel)
@@ -308,6 +312,7 @@ static tg_status process(struct tg__bw *bw, uint32_t id)
                       "%s: op has no backward rule, so no gradient can flow "
                       "through it (node %u)",
                       op_name(n), id);
+    tp->scope = outer;
     if (st == TG_OK && !bw->retain)
         n->released = 1;
     return st;
@@ -688,6 +693,8 @@ static tg_status run(tg_tape *tp, const job *jb)
                         .create = jb->flags & TG_CREATE_GRAPH,
                         .retain = jb->flags & (TG_CREATE_GRAPH | TG_RETAIN_GRAPH),
                         .accumulate = jb->accumulate};
+    if (tp->backward_passes < UINT32_MAX)
+        tp->backward_passes++;
     if ((st = find_range(&bw, jb)) || (st = allocate_slots(&bw, jb)))
         return st;
     bool grad_mode = tp->grad_enabled;

@@ -90,6 +90,7 @@ tg_status tg_ctx_new(tg_ctx **out, const tg_ctx_options *opts)
     ctx->alloc = alloc;
     ctx->alloc_user = o.alloc_user;
     atomic_init(&ctx->alloc_calls, 1);
+    atomic_init(&ctx->refs, 1);
     atomic_init(&ctx->threads, o.threads > 0 ? o.threads : 1);
     ctx->first.thread = this_thread();
     atomic_init(&ctx->messages, &ctx->first);
@@ -105,10 +106,8 @@ tg_status tg_ctx_new(tg_ctx **out, const tg_ctx_options *opts)
     return TG_OK;
 }
 
-void tg_ctx_free(tg_ctx *ctx)
+static void destroy(tg_ctx *ctx)
 {
-    if (!ctx)
-        return;
     while (ctx->nparams)
         tg_param_free(ctx->params[ctx->nparams - 1]);
     tg__free(ctx, ctx->params, ctx->params_cap * sizeof *ctx->params);
@@ -117,6 +116,20 @@ void tg_ctx_free(tg_ctx *ctx)
     tg__free(ctx, ctx->ops, ctx->ops_cap * sizeof *ctx->ops);
     free_messages(ctx);
     ctx->alloc(ctx->alloc_user, ctx, sizeof *ctx, 0);
+}
+
+void tg__ctx_retain(tg_ctx *ctx) { atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed); }
+
+void tg__ctx_release(tg_ctx *ctx)
+{
+    if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) == 1)
+        destroy(ctx);
+}
+
+void tg_ctx_free(tg_ctx *ctx)
+{
+    if (ctx)
+        tg__ctx_release(ctx);
 }
 
 const char *tg_ctx_error(const tg_ctx *ctx)

@@ -61,6 +61,8 @@ typedef struct tg__arena {
     tg__block *cur;
     size_t bytes;     /* bytes handed out since the last rewind */
     size_t next_size; /* size of the next fresh block */
+    size_t cap;       /* most bytes handed out before a rewind (SIZE_MAX: no limit) */
+    bool refused;     /* a request was refused for the cap since the last rewind */
 } tg__arena;
 
 void *tg__arena_grow(tg_ctx *ctx, tg__arena *a, size_t size);
@@ -68,15 +70,17 @@ void *tg__arena_grow(tg_ctx *ctx, tg__arena *a, size_t size);
 /* Bytes before a block's first usable byte (its header, rounded up to the alignment). */
 #define TG__BLOCK_HEADER ((sizeof(tg__block) + TG__ALIGN - 1) & ~(size_t)(TG__ALIGN - 1))
 
-/* Bump allocation in the current block; the rest (next block, a new one) out of line. NULL on
- * failure. Every pointer returned is TG__ALIGN-aligned. */
+/* Bump allocation in the current block; the rest (next block, a new one, a request over the
+ * cap) out of line. NULL on failure. Every pointer returned is TG__ALIGN-aligned. */
 static inline void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t size)
 {
     tg__block *b = a->cur;
     if (TG__LIKELY(b != NULL && size > 0)) {
         uintptr_t base = (uintptr_t)b + TG__BLOCK_HEADER;
         uintptr_t p = (base + b->used + TG__ALIGN - 1) & ~(uintptr_t)(TG__ALIGN - 1);
-        if (TG__LIKELY(size <= b->size && p - base <= b->size - size)) {
+        /* size <= b->size bounds the sum: no overflow. */
+        if (TG__LIKELY(size <= b->size && p - base <= b->size - size
+                       && a->bytes + size <= a->cap)) {
             b->used = (size_t)(p + size - base);
             a->bytes += size;
             return (void *)p;
@@ -124,6 +128,10 @@ typedef struct tg__message {
 struct tg_ctx {
     tg_alloc_fn alloc;
     void *alloc_user;
+    /* One reference for tg_ctx_free and one per live tape: whichever release comes last frees
+     * the context, so freeing it before its tapes is safe (acq_rel: the last release sees every
+     * write made before the others). */
+    _Atomic size_t refs;
     _Atomic uint64_t alloc_calls; /* relaxed: a count that orders nothing */
     _Atomic int threads;          /* tg_ctx_set_threads may change it while tapes read it */
     tg_op **ops;
@@ -137,6 +145,9 @@ struct tg_ctx {
 };
 
 tg_status tg__ctx_fail(tg_ctx *ctx, tg_status st, const char *fmt, ...) TG__PRINTF(3, 4);
+/* Takes and drops a reference to the context (a tape's); the last drop frees it. */
+void tg__ctx_retain(tg_ctx *ctx);
+void tg__ctx_release(tg_ctx *ctx);
 
 /* ---- tape ----------------------------------------------------------------------------------- */
 enum tg__kind {
@@ -147,16 +158,26 @@ enum tg__kind {
     TG__BARRIER      /* a gradient made by a kernel backward under TG_CREATE_GRAPH */
 };
 
+/* A naming scope (tg_tape_push_scope), in the arena: valid until reset. */
+typedef struct tg__scope {
+    const struct tg__scope *parent;
+    uint32_t id;    /* 1, 2, ... in order of opening since the last reset */
+    uint32_t depth; /* the tape's scope depth when it was opened */
+    char name[];
+} tg__scope;
+
 typedef struct tg__node {
     tg_view v;
-    const tg_op *op;  /* OPNODE; BARRIER: the op whose kernel backward produced it */
-    uint32_t *inputs; /* linked inputs, NULL when recorded without grad */
+    const tg__scope *scope; /* innermost scope open when the node was recorded, or NULL */
+    const tg_op *op;        /* OPNODE; BARRIER: the op whose kernel backward produced it */
+    uint32_t *inputs;       /* linked inputs, NULL when recorded without grad */
     uint32_t ninputs;
     uint32_t scalar_mark; /* number of scalar entries when the node was created */
     uint8_t kind;
     uint8_t requires_grad;
     uint8_t released;
     uint8_t leaf_marked; /* requires_grad leaf: tg_backward accumulates into leaf_grad */
+    uint8_t backward;    /* recorded while a backward pass ran (a gradient's computation) */
     uint32_t leaf_grad;
     uint32_t scalar_src; /* FROM_SCALAR: the scalar entry */
     void *attr;
@@ -197,6 +218,11 @@ struct tg_tape {
     uint32_t scalar_limit;    /* records allowed while count < limit: the capacity, 0 once failed */
     bool scalar_released_any; /* some entry was released since the last reset */
     uint32_t scalar_adjoints_valid; /* adjoints [0, scalar_adjoints_valid) are initialised */
+    size_t memory_limit;            /* tg_tape_set_memory_limit; 0: none */
+    uint32_t backward_passes;       /* backward calls since the last reset (for the limit's hint) */
+    const tg__scope *scope;         /* innermost open scope (NULL: none, or its push failed) */
+    uint32_t scope_depth;           /* pushes not yet popped, failed pushes included */
+    uint32_t scope_count;           /* scopes opened since the last reset */
     char error[TG__MESSAGE];
 };
 
@@ -233,8 +259,10 @@ tg__node *tg__resolve(tg_tape *tp, tg_tensor t, const char *what);
 
 /* Every field of a fresh node but its view's shape and data (set by whoever fills it). Field
  * by field: a memset of the whole record costs a string instruction's start-up on every op. */
-static inline void tg__node_clear(tg__node *n, uint32_t scalar_mark)
+static inline void tg__node_clear(tg__node *n, const tg_tape *tp)
 {
+    n->scope = tp->scope;
+    n->backward = tp->in_backward;
     n->v.data = NULL;
     n->v.numel = 0;
     n->v.dtype = (tg_dtype)0;
@@ -242,7 +270,7 @@ static inline void tg__node_clear(tg__node *n, uint32_t scalar_mark)
     n->op = NULL;
     n->inputs = NULL;
     n->ninputs = 0;
-    n->scalar_mark = scalar_mark;
+    n->scalar_mark = tp->scalar_count;
     n->kind = TG__LEAF;
     n->requires_grad = 0;
     n->released = 0;
@@ -263,13 +291,25 @@ static inline tg__node *tg__node_reserve(tg_tape *tp)
     if (TG__UNLIKELY((id >> TG__CHUNK_BITS) >= tp->nchunks || id >= TG__MAX_NODES))
         return tg__node_reserve_slow(tp);
     tg__node *n = tg__node_at(tp, id);
-    tg__node_clear(n, tp->scalar_count);
+    tg__node_clear(n, tp);
     return n;
 }
-/* Allocates `numel` elements of `dt`, aligned; records TG_NOMEM on failure. */
-void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel);
+/* Memory limit (tg_tape_set_memory_limit): the tape's memory is its arena bytes plus its node
+ * and scalar tables. tg__tape_limit_records tells the arena its cap after the tables change;
+ * tg__tape_records_fit says whether the tables may grow by `more` bytes (marking a refusal). */
+size_t tg__tape_memory(const tg_tape *tp);
+void tg__tape_limit_records(tg_tape *tp);
+bool tg__tape_records_fit(tg_tape *tp, size_t more);
+/* Bytes per scalar entry: the entry, its adjoint and its released flag. */
+#define TG__SCALAR_BYTES (sizeof(tg__sentry) + sizeof(double) + 1)
+/* Allocates `numel` elements of `dt`, aligned; records TG_NOMEM (naming `who`) on failure. */
+void *tg__tape_buffer(tg_tape *tp, const char *who, tg_dtype dt, int64_t numel);
+/* What a node is, in words: its op's name, or "leaf", "parameter", "scalar", "kernel gradient"
+ * (tg_tensor_op_name). */
+const char *tg__node_kind_name(const tg__node *n);
 /* Creates a leaf tensor with uninitialised data (error handle on failure). */
-tg_tensor tg__leaf(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, tg__node **out);
+tg_tensor tg__leaf(tg_tape *tp, const char *who, tg_dtype dt, int ndim, const int64_t *shape,
+                   tg__node **out);
 
 /* Shape helpers. */
 /* Whether a double converts to i64 without undefined behaviour (finite, in [-2^63, 2^63)); the

@@ -119,7 +119,8 @@ tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p)
     }
     if (p->buffer) { /* a copy, so that a later tg_buffer_store cannot reach this tape */
         tg__node *n;
-        tg_tensor t = tg__leaf(tp, p->value.dtype, p->value.ndim, p->value.shape, &n);
+        tg_tensor t =
+            tg__leaf(tp, "tg_param_tensor", p->value.dtype, p->value.ndim, p->value.shape, &n);
         if (t.id_)
             memcpy(n->v.data, p->value.data, p->bytes);
         return t;

@@ -36,7 +36,11 @@ static bool grow(tg_tape *tp)
         return false;
     }
     cap *= 2;
-    size_t per = sizeof(tg__sentry) + sizeof(double) + 1;
+    size_t per = TG__SCALAR_BYTES;
+    if (!tg__tape_records_fit(tp, (size_t)(cap - old) * per)) {
+        tg__fail(tp, TG_NOMEM, "scalar entries: no room for %u entries", cap);
+        return false;
+    }
     unsigned char *block = tg__realloc(tp->ctx, tp->scalars, (size_t)old * per, (size_t)cap * per);
     if (!block) {
         tg__fail(tp, TG_NOMEM, "scalar entries: out of memory growing to %u entries", cap);
@@ -56,6 +60,7 @@ static bool grow(tg_tape *tp)
     tp->scalar_released = released;
     tp->scalar_capacity = cap;
     tp->scalar_limit = tp->status ? 0 : cap;
+    tg__tape_limit_records(tp);
     return true;
 }
 
@@ -212,7 +217,7 @@ tg_tensor tg__scalar_tensor(tg_scalar s, tg_dtype dt, int ndim, const int64_t *s
     tg__node *n = tg__node_reserve(tp);
     if (!n)
         return tg__error_handle(tp);
-    void *data = tg__tape_buffer(tp, dt, 1);
+    void *data = tg__tape_buffer(tp, "tg_s_tensor", dt, 1);
     if (!data)
         return tg__error_handle(tp);
     if (dt == TG_F32)

@@ -41,6 +41,37 @@ const char *tg_dtype_name(tg_dtype dt)
     return "?";
 }
 
+/* Formats into buf[size] (size >= 64) with tg__vformat_message's bounds; returns the length. */
+static size_t format_bounded(char *buf, size_t size, const char *fmt, ...) TG__PRINTF(3, 4);
+static size_t format_bounded(char *buf, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tg__vformat_message(buf, size, fmt, ap);
+    va_end(ap);
+    return strlen(buf);
+}
+
+/* What a refusal by the memory limit most likely means, after the failing call's own words. A
+ * tape that grows across backward passes is a training loop without tg_tape_reset. */
+static void explain_limit(tg_tape *tp, char *buf, size_t size)
+{
+    double used = (double)tg__tape_memory(tp) / 1048576.0;
+    double limit = (double)tp->memory_limit / 1048576.0;
+    if (tp->backward_passes >= 2)
+        format_bounded(buf, size,
+                       ": the tape's memory limit is reached (%.1f MiB in use, limit %.0f MiB) "
+                       "after %u backward passes without tg_tape_reset: call tg_tape_reset after "
+                       "each training step (tg_tape_set_memory_limit changes the limit; 0: none)",
+                       used, limit, tp->backward_passes);
+    else
+        format_bounded(buf, size,
+                       ": the tape's memory limit is reached (%.1f MiB in use, limit %.0f MiB): "
+                       "is tg_tape_reset missing between steps? A step this large needs a higher "
+                       "limit (tg_tape_set_memory_limit; 0: none)",
+                       used, limit);
+}
+
 tg_status tg__vfail(tg_tape *tp, tg_status st, const char *fmt, va_list ap)
 {
     if (!tp)
@@ -48,7 +79,15 @@ tg_status tg__vfail(tg_tape *tp, tg_status st, const char *fmt, va_list ap)
     if (tp->status == TG_OK && st != TG_OK) {
         tp->status = st;
         tp->scalar_limit = 0; /* scalar records take their slow path, which reports the error */
-        tg__vformat_message(tp->error, sizeof tp->error, fmt, ap);
+        /* "<scope>: <message>[: <the limit's hint>]", each part bounded so the others fit. */
+        bool limit = st == TG_NOMEM && tp->arena.refused;
+        size_t len = 0, hint = limit ? sizeof tp->error / 4 : 0;
+        if (tp->scope && tp->scope->name[0])
+            len = format_bounded(tp->error, sizeof tp->error / 4, "%s: ", tp->scope->name);
+        tg__vformat_message(tp->error + len, sizeof tp->error - len - hint, fmt, ap);
+        len += strlen(tp->error + len);
+        if (limit)
+            explain_limit(tp, tp->error + len, sizeof tp->error - len);
     }
     return tp->status;
 }

@@ -18,6 +18,9 @@ tg_status tg_tape_new(tg_ctx *ctx, tg_tape **out)
     tp->nnodes = 1; /* id 0: none */
     tp->scalar_count = 1;
     tp->scalar_adjoints_valid = 1;
+    tp->memory_limit = TG_TAPE_MEMORY_LIMIT;
+    tg__tape_limit_records(tp);
+    tg__ctx_retain(ctx);
     *out = tp;
     return TG_OK;
 }
@@ -33,6 +36,7 @@ void tg_tape_free(tg_tape *tp)
     tg__free(ctx, tp->scalars, tp->scalar_capacity * (sizeof *tp->scalars + sizeof(double) + 1));
     tg__arena_release(ctx, &tp->arena);
     tg__free(ctx, tp, sizeof *tp);
+    tg__ctx_release(ctx);
 }
 
 void tg_tape_reset(tg_tape *tp)
@@ -44,11 +48,15 @@ void tg_tape_reset(tg_tape *tp)
     tp->scalar_limit = tp->scalar_capacity;
     tp->scalar_released_any = false;
     tp->error[0] = '\0';
-    tp->grad_enabled = true;
+    tp->grad_enabled = true; /* a step starts recording, whatever the last one left */
     tp->scalars_dirty = false;
     tp->nnodes = 1;
     tp->scalar_count = 1;
     tp->scalar_adjoints_valid = 1;
+    tp->backward_passes = 0;
+    tp->scope = NULL;
+    tp->scope_depth = 0;
+    tp->scope_count = 0;
     tg__arena_rewind(&tp->arena);
 }
 
@@ -75,6 +83,85 @@ size_t tg_tape_scalar_count(const tg_tape *tp) { return tp ? tp->scalar_count - 
 
 size_t tg_tape_bytes(const tg_tape *tp) { return tp ? tp->arena.bytes : 0; }
 
+/* ---- memory limit ------------------------------------------------------------------------- */
+
+static size_t records_bytes(const tg_tape *tp)
+{
+    return (size_t)tp->nchunks * TG__CHUNK * sizeof(tg__node)
+           + (size_t)tp->scalar_capacity * TG__SCALAR_BYTES;
+}
+
+size_t tg__tape_memory(const tg_tape *tp) { return tp->arena.bytes + records_bytes(tp); }
+
+void tg__tape_limit_records(tg_tape *tp)
+{
+    size_t records = records_bytes(tp);
+    if (!tp->memory_limit)
+        tp->arena.cap = SIZE_MAX;
+    else
+        tp->arena.cap = tp->memory_limit > records ? tp->memory_limit - records : 0;
+}
+
+bool tg__tape_records_fit(tg_tape *tp, size_t more)
+{
+    size_t used = tg__tape_memory(tp);
+    if (!tp->memory_limit || (more <= tp->memory_limit && used <= tp->memory_limit - more))
+        return true;
+    tp->arena.refused = true;
+    return false;
+}
+
+tg_status tg_tape_set_memory_limit(tg_tape *tp, size_t bytes)
+{
+    if (!tp)
+        return TG_INVALID;
+    tp->memory_limit = bytes;
+    tg__tape_limit_records(tp);
+    return TG_OK;
+}
+
+size_t tg_tape_memory_limit(const tg_tape *tp) { return tp ? tp->memory_limit : 0; }
+
+/* ---- naming scopes -------------------------------------------------------------------------- */
+
+tg_status tg_tape_push_scope(tg_tape *tp, const char *name)
+{
+    if (!tp)
+        return TG_INVALID;
+    if (tp->scope_depth == UINT32_MAX)
+        return tg__fail(tp, TG_RANGE, "tg_tape_push_scope: %u scopes are open", tp->scope_depth);
+    /* Counted even when nothing is recorded, so that the matching pop stays balanced. */
+    tp->scope_depth++;
+    if (tp->status)
+        return tp->status;
+    if (!name)
+        return tg__fail(tp, TG_INVALID, "tg_tape_push_scope: name is NULL");
+    size_t len = strlen(name);
+    tg__scope *s = tg__arena_alloc(tp->ctx, &tp->arena, sizeof *s + len + 1);
+    if (!s)
+        return tg__fail(tp, TG_NOMEM, "tg_tape_push_scope(%s): out of memory", name);
+    s->parent = tp->scope;
+    s->id = ++tp->scope_count;
+    s->depth = tp->scope_depth;
+    memcpy(s->name, name, len + 1);
+    tp->scope = s;
+    return TG_OK;
+}
+
+tg_status tg_tape_pop_scope(tg_tape *tp)
+{
+    if (!tp)
+        return TG_INVALID;
+    if (tp->scope_depth == 0)
+        return tg__fail(tp, TG_INVALID, "tg_tape_pop_scope: no scope is open");
+    if (tp->scope && tp->scope->depth == tp->scope_depth)
+        tp->scope = tp->scope->parent;
+    tp->scope_depth--;
+    return tp->status;
+}
+
+const char *tg_tape_scope(const tg_tape *tp) { return tp && tp->scope ? tp->scope->name : ""; }
+
 tg__node *tg__node_reserve_slow(tg_tape *tp)
 {
     uint32_t id = tp->nnodes;
@@ -84,6 +171,10 @@ tg__node *tg__node_reserve_slow(tg_tape *tp)
     }
     uint32_t chunk = id >> TG__CHUNK_BITS;
     if (TG__UNLIKELY(chunk >= tp->nchunks)) {
+        if (!tg__tape_records_fit(tp, TG__CHUNK * sizeof(tg__node))) {
+            tg__fail(tp, TG_NOMEM, "no room for node %u", id);
+            return NULL;
+        }
         if (chunk >= tp->chunks_cap) {
             uint32_t cap = tp->chunks_cap ? tp->chunks_cap * 2 : 16;
             tg__node **c =
@@ -101,22 +192,23 @@ tg__node *tg__node_reserve_slow(tg_tape *tp)
             return NULL;
         }
         tp->chunks[tp->nchunks++] = nodes;
+        tg__tape_limit_records(tp);
     }
     tg__node *n = tg__node_at(tp, id);
-    tg__node_clear(n, tp->scalar_count);
+    tg__node_clear(n, tp);
     return n;
 }
 
-void *tg__tape_buffer(tg_tape *tp, tg_dtype dt, int64_t numel)
+void *tg__tape_buffer(tg_tape *tp, const char *who, tg_dtype dt, int64_t numel)
 {
     size_t es = tg_dtype_size(dt);
     if (numel < 0 || (uint64_t)numel > SIZE_MAX / 2 / (es ? es : 1)) {
-        tg__fail(tp, TG_NOMEM, "tensor of %lld elements is too large", (long long)numel);
+        tg__fail(tp, TG_NOMEM, "%s: tensor of %lld elements is too large", who, (long long)numel);
         return NULL;
     }
     void *p = tg__arena_alloc(tp->ctx, &tp->arena, (size_t)numel * es);
     if (!p)
-        tg__fail(tp, TG_NOMEM, "out of memory allocating %lld x %s", (long long)numel,
+        tg__fail(tp, TG_NOMEM, "%s: out of memory allocating %lld x %s", who, (long long)numel,
                  tg_dtype_name(dt));
     return p;
 }

@@ -28,14 +28,15 @@ static bool check_leaf_args(tg_tape *tp, const char *fn, tg_dtype dt, int ndim,
     return true;
 }
 
-tg_tensor tg__leaf(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, tg__node **out)
+tg_tensor tg__leaf(tg_tape *tp, const char *who, tg_dtype dt, int ndim, const int64_t *shape,
+                   tg__node **out)
 {
     int64_t numel = 1;
     tg__shape_ok(ndim, shape, &numel);
     tg__node *n = tg__node_reserve(tp);
     if (!n)
         return tg__error_handle(tp);
-    void *data = tg__tape_buffer(tp, dt, numel);
+    void *data = tg__tape_buffer(tp, who, dt, numel);
     if (!data)
         return tg__error_handle(tp);
     n->kind = TG__LEAF;
@@ -58,7 +59,7 @@ static tg_tensor make(tg_tape *tp, const char *fn, tg_dtype dt, int ndim, const 
         return tg__error_handle(NULL);
     if (tp->status || !check_leaf_args(tp, fn, dt, ndim, shape, &numel))
         return tg__error_handle(tp);
-    return tg__leaf(tp, dt, ndim, shape, node);
+    return tg__leaf(tp, fn, dt, ndim, shape, node);
 }
 
 tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, const void *data)
@@ -74,32 +75,39 @@ tg_tensor tg_tensor_from(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shap
     return t;
 }
 
-tg_tensor tg_full(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double value)
+/* tg_full and the functions spelled with it, each named in its own messages. */
+static tg_tensor full(tg_tape *tp, const char *fn, tg_dtype dt, int ndim, const int64_t *shape,
+                      double value)
 {
     if (tp && !tp->status && dt == TG_I64 && !tg__fits_i64(value)) {
-        tg__fail(tp, TG_RANGE, "tg_full: %g is not representable as i64", value);
+        tg__fail(tp, TG_RANGE, "%s: %g is not representable as i64", fn, value);
         return tg__error_handle(tp);
     }
     tg__node *n;
-    tg_tensor t = make(tp, "tg_full", dt, ndim, shape, &n);
+    tg_tensor t = make(tp, fn, dt, ndim, shape, &n);
     if (t.id_)
         tg__fill_value(dt, n->v.data, n->v.numel, value);
     return t;
 }
 
+tg_tensor tg_full(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape, double value)
+{
+    return full(tp, "tg_full", dt, ndim, shape, value);
+}
+
 tg_tensor tg_zeros(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape)
 {
-    return tg_full(tp, dt, ndim, shape, 0.0);
+    return full(tp, "tg_zeros", dt, ndim, shape, 0.0);
 }
 
 tg_tensor tg_ones(tg_tape *tp, tg_dtype dt, int ndim, const int64_t *shape)
 {
-    return tg_full(tp, dt, ndim, shape, 1.0);
+    return full(tp, "tg_ones", dt, ndim, shape, 1.0);
 }
 
 tg_tensor tg_constant(tg_tape *tp, tg_dtype dt, double value)
 {
-    return tg_full(tp, dt, 0, NULL, value);
+    return full(tp, "tg_constant", dt, 0, NULL, value);
 }
 
 tg_tensor tg_arange(tg_tape *tp, tg_dtype dt, int64_t count)
@@ -314,6 +322,65 @@ const tg_op *tg_tensor_op(tg_tensor t)
 {
     const tg__node *n = peek(t);
     return n && n->kind == TG__OPNODE ? n->op : NULL;
+}
+
+/* ---- introspection ------------------------------------------------------------------------ */
+
+size_t tg_tensor_node(tg_tensor t) { return peek(t) ? t.id_ : 0; }
+
+tg_tensor tg_tape_tensor(tg_tape *tp, size_t node)
+{
+    if (!tp || node == 0 || node >= tp->nnodes)
+        return tg__handle(NULL, 0);
+    return tg__handle(tp, (uint32_t)node);
+}
+
+const char *tg__node_kind_name(const tg__node *n)
+{
+    switch (n->kind) {
+    case TG__OPNODE:
+        return n->op->name;
+    case TG__PARAM:
+        return "parameter";
+    case TG__FROM_SCALAR:
+        return "scalar";
+    case TG__BARRIER:
+        return "kernel gradient";
+    default:
+        return "leaf";
+    }
+}
+
+const char *tg_tensor_op_name(tg_tensor t)
+{
+    const tg__node *n = peek(t);
+    return n ? tg__node_kind_name(n) : "";
+}
+
+const char *tg_tensor_scope(tg_tensor t)
+{
+    const tg__node *n = peek(t);
+    return n && n->scope ? n->scope->name : "";
+}
+
+int tg_tensor_input_count(tg_tensor t)
+{
+    const tg__node *n = peek(t);
+    return n && n->inputs ? (int)n->ninputs : 0;
+}
+
+tg_tensor tg_tensor_input(tg_tensor t, int i)
+{
+    const tg__node *n = peek(t);
+    if (!n || !n->inputs || i < 0 || (uint32_t)i >= n->ninputs)
+        return tg__handle(NULL, 0);
+    return tg__handle(t.tape_, n->inputs[i]);
+}
+
+tg_param *tg_tensor_param(tg_tensor t)
+{
+    const tg__node *n = peek(t);
+    return n && n->kind == TG__PARAM ? n->param : NULL;
 }
 
 /* Appends `text` to buf as far as it fits (NUL-terminated); `len` counts the whole text. */

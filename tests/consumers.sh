@@ -4,7 +4,8 @@
 #   1. a Meson project with tapegrad as a subproject (dependency('tapegrad') resolved through
 #      meson.override_dependency);
 #   2. an installed tapegrad (meson install into a staging prefix) found through pkg-config,
-#      linked both shared and static.
+#      linked shared (tapegrad.pc: the program needs libtapegrad.so) and static
+#      (tapegrad-static.pc: it does not), with Cflags that carry only the include directory.
 set -eu
 src=$1
 build=$2
@@ -59,12 +60,25 @@ cflags=""
 
 pc=$(find "$work/stage" -name tapegrad.pc | head -n 1)
 libdir=$(dirname "$(dirname "$pc")")
-# The .pc names the final prefix; point it at the staging copy.
-sed "s|^prefix=.*|prefix=$work/stage$prefix|" "$pc" >"$work/tapegrad.pc"
+# The .pc files name the final prefix; point them at the staging copy.
+for name in tapegrad tapegrad-static; do
+    sed "s|^prefix=.*|prefix=$work/stage$prefix|" "$(dirname "$pc")/$name.pc" >"$work/$name.pc"
+done
 export PKG_CONFIG_PATH="$work"
+# The public header needs its own directory and nothing else (no OpenBLAS include path).
+flags=$(echo $(pkg-config --cflags tapegrad))
+[ "$flags" = "-I$work/stage$prefix/include" ] || {
+    echo "pkg-config --cflags tapegrad gives '$flags'"
+    exit 1
+}
+needs_libtapegrad() { readelf -d "$1" | grep -q 'NEEDED.*libtapegrad'; }
 "$@" -std=c11 $cflags "$work/main.c" $(pkg-config --cflags --libs tapegrad) -Wl,-rpath,"$libdir" \
     -o "$work/shared"
 "$work/shared"
-"$@" -std=c11 $cflags "$work/main.c" $(pkg-config --cflags tapegrad) "$libdir/libtapegrad.a" \
-    $(pkg-config --libs --static tapegrad | sed 's/-ltapegrad//') -o "$work/static"
+needs_libtapegrad "$work/shared"
+"$@" -std=c11 $cflags "$work/main.c" $(pkg-config --cflags --libs tapegrad-static) -o "$work/static"
 "$work/static"
+if needs_libtapegrad "$work/static"; then
+    echo "the program linked through tapegrad-static.pc needs libtapegrad.so"
+    exit 1
+fi

@@ -378,6 +378,24 @@ static void every_function_on_errored_tape(void **state)
     assert_null(tg_tensor_op(good));
     double buf[4];
     assert_status(tg_read(good, TG_F64, buf, 4), TG_OK);
+    /* Looking at the tape works on an errored tape too. */
+    assert_int_equal(tg_tensor_node(good), good.id_);
+    assert_int_equal(tg_tensor_node(tg_tape_tensor(tp, tg_tensor_node(m))), tg_tensor_node(m));
+    assert_string_equal(tg_tensor_op_name(m), "reshape");
+    assert_string_equal(tg_tensor_scope(m), "");
+    assert_int_equal(tg_tensor_input_count(m), 1);
+    assert_int_equal(tg_tensor_node(tg_tensor_input(m, 0)), tg_tensor_node(good));
+    assert_null(tg_tensor_param(m));
+    FILE *dot = tmpfile();
+    assert_non_null(dot);
+    assert_status(tg_tape_write_dot(tp, dot, NULL), TG_OK);
+    assert_true(ftell(dot) > 0);
+    fclose(dot);
+    /* Scopes: a push on an errored tape records nothing but is counted, so its pop balances. */
+    assert_status(tg_tape_push_scope(tp, "block"), TG_SHAPE);
+    assert_string_equal(tg_tape_scope(tp), "");
+    assert_status(tg_tape_pop_scope(tp), TG_SHAPE);
+    assert_status(tg_tape_set_memory_limit(tp, tg_tape_memory_limit(tp)), TG_OK);
     /* Tape-level calls. */
     assert_true(tg_tape_set_grad(tp, false));
     assert_false(tg_tape_grad_enabled(tp));

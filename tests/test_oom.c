@@ -162,6 +162,54 @@ static tg_status scenario(counting *c, char *message, size_t size)
             if (!st)
                 st = tg_backward(tg_add(tg_sum_all(out), tg_sum_all(tg_mul(h, c))));
         }
+        if (!st) { /* a validation split, augmented batches, early stopping */
+            float px[4 * 9];
+            int64_t labels[4] = {0, 1, 0, 1};
+            for (int i = 0; i < 36; i++)
+                px[i] = (float)i;
+            tg_dataset *all = NULL, *fit = NULL, *held = NULL;
+            tg_batches *bt = NULL;
+            tg_early_stopping *es = NULL;
+            tg_augment_options ao = {.crop_padding = 1, .horizontal_flip = true};
+            bool stop;
+            tg_tensor bx, by;
+            st = tg_dataset_new(ctx, 4, 2, (int64_t[]){3, 3}, px, labels, &all);
+            if (!st)
+                st = tg_dataset_split(all, 1, 2, &fit, &held);
+            if (!st)
+                st = tg_batches_new(fit, 2, false, 0, false, &bt);
+            if (!st)
+                st = tg_batches_set_augment(bt, &ao);
+            if (!st && !tg_batches_next(bt, tp, &bx, &by))
+                st = tg_tape_status(tp);
+            if (!st)
+                st = tg_early_stopping_new(ctx, tg_module_param_count(net), tg_module_params(net),
+                                           NULL, &es);
+            if (!st)
+                st = tg_early_stopping_update(es, 1.0, &stop);
+            if (!st)
+                st = tg_early_stopping_restore(es);
+            tg_early_stopping_free(es);
+            tg_batches_free(bt);
+            tg_dataset_free(all);
+            tg_dataset_free(fit);
+            tg_dataset_free(held);
+            if (st) {
+                snprintf(message, size, "%s",
+                         tg_tape_status(tp) ? tg_tape_error(tp) : tg_ctx_error(ctx));
+                break;
+            }
+        }
+        if (!st) { /* the graph as DOT: its scratch comes through the hook */
+            FILE *dot = tmpfile();
+            st = dot ? tg_tape_write_dot(tp, dot, NULL) : TG_IO;
+            if (dot)
+                fclose(dot);
+            if (st) {
+                snprintf(message, size, "%s", tg_ctx_error(ctx));
+                break;
+            }
+        }
         if (!st) {
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;
             tg_tensor y = tg_sum_all(tg_exp(tg_mul(v, v)));

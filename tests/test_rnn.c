@@ -518,6 +518,8 @@ static void bad_input_is_refused(void **state)
 #define SEQ(t, b, i) tg_zeros(tp, TG_F32, 3, (int64_t[]){t, b, i})
     EXPECT_FAIL(f, TG_SHAPE, tg_rnn_run(gru, SEQ(5, 2, 7), none, none, &out, &hn, NULL),
                 "tg_rnn_run(enc)", "x is f32[5,2,7]", "needs f32[T,B,3]");
+    /* The message opens with the module's naming scope. */
+    assert_true(strncmp(tg_tape_error(tp), "enc: ", 5) == 0);
     assert_false(tg_ok(out));
     assert_false(tg_ok(hn));
     EXPECT_FAIL(
@@ -560,6 +562,7 @@ static void bad_input_is_refused(void **state)
         f, TG_SHAPE,
         tg_rnn_cell_step(cell, tg_zeros(tp, TG_F32, 2, (int64_t[]){2, 5}), none, none, &out, NULL),
         "tg_rnn_cell_step(cell)", "x is f32[2,5]", "needs f32[B,3]");
+    assert_true(strncmp(tg_tape_error(tp), "cell: ", 6) == 0);
     EXPECT_FAIL(f, TG_SHAPE,
                 tg_rnn_cell_step(cell, tg_zeros(tp, TG_F32, 2, (int64_t[]){2, 3}),
                                  tg_zeros(tp, TG_F32, 2, (int64_t[]){3, 4}), none, &out, NULL),

@@ -503,6 +503,13 @@ int tg_dataset_sample_ndim(const tg_dataset *d);
 const int64_t *tg_dataset_sample_shape(const tg_dataset *d);
 /* Number of distinct classes (max label + 1). */
 int64_t tg_dataset_classes(const tg_dataset *d);
+/* Splits d into two new datasets (copies, owned by the caller): `second_size` samples drawn at
+ * random from the seed (a validation split held out of a training set, say) and the other
+ * d->n - second_size, both in that random order; d is unchanged. As torch.utils.data.random_split
+ * (d, [n - k, k]) (the permutation is tapegrad's own, the same on every machine). TG_RANGE when
+ * second_size is outside [0, n]. */
+tg_status tg_dataset_split(const tg_dataset *d, int64_t second_size, uint64_t seed,
+                           tg_dataset **first, tg_dataset **second);
 
 /* Batches of a dataset in an order shuffled per epoch from `seed` (or in order when !shuffle). */
 typedef struct tg_batches tg_batches;
@@ -552,6 +559,75 @@ int tg_text_decode(const tg_text *t, int64_t token);
 tg_status tg_text_batch(const tg_text *t, tg_tape *tp, bool validation, int64_t batch,
                         int64_t context, uint64_t seed, int64_t step, tg_tensor *inputs,
                         tg_tensor *targets);
+/* Image augmentation, applied while a sample is copied into its batch (no extra pass). The
+ * sample's last two dims are its height and width (every plane before them moves alike). */
+typedef struct tg_augment_options {
+    int crop_padding;     /* > 0: a random crop of the image's size from the image padded with
+                             this many zeros on each side (torchvision's RandomCrop(size,
+                             padding)): a random shift by up to crop_padding pixels; 0: none */
+    bool horizontal_flip; /* mirror left to right with probability 1/2 (torchvision's
+                             RandomHorizontalFlip()), after the crop */
+    uint64_t seed;        /* the draws are a function of (seed, epoch, sample index) only */
+} tg_augment_options;
+/* Augments every batch b serves from now on; NULL or all zero: none. TG_RANGE for a negative
+ * padding, TG_SHAPE for samples of fewer than 2 dims, TG_NOMEM (allocated once, here, for
+ * batches in order); on failure the setting is unchanged. Use it on training batches only. */
+tg_status tg_batches_set_augment(tg_batches *b, const tg_augment_options *o);
+
+/* ---------------------------------------------------------------------------------------------
+ * Around a training loop: early stopping on a validation metric, and a CSV log of the run.
+ */
+typedef struct tg_early_stopping tg_early_stopping;
+/* Zero means default. As PyTorch Lightning's EarlyStopping(monitor, min_delta, patience, mode,
+ * check_finite=True), with the best parameters kept in memory (Keras's restore_best_weights). */
+typedef struct tg_early_stopping_options {
+    int patience;     /* evaluations in a row without improvement before stopping; 0: 3 */
+    double min_delta; /* an improvement must be larger than this (>= 0); 0: any */
+    bool maximize;    /* larger is better (an accuracy); default: smaller (a loss) */
+} tg_early_stopping_options;
+/* Watches n parameters (of ctx; they must outlive it) and keeps a copy of their values at the
+ * best evaluation. Free with tg_early_stopping_free. TG_RANGE for a negative patience or
+ * min_delta, TG_INVALID for no or foreign parameters, TG_NOMEM. */
+tg_status tg_early_stopping_new(tg_ctx *ctx, size_t n, tg_param *const *params,
+                                const tg_early_stopping_options *o, tg_early_stopping **out);
+void tg_early_stopping_free(tg_early_stopping *es);
+/* Records one evaluation (the validation loss after an epoch, say). When it beats the best by
+ * more than min_delta it becomes the best, and the parameters' current values are copied. *stop
+ * becomes true when `patience` evaluations in a row have not improved, or at once when the
+ * value is NaN or infinite (a diverged run). */
+tg_status tg_early_stopping_update(tg_early_stopping *es, double value, bool *stop);
+/* Writes the best values back into the parameters (as tg_param_set does). TG_NOT_FOUND before
+ * any finite evaluation. */
+tg_status tg_early_stopping_restore(tg_early_stopping *es);
+/* The best value (NaN before one), its evaluation's index (0 for the first update; -1 before
+ * one), and the evaluations since it (0 right after an improvement). */
+double tg_early_stopping_best(const tg_early_stopping *es);
+int64_t tg_early_stopping_best_index(const tg_early_stopping *es);
+int64_t tg_early_stopping_wait(const tg_early_stopping *es);
+
+/* A CSV log of a training run, one row per logging interval, for plotting (tools/plot_log.py);
+ * PyTorch itself has none (PyTorch Lightning's CSVLogger is the like, with columns of its own):
+ *   step,epoch,train_loss,valid_loss,valid_accuracy,test_accuracy,<unit>_per_s,lr
+ * An empty field is a figure not measured in that interval (NaN in the row). Accuracies are
+ * fractions (0 to 1). Rows are flushed as they are written. */
+typedef struct tg_train_log tg_train_log;
+typedef struct tg_log_row {
+    int64_t step;          /* optimiser steps so far */
+    double epoch;          /* epochs so far, fractional within an epoch */
+    double train_loss;     /* mean training loss over the interval */
+    double valid_loss;     /* NaN when not measured */
+    double valid_accuracy; /* NaN when not measured */
+    double test_accuracy;  /* NaN when not measured */
+    double throughput;     /* <unit>s per second over the interval */
+    double lr;
+} tg_log_row;
+/* Creates (truncates) the file and writes the header; `unit` names the throughput column
+ * ("samples" gives samples_per_s; "tokens" tokens_per_s). TG_IO with the reason in
+ * tg_ctx_error when the file cannot be opened. */
+tg_status tg_train_log_open(tg_ctx *ctx, const char *path, const char *unit, tg_train_log **out);
+tg_status tg_train_log_write(tg_train_log *log, const tg_log_row *row);
+/* Closes the file and frees the log (NULL: TG_OK); TG_IO if a write had failed. */
+tg_status tg_train_log_close(tg_train_log *log);
 
 #ifdef __cplusplus
 }

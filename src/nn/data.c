@@ -37,12 +37,14 @@ struct tg_batches {
     bool shuffle, drop_last;
     uint64_t seed;
     int64_t *perm; /* n entries (shuffle only) */
-    float *xstage; /* one batch of samples, gathered (shuffle only) */
+    float *xstage; /* one batch of samples, gathered (shuffle or augmentation) */
     int64_t *lstage;
     size_t perm_bytes, xstage_bytes, lstage_bytes;
     int64_t pos; /* next sample of the epoch */
     int64_t end; /* samples served this epoch */
+    int64_t epoch;
     bool started;
+    tg_augment_options augment; /* all zero: none */
 };
 
 /* Largest payload accepted from a file, in elements: far above any real dataset, far below
@@ -62,6 +64,32 @@ static void dataset_release(tg_dataset *d)
 }
 
 void tg_dataset_free(tg_dataset *d) { dataset_release(d); }
+
+/* A dataset of n samples of the given shape (numel values each), its data uninitialised. */
+static tg_status dataset_alloc(tg_ctx *ctx, const char *fn, int64_t n, int ndim,
+                               const int64_t *shape, int64_t numel, tg_dataset **out)
+{
+    tg_dataset *d = tg_alloc(ctx, sizeof *d);
+    if (!d)
+        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
+    memset(d, 0, sizeof *d);
+    d->ctx = ctx;
+    d->n = n;
+    d->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        d->shape[i] = shape[i];
+    d->sample_numel = numel;
+    d->x_bytes = (size_t)(n * numel) * sizeof(float);
+    d->labels_bytes = (size_t)n * sizeof(int64_t);
+    d->x = tg_alloc(ctx, d->x_bytes);
+    d->labels = d->x ? tg_alloc(ctx, d->labels_bytes) : NULL;
+    if (!d->labels) {
+        dataset_release(d);
+        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory for %lld samples", fn, (long long)n);
+    }
+    *out = d;
+    return TG_OK;
+}
 
 /* Classes = max label + 1; labels must be >= 0. Returns -1 at the first negative label. */
 static int64_t count_classes(const int64_t *labels, int64_t n, int64_t *bad)
@@ -115,25 +143,11 @@ tg_status tg_dataset_new(tg_ctx *ctx, int64_t n, int ndim, const int64_t *sample
         return tg_ctx_fail(ctx, TG_RANGE, "%s: label %lld is %lld (labels must be >= 0)", fn,
                            (long long)bad, (long long)labels[bad]);
 
-    tg_dataset *d = tg_alloc(ctx, sizeof *d);
-    if (!d)
-        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
-    memset(d, 0, sizeof *d);
-    d->ctx = ctx;
-    d->n = n;
-    d->ndim = ndim;
-    for (int i = 0; i < ndim; i++)
-        d->shape[i] = sample_shape[i];
-    d->sample_numel = numel;
+    tg_dataset *d;
+    tg_status st = dataset_alloc(ctx, fn, n, ndim, sample_shape, numel, &d);
+    if (st)
+        return st;
     d->classes = classes;
-    d->x_bytes = (size_t)(n * numel) * sizeof(float);
-    d->labels_bytes = (size_t)n * sizeof(int64_t);
-    d->x = tg_alloc(ctx, d->x_bytes);
-    d->labels = d->x ? tg_alloc(ctx, d->labels_bytes) : NULL;
-    if (!d->labels) {
-        dataset_release(d);
-        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory for %lld samples", fn, (long long)n);
-    }
     if (d->x_bytes)
         memcpy(d->x, x, d->x_bytes);
     if (d->labels_bytes)
@@ -146,6 +160,56 @@ int64_t tg_dataset_size(const tg_dataset *d) { return d ? d->n : -1; }
 int tg_dataset_sample_ndim(const tg_dataset *d) { return d ? d->ndim : -1; }
 const int64_t *tg_dataset_sample_shape(const tg_dataset *d) { return d ? d->shape : NULL; }
 int64_t tg_dataset_classes(const tg_dataset *d) { return d ? d->classes : -1; }
+
+static void permute(int64_t *perm, int64_t n, uint64_t seed, uint64_t epoch);
+
+/* A dataset of the samples perm[0..n) of d, in that order. */
+static tg_status gather(const tg_dataset *d, const char *fn, const int64_t *perm, int64_t n,
+                        tg_dataset **out)
+{
+    tg_status st = dataset_alloc(d->ctx, fn, n, d->ndim, d->shape, d->sample_numel, out);
+    if (st)
+        return st;
+    size_t row = (size_t)d->sample_numel * sizeof(float);
+    for (int64_t i = 0; i < n; i++) {
+        if (row)
+            memcpy((*out)->x + i * d->sample_numel, d->x + perm[i] * d->sample_numel, row);
+        (*out)->labels[i] = d->labels[perm[i]];
+    }
+    int64_t bad;
+    (*out)->classes = count_classes((*out)->labels, n, &bad); /* d's labels: never negative */
+    return TG_OK;
+}
+
+tg_status tg_dataset_split(const tg_dataset *d, int64_t second_size, uint64_t seed,
+                           tg_dataset **first, tg_dataset **second)
+{
+    static const char fn[] = "tg_dataset_split";
+    if (!d)
+        return TG_INVALID;
+    tg_ctx *ctx = d->ctx;
+    if (!first || !second)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: first or second is NULL", fn);
+    *first = *second = NULL;
+    if (second_size < 0 || second_size > d->n)
+        return tg_ctx_fail(ctx, TG_RANGE, "%s: %lld samples out of %lld", fn,
+                           (long long)second_size, (long long)d->n);
+    size_t perm_bytes = (size_t)(d->n ? d->n : 1) * sizeof(int64_t);
+    int64_t *perm = tg_alloc(ctx, perm_bytes);
+    if (!perm)
+        return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
+    permute(perm, d->n, seed, 0);
+    int64_t n1 = d->n - second_size;
+    tg_status st = gather(d, fn, perm, n1, first);
+    if (!st)
+        st = gather(d, fn, perm + n1, second_size, second);
+    tg_free(ctx, perm, perm_bytes);
+    if (st) {
+        tg_dataset_free(*first);
+        *first = NULL;
+    }
+    return st;
+}
 
 /* ---- IDX files --------------------------------------------------------------------------- */
 
@@ -421,6 +485,26 @@ static uint64_t draw(uint64_t seed, uint64_t epoch, uint64_t i, uint64_t k)
     return mix64(mix64(mix64(mix64(seed) ^ epoch) ^ i) ^ k);
 }
 
+/* perm = a permutation of 0..n-1: Fisher-Yates, each swap index an unbiased draw from a hash of
+ * (seed, epoch, i). */
+static void permute(int64_t *perm, int64_t n, uint64_t seed, uint64_t epoch)
+{
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        uint64_t range = (uint64_t)i + 1;
+        uint64_t reject = (0 - range) % range; /* 2^64 mod range: values below are biased */
+        uint64_t r, k = 0;
+        do
+            r = draw(seed, epoch, (uint64_t)i, k++);
+        while (r < reject);
+        int64_t j = (int64_t)(r % range);
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
 tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, uint64_t seed,
                          bool drop_last, tg_batches **out)
 {
@@ -478,27 +562,78 @@ int64_t tg_batches_start(tg_batches *b, int64_t epoch)
     if (!b)
         return -1;
     int64_t n = b->d->n;
-    if (b->shuffle) {
-        /* Fisher-Yates, each swap index an unbiased draw from a hash of (seed, epoch, i). */
-        for (int64_t i = 0; i < n; i++)
-            b->perm[i] = i;
-        for (int64_t i = n - 1; i > 0; i--) {
-            uint64_t range = (uint64_t)i + 1;
-            uint64_t reject = (0 - range) % range; /* 2^64 mod range: values below are biased */
-            uint64_t r, k = 0;
-            do
-                r = draw(b->seed, (uint64_t)epoch, (uint64_t)i, k++);
-            while (r < reject);
-            int64_t j = (int64_t)(r % range);
-            int64_t t = b->perm[i];
-            b->perm[i] = b->perm[j];
-            b->perm[j] = t;
-        }
-    }
+    if (b->shuffle)
+        permute(b->perm, n, b->seed, (uint64_t)epoch);
+    b->epoch = epoch;
     b->pos = 0;
     b->end = b->drop_last ? n / b->batch * b->batch : n;
     b->started = true;
     return b->drop_last ? n / b->batch : (n + b->batch - 1) / b->batch;
+}
+
+/* ---- augmentation ------------------------------------------------------------------------ */
+
+static bool augmenting(const tg_batches *b)
+{
+    return b->augment.crop_padding > 0 || b->augment.horizontal_flip;
+}
+
+/* Sample s of the dataset into out, cropped and flipped by draws from (seed, epoch, s), as
+ * torchvision's RandomCrop(size, padding) then RandomHorizontalFlip() would: the crop's corner
+ * is uniform in [0, 2 pad]^2 over the zero-padded image, the flip has probability 1/2. Every
+ * plane (the dims before the last two) moves alike. */
+static void augment_sample(const tg_batches *b, int64_t s, float *out)
+{
+    const tg_dataset *d = b->d;
+    int64_t h = d->shape[d->ndim - 2], w = d->shape[d->ndim - 1];
+    int64_t pad = b->augment.crop_padding, plane = h * w;
+    int64_t planes = plane > 0 ? d->sample_numel / plane : 0;
+    uint64_t seed = b->augment.seed, epoch = (uint64_t)b->epoch;
+    int64_t dy = pad ? (int64_t)(draw(seed, epoch, (uint64_t)s, 0) % (uint64_t)(2 * pad + 1)) : 0;
+    int64_t dx = pad ? (int64_t)(draw(seed, epoch, (uint64_t)s, 1) % (uint64_t)(2 * pad + 1)) : 0;
+    bool flip = b->augment.horizontal_flip && (draw(seed, epoch, (uint64_t)s, 2) & 1);
+    const float *src = d->x + s * d->sample_numel;
+    for (int64_t p = 0; p < planes; p++, src += plane, out += plane)
+        for (int64_t i = 0; i < h; i++) {
+            int64_t row = i + dy - pad; /* the source row of output row i */
+            for (int64_t j = 0; j < w; j++) {
+                int64_t col = (flip ? w - 1 - j : j) + dx - pad;
+                bool inside = row >= 0 && row < h && col >= 0 && col < w;
+                out[i * w + j] = inside ? src[row * w + col] : 0.0f;
+            }
+        }
+}
+
+tg_status tg_batches_set_augment(tg_batches *b, const tg_augment_options *o)
+{
+    static const char fn[] = "tg_batches_set_augment";
+    if (!b)
+        return TG_INVALID;
+    tg_augment_options none = {0}, want = o ? *o : none;
+    const tg_dataset *d = b->d;
+    bool on = want.crop_padding > 0 || want.horizontal_flip;
+    if (want.crop_padding < 0)
+        return tg_ctx_fail(b->ctx, TG_RANGE, "%s: crop padding %d (need >= 0)", fn,
+                           want.crop_padding);
+    if (on && d->ndim < 2)
+        return tg_ctx_fail(b->ctx, TG_SHAPE,
+                           "%s: samples of %d dims; augmentation needs images [..., H, W]", fn,
+                           d->ndim);
+    if (on && !b->xstage) { /* in-order batches: the staging buffer, allocated once */
+        int64_t rows = b->batch < d->n ? b->batch : d->n;
+        size_t xbytes = (size_t)(rows * d->sample_numel) * sizeof *b->xstage;
+        size_t lbytes = (size_t)rows * sizeof *b->lstage;
+        float *x = tg_alloc(b->ctx, xbytes);
+        int64_t *l = x ? tg_alloc(b->ctx, lbytes) : NULL;
+        if (!l) {
+            tg_free(b->ctx, x, xbytes);
+            return tg_ctx_fail(b->ctx, TG_NOMEM, "%s: out of memory", fn);
+        }
+        b->xstage = x, b->xstage_bytes = xbytes;
+        b->lstage = l, b->lstage_bytes = lbytes;
+    }
+    b->augment = want;
+    return TG_OK;
 }
 
 bool tg_batches_next(tg_batches *b, tg_tape *tp, tg_tensor *x, tg_tensor *labels)
@@ -520,10 +655,12 @@ bool tg_batches_next(tg_batches *b, tg_tape *tp, tg_tensor *x, tg_tensor *labels
     int64_t sn = d->sample_numel;
     const float *xs = d->x + b->pos * sn;
     const int64_t *ls = d->labels + b->pos;
-    if (b->shuffle) {
+    if (b->shuffle || augmenting(b)) {
         for (int64_t r = 0; r < rows; r++) {
-            int64_t s = b->perm[b->pos + r];
-            if (sn > 0)
+            int64_t s = b->shuffle ? b->perm[b->pos + r] : b->pos + r;
+            if (augmenting(b))
+                augment_sample(b, s, b->xstage + r * sn);
+            else if (sn > 0)
                 memcpy(b->xstage + r * sn, d->x + s * sn, (size_t)sn * sizeof(float));
             b->lstage[r] = d->labels[s];
         }

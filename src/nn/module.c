@@ -903,7 +903,13 @@ tg_tensor tg_forward(tg_module *m, tg_tensor x)
         return tg__module_fail(x, TG_INVALID,
                                "tg_forward(%s): a %s has no forward of its own (run its children)",
                                m->name, m->kind);
-    return m->forward(m, x);
+    if (!m->name[0])
+        return m->forward(m, x);
+    /* The module's name scopes its nodes and its errors; the pop matches even after a failure. */
+    tg_tape_push_scope(tp, m->name);
+    tg_tensor y = m->forward(m, x);
+    tg_tape_pop_scope(tp);
+    return y;
 }
 
 void tg_module_set_training(tg_module *m, bool training)

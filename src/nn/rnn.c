@@ -220,7 +220,7 @@ static tg_status fail_outputs(tg_tape *tp, tg_tensor *a, tg_tensor *b, tg_tensor
     return tp ? tg_tape_status(tp) : TG_INVALID;
 }
 
-tg_status tg_rnn_cell_step(tg_module *cell, tg_tensor x, tg_tensor h, tg_tensor c, tg_tensor *h_out,
+static tg_status cell_step(tg_module *cell, tg_tensor x, tg_tensor h, tg_tensor c, tg_tensor *h_out,
                            tg_tensor *c_out)
 {
     static const char fn[] = "tg_rnn_cell_step";
@@ -268,7 +268,7 @@ static tg_tensor append(tg_tensor states, tg_tensor last)
     return tg_tensor_tape(states) ? tg_concat(2, (tg_tensor[]){states, last}, 0) : last;
 }
 
-tg_status tg_rnn_run(tg_module *rnn, tg_tensor x, tg_tensor h0, tg_tensor c0, tg_tensor *output,
+static tg_status run(tg_module *rnn, tg_tensor x, tg_tensor h0, tg_tensor c0, tg_tensor *output,
                      tg_tensor *h_n, tg_tensor *c_n)
 {
     static const char fn[] = "tg_rnn_run";
@@ -311,6 +311,37 @@ tg_status tg_rnn_run(tg_module *rnn, tg_tensor x, tg_tensor h0, tg_tensor c0, tg
     if (c_n)
         *c_n = cn;
     return TG_OK;
+}
+
+/* The public entry points run in the module's naming scope, as tg_forward does, so their nodes
+ * and errors carry its name. */
+static bool push_scope(tg_tensor x, const tg_module *m)
+{
+    tg_tape *tp = tg_tensor_tape(x);
+    if (!tp || !m || !tg_module_name(m)[0])
+        return false;
+    tg_tape_push_scope(tp, tg_module_name(m)); /* counted even when it fails, so pop matches */
+    return true;
+}
+
+tg_status tg_rnn_cell_step(tg_module *cell, tg_tensor x, tg_tensor h, tg_tensor c, tg_tensor *h_out,
+                           tg_tensor *c_out)
+{
+    bool scoped = push_scope(x, cell);
+    tg_status st = cell_step(cell, x, h, c, h_out, c_out);
+    if (scoped)
+        tg_tape_pop_scope(tg_tensor_tape(x));
+    return st;
+}
+
+tg_status tg_rnn_run(tg_module *rnn, tg_tensor x, tg_tensor h0, tg_tensor c0, tg_tensor *output,
+                     tg_tensor *h_n, tg_tensor *c_n)
+{
+    bool scoped = push_scope(x, rnn);
+    tg_status st = run(rnn, x, h0, c0, output, h_n, c_n);
+    if (scoped)
+        tg_tape_pop_scope(tg_tensor_tape(x));
+    return st;
 }
 
 static tg_tensor rnn_forward(tg_module *m, tg_tensor x)
