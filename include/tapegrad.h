@@ -203,7 +203,8 @@ tg_status tg_tape_new(tg_ctx *ctx, tg_tape **out);
 void tg_tape_free(tg_tape *tp);
 /* Forgets every tensor and scalar recorded since the last reset and clears the error state, in
  * O(1). The memory is kept: a step of the same shape as the last one calls no allocator. Every
- * older handle becomes stale. Parameters (and their gradients) are untouched. */
+ * older handle becomes stale. Parameters (and their gradients) are untouched. Called during a
+ * backward on the tape (from a rule or a hook), it resets nothing and records TG_INVALID. */
 void tg_tape_reset(tg_tape *tp);
 /* TG_OK, or the first error recorded on the tape since the last reset. NULL tape: TG_INVALID. */
 tg_status tg_tape_status(const tg_tape *tp);
@@ -354,6 +355,22 @@ tg_status tg_backward(tg_tensor loss);
 /* Same with an explicit seed (same shape as `out`; none allowed only for one element) and
  * flags (TG_RETAIN_GRAPH, TG_CREATE_GRAPH). */
 tg_status tg_backward_ex(tg_tensor out, tg_tensor seed, unsigned flags);
+
+/* Gradient-ready hook, for code that acts on gradients while backward still runs (tapegrad/dist.h
+ * starts averaging them over processes). In every backward on `tp` that adds into parameter
+ * gradients (tg_backward, tg_backward_ex, tg_s_backward; never tg_grad), fn(user, p, grad) is
+ * called once per parameter p that receives a gradient, as soon as that gradient is final: when
+ * the reverse sweep has passed every use of p on the tape (a parameter used several times gets
+ * one call, with the sum), while the nodes recorded before them still wait. `grad` is what this
+ * backward adds into p (tg_param_numel(p) elements of its dtype, not yet added), read-only,
+ * owned by the tape until its next reset. Returning true takes the gradient over: backward will
+ * not add it into tg_param_grad(p) (the hook's owner does, e.g. once averaged); false leaves it
+ * to backward, which adds it at its end as without a hook. Either way a backward that fails
+ * after calling fn changes no parameter gradient. fn must not record on, reset, free or
+ * backpropagate this tape. The hook stays set across resets; fn NULL removes it. NULL tp:
+ * TG_INVALID. Mirrors torch.Tensor.register_post_accumulate_grad_hook (before accumulation). */
+typedef bool (*tg_grad_ready_fn)(void *user, tg_param *p, const void *grad);
+tg_status tg_tape_set_grad_ready(tg_tape *tp, tg_grad_ready_fn fn, void *user);
 /* Functional gradient: grads[i] = d(sum_j <seeds[j], outputs[j]>)/d inputs[i], as new tensors on
  * the tape (zeros where an input does not affect the outputs). Touches no parameter or leaf
  * gradient. `seeds` may be NULL (every output must then have one element). Any tensor may be an
