@@ -36,14 +36,18 @@ struct tg_batches {
     int64_t batch;
     bool shuffle, drop_last;
     uint64_t seed;
-    int64_t *perm; /* n entries (shuffle only) */
-    float *xstage; /* one batch of samples, gathered (shuffle only) */
+    int64_t shard, nshards; /* this iterator serves order[shard], order[shard + nshards], ... */
+    int64_t *perm;          /* the epoch's order, n entries (staged only) */
+    float *xstage;          /* one batch of samples, gathered (staged only) */
     int64_t *lstage;
     size_t perm_bytes, xstage_bytes, lstage_bytes;
-    int64_t pos; /* next sample of the epoch */
-    int64_t end; /* samples served this epoch */
+    int64_t pos; /* next sample of the shard's epoch */
+    int64_t end; /* samples the shard serves this epoch */
     bool started;
 };
+
+/* Whether batches are gathered through perm (shuffled or sharded) rather than read in place. */
+static bool staged(const tg_batches *b) { return b->shuffle || b->nshards > 1; }
 
 /* Largest payload accepted from a file, in elements: far above any real dataset, far below
  * anything whose byte count could overflow. */
@@ -424,7 +428,13 @@ static uint64_t draw(uint64_t seed, uint64_t epoch, uint64_t i, uint64_t k)
 tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, uint64_t seed,
                          bool drop_last, tg_batches **out)
 {
-    static const char fn[] = "tg_batches_new";
+    return tg_batches_new_shard(d, batch_size, shuffle, seed, drop_last, 0, 1, out);
+}
+
+tg_status tg_batches_new_shard(const tg_dataset *d, int64_t batch_size, bool shuffle, uint64_t seed,
+                               bool drop_last, int64_t shard, int64_t nshards, tg_batches **out)
+{
+    static const char fn[] = "tg_batches_new_shard";
     if (!d)
         return TG_INVALID;
     tg_ctx *ctx = d->ctx;
@@ -434,6 +444,9 @@ tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, 
     if (batch_size < 1)
         return tg_ctx_fail(ctx, TG_INVALID, "%s: batch size %lld (need >= 1)", fn,
                            (long long)batch_size);
+    if (nshards < 1 || shard < 0 || shard >= nshards)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: shard %lld of %lld (need 0 <= shard < nshards)",
+                           fn, (long long)shard, (long long)nshards);
     tg_batches *b = tg_alloc(ctx, sizeof *b);
     if (!b)
         return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
@@ -444,9 +457,12 @@ tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, 
     b->shuffle = shuffle;
     b->seed = seed;
     b->drop_last = drop_last;
-    if (shuffle) {
+    b->shard = shard;
+    b->nshards = nshards;
+    if (staged(b)) {
         /* Allocated once: no allocator call while iterating. */
-        int64_t rows = batch_size < d->n ? batch_size : d->n;
+        int64_t count = d->n / nshards, rows = batch_size < count ? batch_size : count;
+        rows = rows > 0 ? rows : 1;
         b->perm_bytes = (size_t)d->n * sizeof *b->perm;
         b->xstage_bytes = (size_t)(rows * d->sample_numel) * sizeof *b->xstage;
         b->lstage_bytes = (size_t)rows * sizeof *b->lstage;
@@ -478,10 +494,11 @@ int64_t tg_batches_start(tg_batches *b, int64_t epoch)
     if (!b)
         return -1;
     int64_t n = b->d->n;
-    if (b->shuffle) {
-        /* Fisher-Yates, each swap index an unbiased draw from a hash of (seed, epoch, i). */
+    if (staged(b))
         for (int64_t i = 0; i < n; i++)
             b->perm[i] = i;
+    if (b->shuffle) {
+        /* Fisher-Yates, each swap index an unbiased draw from a hash of (seed, epoch, i). */
         for (int64_t i = n - 1; i > 0; i--) {
             uint64_t range = (uint64_t)i + 1;
             uint64_t reject = (0 - range) % range; /* 2^64 mod range: values below are biased */
@@ -495,10 +512,11 @@ int64_t tg_batches_start(tg_batches *b, int64_t epoch)
             b->perm[j] = t;
         }
     }
+    int64_t count = n / b->nshards; /* the order cut to a multiple of nshards, per shard */
     b->pos = 0;
-    b->end = b->drop_last ? n / b->batch * b->batch : n;
+    b->end = b->drop_last ? count / b->batch * b->batch : count;
     b->started = true;
-    return b->drop_last ? n / b->batch : (n + b->batch - 1) / b->batch;
+    return b->drop_last ? count / b->batch : (count + b->batch - 1) / b->batch;
 }
 
 bool tg_batches_next(tg_batches *b, tg_tape *tp, tg_tensor *x, tg_tensor *labels)
@@ -520,9 +538,9 @@ bool tg_batches_next(tg_batches *b, tg_tape *tp, tg_tensor *x, tg_tensor *labels
     int64_t sn = d->sample_numel;
     const float *xs = d->x + b->pos * sn;
     const int64_t *ls = d->labels + b->pos;
-    if (b->shuffle) {
+    if (staged(b)) {
         for (int64_t r = 0; r < rows; r++) {
-            int64_t s = b->perm[b->pos + r];
+            int64_t s = b->perm[(b->pos + r) * b->nshards + b->shard];
             if (sn > 0)
                 memcpy(b->xstage + r * sn, d->x + s * sn, (size_t)sn * sizeof(float));
             b->lstage[r] = d->labels[s];
