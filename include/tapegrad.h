@@ -76,7 +76,9 @@ extern "C" {
     X(EXISTS, "name already registered")                                                           \
     X(NOT_FOUND, "not found")                                                                      \
     X(IO, "input/output error")                                                                    \
-    X(FORMAT, "malformed data")
+    X(FORMAT, "malformed data")                                                                    \
+    X(COMM, "communication between processes failed")                                              \
+    X(PEER, "another process failed this step or holds different state")
 
 typedef enum tg_status {
 #define TG__STATUS_ENUM(name, msg) TG_##name,
@@ -190,8 +192,8 @@ int tg_ctx_threads(const tg_ctx *ctx);
  * every thread; exact once the threads that used the context have been joined. */
 uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx);
 /* How this build of the library computes, for benchmark reports: a static string such as
- * "vmath=avx512f gemm=openblas openmp=yes" (the vector-math instruction set chosen on this CPU,
- * the GEMM backend, and whether kernels can use threads). */
+ * "vmath=avx512f gemm=openblas openmp=yes mpi=yes" (the vector-math instruction set chosen on
+ * this CPU, the GEMM backend, whether kernels can use threads, whether tapegrad/dist.h is in). */
 const char *tg_build_info(void);
 
 /* ---------------------------------------------------------------------------------------------

@@ -1,0 +1,203 @@
+/* average.c — gradient averaging in buckets: each bucket's allreduce started from the
+ * gradient-ready hook as soon as its gradients (and every earlier bucket) are complete, all of
+ * them waited for after backward, and the averages written only once every rank has said that
+ * its step succeeded. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist_internal.h"
+
+/* The entry of parameter p, or NULL when p is not the handle's. */
+static tg__dist_entry *entry_of(tg_dist *d, const tg_param *p)
+{
+    size_t lo = 0, hi = d->nentries;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)d->keys[mid].param < (uintptr_t)p)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < d->nentries && d->keys[lo].param == p ? &d->entries[d->keys[lo].entry] : NULL;
+}
+
+/* The entry's slice of its bucket = (its gradient + this backward's, when given) / size: the
+ * gradient tg_backward would have left, divided before the sum as DDP divides. One pass. */
+#define FILL(T, name)                                                                              \
+    static void name(T *out, const T *grad, const T *more, int64_t n, T size)                      \
+    {                                                                                              \
+        if (more)                                                                                  \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                out[i] = (grad[i] + more[i]) / size;                                               \
+        else                                                                                       \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                out[i] = grad[i] / size;                                                           \
+    }
+FILL(float, fill_f32)
+FILL(double, fill_f64)
+
+static void fill(tg_dist *d, tg__dist_entry *e, const void *more)
+{
+    tg__dist_bucket *b = &d->buckets[e->bucket];
+    const void *grad = tg_param_grad(e->param);
+    if (b->dtype == TG_F64)
+        fill_f64((double *)b->data + e->offset, grad, more, e->numel, (double)d->size);
+    else
+        fill_f32((float *)b->data + e->offset, grad, more, e->numel, (float)d->size);
+    e->ready = true;
+}
+
+/* Starts bucket i's allreduce: one MPI_Iallreduce per chunk of max_count elements. */
+static tg_status start(tg_dist *d, size_t i)
+{
+    tg__dist_bucket *b = &d->buckets[i];
+    size_t es = tg_dtype_size(b->dtype);
+    int64_t offset = 0;
+    for (size_t r = 0; r < b->nreq; r++) {
+        int count = tg__dist_chunk(d, b->numel, offset);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, (char *)b->data + (size_t)offset * es, count,
+                                tg__dist_type(b->dtype), MPI_SUM, d->comm,
+                                &d->requests[b->req_first + r]);
+        if (tg__dist_mpi(d, rc, "MPI_Iallreduce"))
+            return TG_COMM;
+        offset += count;
+    }
+    d->started = b->req_first + b->nreq;
+    return TG_OK;
+}
+
+/* Starts the complete buckets at the front, in order: every rank starts them in one order. */
+static void start_ready(tg_dist *d)
+{
+    while (!d->broken && d->next < d->nbuckets && d->buckets[d->next].pending == 0)
+        if (start(d, d->next++) == TG_OK && d->in_backward)
+            d->stats.started_in_backward++;
+}
+
+/* The gradient-ready hook: p's gradient from this backward goes into its bucket, and the
+ * parameter's own gradient stays untouched until every rank has agreed on the step. */
+static bool ready(void *user, tg_param *p, const void *grad)
+{
+    tg_dist *d = user;
+    tg__dist_entry *e = entry_of(d, p);
+    if (!e || e->ready)
+        return false; /* not ours: backward adds it as usual */
+    fill(d, e, grad);
+    tg__dist_bucket *b = &d->buckets[e->bucket];
+    if (--b->pending == 0 && !d->after_backward)
+        start_ready(d);
+    /* MPI moves data only inside its calls: a test lets the started buckets advance. */
+    int done;
+    if (!d->broken && d->started)
+        tg__dist_mpi(d, MPI_Testall((int)d->started, d->requests, &done, MPI_STATUSES_IGNORE),
+                     "MPI_Testall");
+    return true;
+}
+
+/* A new step: every entry waits for its gradient, no bucket is started. */
+static void begin(tg_dist *d)
+{
+    for (size_t i = 0; i < d->nentries; i++)
+        d->entries[i].ready = false;
+    for (size_t i = 0; i < d->nbuckets; i++)
+        d->buckets[i].pending = d->buckets[i].count;
+    d->next = d->started = 0;
+    d->stats.started_in_backward = 0;
+}
+
+/* Writes the averages into the parameters' gradients. */
+static void deliver(tg_dist *d)
+{
+    for (size_t i = 0; i < d->nentries; i++) {
+        const tg__dist_entry *e = &d->entries[i];
+        const tg__dist_bucket *b = &d->buckets[e->bucket];
+        size_t es = tg_dtype_size(b->dtype);
+        if (e->numel)
+            memcpy(tg_param_grad(e->param), (const char *)b->data + (size_t)e->offset * es,
+                   (size_t)e->numel * es);
+    }
+}
+
+/* The end of a step on this rank, whose own status is `local`: the entries backward did not
+ * reach carry their current gradients, every bucket not started yet starts, the ranks agree,
+ * the allreduces finish, and the averages are written only if every rank succeeded. Failures
+ * are recorded on tp (when there is one) or the context. Returns this rank's verdict. */
+static tg_status finish(tg_dist *d, tg_tape *tp, tg_status local, const char *fn)
+{
+    double t0 = MPI_Wtime();
+    for (size_t i = 0; !local && i < d->nentries; i++)
+        if (!d->entries[i].ready)
+            fill(d, &d->entries[i], NULL);
+    for (; !d->broken && d->next < d->nbuckets; d->next++)
+        start(d, d->next);
+    int who = -1;
+    char theirs[TG__DIST_MESSAGE];
+    const char *mine = tp ? tg_tape_error(tp) : tg_ctx_error(d->ctx);
+    tg_status verdict = d->broken ? TG_COMM : tg__dist_agree(d, local, mine, &who, theirs);
+    if (!d->broken && d->started)
+        tg__dist_mpi(d, MPI_Waitall((int)d->started, d->requests, MPI_STATUSES_IGNORE),
+                     "MPI_Waitall");
+    if (d->broken)
+        verdict = TG_COMM;
+    if (verdict == TG_OK)
+        deliver(d);
+    d->stats.exposed_seconds = MPI_Wtime() - t0;
+    d->stats.steps += verdict != TG_COMM;
+    d->stats.skipped += verdict != TG_COMM && verdict != TG_OK;
+    if (verdict == TG_OK || (verdict != TG_COMM && local != TG_OK))
+        return verdict == TG_OK ? TG_OK : local; /* its own failure is recorded already */
+    char text[TG__DIST_MESSAGE + 160];
+    if (verdict == TG_COMM)
+        snprintf(text, sizeof text, "%s: %s", fn, d->error);
+    else
+        snprintf(text, sizeof text,
+                 "%s: rank %d of %d failed this step, so no rank updates (%s): %s", fn, who,
+                 d->size, tg_status_name(verdict), theirs);
+    tg_status st = verdict == TG_COMM ? TG_COMM : TG_PEER;
+    return tp ? tg_tape_fail(tp, st, "%s", text) : tg_ctx_fail(d->ctx, st, "%s", text);
+}
+
+tg_status tg_dist_backward(tg_dist *d, tg_tensor loss)
+{
+    static const char fn[] = "tg_dist_backward";
+    tg_tape *tp = tg_tensor_tape(loss);
+    if (!d)
+        return tp ? tg_tape_fail(tp, TG_INVALID, "%s: the handle is NULL", fn) : TG_INVALID;
+    if (d->broken)
+        return tp ? tg_tape_fail(tp, TG_COMM, "%s: an earlier MPI failure: %s", fn, d->error)
+                  : tg_ctx_fail(d->ctx, TG_COMM, "%s: an earlier MPI failure: %s", fn, d->error);
+    begin(d);
+    tg_status local = TG_INVALID;
+    if (!tp)
+        tg_ctx_fail(d->ctx, TG_INVALID, "%s: the loss is none (no tape)", fn);
+    else if ((local = tg_tensor_check(loss, fn)) == TG_OK && tg_numel(loss) == 1
+             && !isfinite(tg_item(loss)))
+        local = tg_tape_fail(tp, TG_RANGE, "%s: the loss is %g on rank %d of %d", fn, tg_item(loss),
+                             d->rank, d->size);
+    if (local == TG_OK) {
+        tg_tape_set_grad_ready(tp, ready, d);
+        d->in_backward = true;
+        local = tg_backward(loss);
+        d->in_backward = false;
+        tg_tape_set_grad_ready(tp, NULL, NULL);
+    }
+    tg_status verdict = finish(d, tp, local, fn);
+    return tp ? tg_tape_status(tp) : verdict;
+}
+
+tg_status tg_dist_sync_grads(tg_dist *d, tg_tape *tp)
+{
+    static const char fn[] = "tg_dist_sync_grads";
+    if (!d)
+        return tp ? tg_tape_fail(tp, TG_INVALID, "%s: the handle is NULL", fn) : TG_INVALID;
+    if (d->broken)
+        return tp ? tg_tape_fail(tp, TG_COMM, "%s: an earlier MPI failure: %s", fn, d->error)
+                  : tg_ctx_fail(d->ctx, TG_COMM, "%s: an earlier MPI failure: %s", fn, d->error);
+    begin(d);
+    tg_status local =
+        tp ? tg_tape_status(tp) : tg_ctx_fail(d->ctx, TG_INVALID, "%s: the tape is NULL", fn);
+    tg_status verdict = finish(d, tp, local, fn);
+    return tp ? tg_tape_status(tp) : verdict;
+}
