@@ -4,7 +4,8 @@
 #   1. a Meson project with tapegrad as a subproject (dependency('tapegrad') resolved through
 #      meson.override_dependency);
 #   2. an installed tapegrad (meson install into a staging prefix) found through pkg-config,
-#      linked both shared and static.
+#      linked both shared and static;
+#   3. in a build with MPI, a program of tapegrad/dist.h through the same pkg-config file.
 set -eu
 src=$1
 build=$2
@@ -68,3 +69,32 @@ export PKG_CONFIG_PATH="$work"
 "$@" -std=c11 $cflags "$work/main.c" $(pkg-config --cflags tapegrad) "$libdir/libtapegrad.a" \
     $(pkg-config --libs --static tapegrad | sed 's/-ltapegrad//') -o "$work/static"
 "$work/static"
+
+# 3. With MPI: tapegrad/dist.h through the same .pc (which says mpi=yes and brings MPI's flags).
+if [ "$(pkg-config --variable=mpi tapegrad)" = yes ]; then
+    cat >"$work/dist.c" <<'C'
+#include <stdio.h>
+#include <tapegrad/dist.h>
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    tg_ctx *ctx;
+    tg_param *w;
+    tg_dist *d = NULL;
+    tg_status st = tg_ctx_new(&ctx, NULL);
+    if (!st)
+        st = tg_param_new(ctx, "w", TG_F32, 1, (int64_t[]){4}, &w);
+    if (!st)
+        st = tg_dist_new(ctx, 1, &w, NULL, &d);
+    printf("dist consumer: %s, rank %d of %d\n", tg_status_name(st), tg_dist_rank(d),
+           tg_dist_size(d));
+    tg_dist_free(d);
+    tg_ctx_free(ctx);
+    MPI_Finalize();
+    return st != TG_OK;
+}
+C
+    "$@" -std=c11 $cflags "$work/dist.c" $(pkg-config --cflags --libs tapegrad) \
+        -Wl,-rpath,"$libdir" -o "$work/dist"
+    "$work/dist"
+fi

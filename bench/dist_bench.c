@@ -1,0 +1,380 @@
+/* dist_bench.c — tg-bench-dist, the `dist` suite: data-parallel training over MPI measured on the
+ * ranks it is started on (bench/dist.sh starts 2, one thread each). Rank 0 prints.
+ *
+ *   mpirun -np 2 tg-bench-dist [--rounds N] [--json] [bandwidth] [training]
+ *
+ * bandwidth: the bus bandwidth (nccl-tests' definition: size / time * 2 (n - 1) / n) of
+ *   tapegrad's bucketed averaging (tg_dist_sync_grads on one parameter of the buffer's size:
+ *   copy into the bucket, MPI_Iallreduce, agreement, copy out divided by n) against a raw
+ *   MPI_Allreduce loop on a buffer of the same size; the two alternate, round by round.
+ * training: tg-train's MLP (batch 128 per rank) and CNN (batch 64 per rank) on synthetic 28x28
+ *   images (throughput does not depend on the values), steps of forward, backward, Adam and
+ *   zero_grad, timed in four phases per round: rank 0 alone (the others wait asleep), every rank
+ *   alone at once (the probe: does the host give each rank a core of its own?), and
+ *   data-parallel steps with the allreduces started during backward and after it. From them:
+ *   scaling efficiency = throughput(n) / (n throughput(1)) = alone / data-parallel (Horovod's
+ *   definition, per-rank batch fixed), what the host allowed = alone / together, and the share
+ *   of the allreduce time hidden behind backward = 1 - (overlapped - together) / (after -
+ *   together).
+ * Figures are medians over the rounds; each timed phase is the slowest rank's time. */
+#define _DEFAULT_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <tapegrad/dist.h>
+
+static int rank, nranks;
+
+static double now(void) { return MPI_Wtime(); }
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The slowest rank's time. */
+static double slowest(double t)
+{
+    double worst;
+    MPI_Allreduce(&t, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return worst;
+}
+
+/* A barrier that sleeps instead of spinning, so that a rank waiting for a phase it takes no part
+ * in leaves its core to the ones that work. */
+static void quiet_barrier(void)
+{
+    MPI_Request r;
+    int done = 0;
+    MPI_Ibarrier(MPI_COMM_WORLD, &r);
+    while (MPI_Test(&r, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done)
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+}
+
+static void die(const char *what, tg_status st, const char *message)
+{
+    fprintf(stderr, "tg-bench-dist (rank %d): %s: %s: %s\n", rank, what, tg_status_name(st),
+            message);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+/* ---- bandwidth ------------------------------------------------------------------------------ */
+
+static double bus_bandwidth(size_t bytes, double seconds)
+{
+    return (double)bytes / seconds * 2.0 * (nranks - 1) / nranks / 1e9;
+}
+
+static void bandwidth(int rounds, bool json, bool *first_row)
+{
+    static const size_t sizes[] = {64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
+    if (rank == 0 && !json)
+        printf("bandwidth: bus bandwidth in GB/s (nccl-tests: size / time x 2(n-1)/n), medians "
+               "of %d rounds\n  %-10s %12s %12s %8s\n",
+               rounds, "size", "MPI_Allreduce", "tapegrad", "ratio");
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t bytes = sizes[s];
+        int64_t count = (int64_t)(bytes / sizeof(float));
+        int iters = (int)(256.0 * (1 << 20) / (double)bytes);
+        iters = iters < 4 ? 4 : iters > 400 ? 400 : iters;
+        tg_ctx *ctx;
+        tg_tape *tp;
+        tg_param *p;
+        tg_dist *d;
+        tg_status st = tg_ctx_new(&ctx, NULL);
+        if (!st)
+            st = tg_tape_new(ctx, &tp);
+        if (!st)
+            st = tg_param_new(ctx, "g", TG_F32, 1, &count, &p);
+        if (!st)
+            st = tg_dist_new(ctx, 1, &p, &(tg_dist_options){.bucket_bytes = bytes}, &d);
+        if (st)
+            die("setting up", st, tg_ctx_error(ctx));
+        float *raw = malloc(bytes), *grad = tg_param_grad(p);
+        for (int64_t i = 0; i < count; i++)
+            raw[i] = grad[i] = (float)(i % 7);
+        double t_raw[64], t_tg[64];
+        for (int r = 0; r < rounds; r++) {
+            MPI_Barrier(MPI_COMM_WORLD);
+            double t0 = now();
+            for (int i = 0; i < iters; i++)
+                MPI_Allreduce(MPI_IN_PLACE, raw, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            t_raw[r] = slowest(now() - t0) / iters;
+            MPI_Barrier(MPI_COMM_WORLD);
+            t0 = now();
+            for (int i = 0; i < iters && !st; i++)
+                st = tg_dist_sync_grads(d, tp);
+            if (st)
+                die("tg_dist_sync_grads", st, tg_tape_error(tp));
+            t_tg[r] = slowest(now() - t0) / iters;
+        }
+        double bw_raw = bus_bandwidth(bytes, median(t_raw, rounds));
+        double bw_tg = bus_bandwidth(bytes, median(t_tg, rounds));
+        if (rank == 0 && json) {
+            printf("%s    {\"suite\": \"dist\", \"name\": \"bandwidth %zu\", \"bytes\": %zu, "
+                   "\"mpi_busbw_gbs\": %.4f, \"tapegrad_busbw_gbs\": %.4f, \"ratio\": %.4f}",
+                   *first_row ? "" : ",\n", bytes, bytes, bw_raw, bw_tg, bw_tg / bw_raw);
+            *first_row = false;
+        } else if (rank == 0) {
+            printf("  %-10zu %12.3f %12.3f %7.1f%%\n", bytes, bw_raw, bw_tg, 100 * bw_tg / bw_raw);
+        }
+        fflush(stdout);
+        free(raw);
+        tg_dist_free(d);
+        tg_tape_free(tp);
+        tg_ctx_free(ctx);
+    }
+}
+
+/* ---- training ------------------------------------------------------------------------------- */
+
+/* tg-train's models (examples/tg_train.c), the same on every rank. */
+static tg_module *model(tg_ctx *ctx, bool cnn)
+{
+    tg_module *m[11] = {NULL}, *net = NULL;
+    int n = 0;
+    tg_status st = TG_OK;
+    tg_linear_options lo = {.seed = 1};
+    tg_pool2d_params pool = {.kernel = {2, 2}};
+    tg_conv2d_options co = {.params = {.padding = {1, 1}}, .seed = 1};
+    if (cnn) {
+        st = tg_conv2d_new(ctx, "conv1", 1, 32, 3, 3, &co, &m[n++]);
+        st = st ? st : tg_activation_new(ctx, TG_ACT_RELU, &m[n++]);
+        st = st ? st : tg_max_pool2d_new(ctx, &pool, &m[n++]);
+        co.seed = 2;
+        st = st ? st : tg_conv2d_new(ctx, "conv2", 32, 64, 3, 3, &co, &m[n++]);
+        st = st ? st : tg_activation_new(ctx, TG_ACT_RELU, &m[n++]);
+        st = st ? st : tg_max_pool2d_new(ctx, &pool, &m[n++]);
+    }
+    st = st ? st : tg_flatten_new(ctx, &m[n++]);
+    int64_t in = cnn ? 64 * 7 * 7 : 784;
+    st = st ? st : tg_linear_new(ctx, "fc1", in, cnn ? 128 : 256, &lo, &m[n++]);
+    st = st ? st : tg_activation_new(ctx, TG_ACT_RELU, &m[n++]);
+    lo.seed = 2;
+    if (!cnn) {
+        st = st ? st : tg_linear_new(ctx, "fc2", 256, 128, &lo, &m[n++]);
+        st = st ? st : tg_activation_new(ctx, TG_ACT_RELU, &m[n++]);
+        lo.seed = 3;
+    }
+    st = st ? st : tg_linear_new(ctx, cnn ? "fc2" : "fc3", 128, 10, &lo, &m[n++]);
+    st = st ? st : tg_sequential_new(ctx, cnn ? "cnn" : "mlp", n, m, &net);
+    if (st)
+        die("building the model", st, tg_ctx_error(ctx));
+    return net;
+}
+
+/* Random 28x28 images in [0, 1) and labels, 4096 per rank. */
+static tg_dataset *images(tg_ctx *ctx)
+{
+    enum { N = 4096, PIXELS = 28 * 28 };
+    float *x = malloc((size_t)N * PIXELS * sizeof *x);
+    int64_t *y = malloc(N * sizeof *y);
+    uint64_t s = 12345 + (uint64_t)rank;
+    for (int64_t i = 0; i < (int64_t)N * PIXELS; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)(s >> 40) / 16777216.0f;
+    }
+    for (int i = 0; i < N; i++)
+        y[i] = i % 10;
+    tg_dataset *d;
+    tg_status st = tg_dataset_new(ctx, N, 2, (int64_t[]){28, 28}, x, y, &d);
+    if (st)
+        die("making data", st, tg_ctx_error(ctx));
+    free(x);
+    free(y);
+    return d;
+}
+
+typedef struct trainer {
+    tg_ctx *ctx;
+    tg_tape *tp;
+    tg_module *net;
+    tg_optim *opt;
+    tg_batches *batches;
+    bool cnn;
+    int64_t epoch;
+} trainer;
+
+/* `steps` steps, with averaging through d (or none); returns the seconds they took here. */
+static double run(trainer *t, tg_dist *d, int steps)
+{
+    double t0 = now();
+    for (int s = 0; s < steps; s++) {
+        tg_tensor x = {0}, y = {0};
+        tg_tape_reset(t->tp);
+        if (!tg_batches_next(t->batches, t->tp, &x, &y)) {
+            tg_batches_start(t->batches, ++t->epoch);
+            tg_batches_next(t->batches, t->tp, &x, &y);
+        }
+        if (t->cnn)
+            x = tg_reshape(x, 4, (int64_t[]){tg_dim(x, 0), 1, 28, 28});
+        tg_tensor loss = tg_cross_entropy(tg_forward(t->net, x), y, TG_REDUCE_MEAN, 0.0);
+        tg_status st = d ? tg_dist_backward(d, loss) : tg_backward(loss);
+        if (!st)
+            st = tg_optim_step(t->opt, t->tp);
+        if (st)
+            die("a training step", st, tg_tape_error(t->tp));
+        tg_optim_zero_grad(t->opt);
+    }
+    return now() - t0;
+}
+
+enum { ALONE, TOGETHER, OVERLAPPED, AFTER, PHASES };
+
+static void training(bool cnn, int rounds, size_t bucket, bool json, bool *first_row)
+{
+    int64_t batch = cnn ? 64 : 128;
+    int steps = cnn ? 4 : 24;
+    trainer t = {.cnn = cnn};
+    tg_status st = tg_ctx_new(&t.ctx, NULL);
+    st = st ? st : tg_tape_new(t.ctx, &t.tp);
+    if (st)
+        die("setting up", st, "");
+    t.net = model(t.ctx, cnn);
+    tg_dataset *data = images(t.ctx);
+    size_t np = tg_module_param_count(t.net);
+    tg_param *const *params = tg_module_params(t.net);
+    tg_adam_options ao = TG_ADAM_DEFAULTS;
+    tg_dist *overlapped, *after;
+    st = tg_adam_new(t.ctx, np, params, &ao, &t.opt);
+    st = st ? st : tg_batches_new(data, batch, true, 1, true, &t.batches);
+    st = st ? st
+            : tg_dist_new(t.ctx, np, params, &(tg_dist_options){.bucket_bytes = bucket},
+                          &overlapped);
+    st = st ? st
+            : tg_dist_new(t.ctx, np, params,
+                          &(tg_dist_options){.bucket_bytes = bucket, .after_backward = true},
+                          &after);
+    if (st)
+        die("setting up", st, tg_ctx_error(t.ctx));
+    tg_batches_start(t.batches, 0);
+    run(&t, overlapped, 2); /* warm-up: the tape grows to its size once */
+    run(&t, NULL, 1);
+    double times[PHASES][64], exposed[2][64];
+    for (int r = 0; r < rounds; r++) {
+        quiet_barrier();
+        double alone = rank == 0 ? run(&t, NULL, steps) : 0;
+        quiet_barrier();
+        times[ALONE][r] = slowest(alone);
+        times[TOGETHER][r] = slowest(run(&t, NULL, steps));
+        MPI_Barrier(MPI_COMM_WORLD);
+        times[OVERLAPPED][r] = slowest(run(&t, overlapped, steps));
+        exposed[0][r] = tg_dist_get_stats(overlapped).exposed_seconds;
+        MPI_Barrier(MPI_COMM_WORLD);
+        times[AFTER][r] = slowest(run(&t, after, steps));
+        exposed[1][r] = tg_dist_get_stats(after).exposed_seconds;
+    }
+    double m[PHASES];
+    for (int p = 0; p < PHASES; p++)
+        m[p] = median(times[p], rounds) / steps;
+    double one = (double)batch / m[ALONE], all = (double)batch * nranks / m[OVERLAPPED];
+    double efficiency = all / (nranks * one), host = m[ALONE] / m[TOGETHER];
+    double hidden = 1 - (m[OVERLAPPED] - m[TOGETHER]) / (m[AFTER] - m[TOGETHER]);
+    double waits[2] = {median(exposed[0], rounds), median(exposed[1], rounds)};
+    tg_dist_stats s = tg_dist_get_stats(overlapped);
+    if (rank == 0 && json) {
+        printf("%s    {\"suite\": \"dist\", \"name\": \"training %s\", \"batch_per_rank\": %lld, "
+               "\"ranks\": %d, \"bucket_bytes\": %zu, \"buckets\": %zu, "
+               "\"step_alone_ms\": %.4f, \"step_together_ms\": %.4f, "
+               "\"step_overlapped_ms\": %.4f, \"step_after_ms\": %.4f, "
+               "\"samples_per_s_1\": %.1f, \"samples_per_s_n\": %.1f, "
+               "\"scaling_efficiency\": %.4f, \"probe_alone_over_together\": %.4f, "
+               "\"hidden_share\": %.4f, \"wait_overlapped_ms\": %.4f, \"wait_after_ms\": %.4f}",
+               *first_row ? "" : ",\n", cnn ? "cnn" : "mlp", (long long)batch, nranks, bucket,
+               s.buckets, 1e3 * m[ALONE], 1e3 * m[TOGETHER], 1e3 * m[OVERLAPPED], 1e3 * m[AFTER],
+               one, all, efficiency, host, hidden, 1e3 * waits[0], 1e3 * waits[1]);
+        *first_row = false;
+    } else if (rank == 0) {
+        printf("  %s, batch %lld per rank, buckets of %zu KiB (%zu): ms per step: rank 0 alone "
+               "%.2f, all ranks alone at once %.2f, data-parallel %.2f (allreduces after "
+               "backward: %.2f)\n",
+               cnn ? "CNN" : "MLP", (long long)batch, bucket >> 10, s.buckets, 1e3 * m[ALONE],
+               1e3 * m[TOGETHER], 1e3 * m[OVERLAPPED], 1e3 * m[AFTER]);
+        printf("    throughput: %.0f samples/s on 1 rank, %.0f on %d: scaling efficiency %.1f%% "
+               "(Horovod's published figure: 90%%)\n",
+               one, all, nranks, 100 * efficiency);
+        printf("    probe: rank 0 alone / all ranks alone at once = %.2f (1.00: a core per rank; "
+               "%.2f: one core shared by all)\n",
+               host, 1.0 / nranks);
+        printf("    allreduce time hidden behind backward: %.0f%% (wait after backward per step: "
+               "%.3f ms overlapped, %.3f ms after)\n",
+               100 * hidden, 1e3 * waits[0], 1e3 * waits[1]);
+    }
+    fflush(stdout);
+    tg_dist_free(after);
+    tg_dist_free(overlapped);
+    tg_batches_free(t.batches);
+    tg_dataset_free(data);
+    tg_optim_free(t.opt);
+    tg_module_free(t.net);
+    tg_tape_free(t.tp);
+    tg_ctx_free(t.ctx);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    int rounds = 7;
+    bool json = false, want_bandwidth = false, want_training = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!strcmp(argv[i], "bandwidth"))
+            want_bandwidth = true;
+        else if (!strcmp(argv[i], "training"))
+            want_training = true;
+        else {
+            if (rank == 0)
+                fprintf(stderr, "usage: mpirun -np N tg-bench-dist [--rounds N] [--json] "
+                                "[bandwidth] [training]\n");
+            MPI_Finalize();
+            return 2;
+        }
+    }
+    if (nranks < 2) {
+        if (rank == 0)
+            fprintf(stderr, "tg-bench-dist: start it on 2 or more ranks (bench/dist.sh)\n");
+        MPI_Finalize();
+        return 2;
+    }
+    if (!want_bandwidth && !want_training)
+        want_bandwidth = want_training = true;
+    rounds = rounds < 1 ? 1 : rounds > 64 ? 64 : rounds;
+    double load[1] = {-1};
+    if (rank == 0 && json)
+        printf("{\n  \"tool\": \"tg-bench-dist\",\n  \"ranks\": %d,\n  \"build\": \"%s\",\n"
+               "  \"rows\": [\n",
+               nranks, tg_build_info());
+    else if (rank == 0)
+        printf("tg-bench-dist: %d ranks, %s; load average %.2f\n", nranks, tg_build_info(),
+               getloadavg(load, 1) == 1 ? load[0] : -1);
+    bool first_row = true;
+    if (want_bandwidth)
+        bandwidth(rounds, json, &first_row);
+    if (want_training) {
+        if (rank == 0 && !json)
+            printf("training: medians of %d rounds, one thread per rank\n", rounds);
+        training(false, rounds, 256 << 10, json, &first_row);
+        training(true, rounds, 256 << 10, json, &first_row);
+        training(false, rounds, 25 << 20, json, &first_row);
+        training(true, rounds, 25 << 20, json, &first_row);
+    }
+    if (rank == 0 && json)
+        printf("\n  ]\n}\n");
+    MPI_Finalize();
+    return 0;
+}
