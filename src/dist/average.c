@@ -132,18 +132,22 @@ static tg_status finish(tg_dist *d, tg_tape *tp, tg_status local, const char *fn
             fill(d, &d->entries[i], NULL);
     for (; !d->broken && d->next < d->nbuckets; d->next++)
         start(d, d->next);
-    int who = -1;
-    char theirs[TG__DIST_MESSAGE];
-    const char *mine = tp ? tg_tape_error(tp) : tg_ctx_error(d->ctx);
-    tg_status verdict = d->broken ? TG_COMM : tg__dist_agree(d, local, mine, &who, theirs);
+    /* The vote travels behind the buckets: its latency hides in theirs. */
+    tg__dist_ballot ballot;
+    tg_status verdict = d->broken ? TG_COMM : tg__dist_vote(d, local, &ballot);
     if (!d->broken && d->started)
         tg__dist_mpi(d, MPI_Waitall((int)d->started, d->requests, MPI_STATUSES_IGNORE),
                      "MPI_Waitall");
+    int who = -1;
+    char theirs[TG__DIST_MESSAGE];
+    const char *mine = tp ? tg_tape_error(tp) : tg_ctx_error(d->ctx);
+    if (!d->broken)
+        verdict = tg__dist_count(d, &ballot, local, mine, &who, theirs);
     if (d->broken)
         verdict = TG_COMM;
     if (verdict == TG_OK)
         deliver(d);
-    d->stats.exposed_seconds = MPI_Wtime() - t0;
+    d->stats.exposed_seconds += MPI_Wtime() - t0;
     d->stats.steps += verdict != TG_COMM;
     d->stats.skipped += verdict != TG_COMM && verdict != TG_OK;
     if (verdict == TG_OK || (verdict != TG_COMM && local != TG_OK))

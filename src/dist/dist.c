@@ -31,32 +31,50 @@ tg_status tg__dist_mpi(tg_dist *d, int rc, const char *call)
     return TG_COMM;
 }
 
-tg_status tg__dist_agree(tg_dist *d, tg_status local, const char *local_message, int *who,
-                         char *message)
+tg_status tg__dist_vote(tg_dist *d, tg_status local, tg__dist_ballot *b)
 {
-    int mine = local ? d->rank : d->size, lowest = d->size;
+    b->mine = local ? d->rank : d->size;
+    b->lowest = d->size;
+    return tg__dist_mpi(
+        d, MPI_Iallreduce(&b->mine, &b->lowest, 1, MPI_INT, MPI_MIN, d->comm, &b->request),
+        "MPI_Iallreduce");
+}
+
+tg_status tg__dist_count(tg_dist *d, tg__dist_ballot *b, tg_status local, const char *local_message,
+                         int *who, char *message)
+{
     *who = -1;
     message[0] = '\0';
-    if (tg__dist_mpi(d, MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, d->comm),
-                     "MPI_Allreduce"))
+    if (tg__dist_mpi(d, MPI_Wait(&b->request, MPI_STATUS_IGNORE), "MPI_Wait"))
         return TG_COMM;
-    if (lowest == d->size)
+    if (b->lowest == d->size)
         return TG_OK;
     /* The lowest failing rank tells the others its status and message. */
     struct {
         int status;
         char text[TG__DIST_MESSAGE];
     } said = {0, ""};
-    if (lowest == d->rank) {
+    if (b->lowest == d->rank) {
         said.status = local;
         snprintf(said.text, sizeof said.text, "%s", local_message ? local_message : "");
     }
-    if (tg__dist_mpi(d, MPI_Bcast(&said, sizeof said, MPI_BYTE, lowest, d->comm), "MPI_Bcast"))
+    if (tg__dist_mpi(d, MPI_Bcast(&said, sizeof said, MPI_BYTE, b->lowest, d->comm), "MPI_Bcast"))
         return TG_COMM;
-    *who = lowest;
+    *who = b->lowest;
     snprintf(message, TG__DIST_MESSAGE, "%s", said.text);
     return said.status > TG_OK && said.status < TG_STATUS_COUNT ? (tg_status)said.status
                                                                 : TG_INVALID;
+}
+
+tg_status tg__dist_agree(tg_dist *d, tg_status local, const char *local_message, int *who,
+                         char *message)
+{
+    tg__dist_ballot b;
+    *who = -1;
+    message[0] = '\0';
+    if (tg__dist_vote(d, local, &b))
+        return TG_COMM;
+    return tg__dist_count(d, &b, local, local_message, who, message);
 }
 
 tg_status tg__dist_ctx_verdict(tg_dist *d, const char *fn, tg_status local, tg_status verdict,

@@ -68,9 +68,20 @@ void tg__dist_mpi_message(int rc, const char *call, char *buf, size_t size);
 
 /* The verdict of a collective step: TG_OK when every rank's `local` status is TG_OK; otherwise
  * the lowest failing rank's status, with that rank in *who and its message in message[]
- * (TG__DIST_MESSAGE bytes; `local_message` is this rank's). TG_COMM (d->error) when MPI fails. */
+ * (TG__DIST_MESSAGE bytes; `local_message` is this rank's). TG_COMM (d->error) when MPI fails.
+ * One MPI_Allreduce (MIN) of "my rank if I failed, else the size"; only when some rank failed,
+ * a broadcast of its status and message. */
 tg_status tg__dist_agree(tg_dist *d, tg_status local, const char *local_message, int *who,
                          char *message);
+/* The same in two halves, so that the vote travels with other requests in flight: tg__dist_vote
+ * starts it (MPI_Iallreduce), tg__dist_count waits for it and gives the verdict. */
+typedef struct tg__dist_ballot {
+    int mine, lowest;
+    MPI_Request request;
+} tg__dist_ballot;
+tg_status tg__dist_vote(tg_dist *d, tg_status local, tg__dist_ballot *b);
+tg_status tg__dist_count(tg_dist *d, tg__dist_ballot *b, tg_status local, const char *local_message,
+                         int *who, char *message);
 /* Records a failed collective on the context and returns what this rank reports: its own
  * failure `local` (recorded already), else another rank's as TG_PEER quoting it, or TG_COMM for
  * an MPI failure. */
