@@ -243,6 +243,20 @@ static void handle_and_communicators(void **state)
     MPI_Comm_get_errhandler(MPI_COMM_WORLD, &eh);
     assert_true(eh == MPI_ERRORS_ARE_FATAL);
     MPI_Errhandler_free(&eh);
+    /* A buffer (state without a gradient), larger than any bucket: staged whole, then written. */
+    tg_param *buffer;
+    assert_status(tg_param_new(r.ctx, "running", TG_F64, 1, (int64_t[]){100000}, &buffer), TG_OK);
+    tg_param_fill(buffer, rank + 0.5);
+    assert_status(tg_dist_broadcast(r.dist, 1, &buffer), TG_OK);
+    assert_true(params_identical(1, &buffer));
+    assert_close(((const double *)tg_param_data(buffer))[99999], 0.5, 0);
+    /* Lists that differ are refused, nothing received. */
+    tg_param_fill(buffer, rank);
+    assert_status(tg_dist_broadcast(r.dist, 1, rank ? &buffer : &r.m.p[0]), TG_SHAPE);
+    assert_close(((const double *)tg_param_data(buffer))[0], rank, 0);
+    tg_dist_stats zero = tg_dist_get_stats(NULL);
+    assert_int_equal(zero.buckets, 0);
+    assert_int_equal(zero.steps, 0);
     rig_free(&r);
 
     /* A communicator of the user's, ranks reversed: its rank 0 (world rank 1) broadcasts. */
