@@ -22,6 +22,8 @@ typedef struct tg__dist_bucket {
     int64_t numel;
     size_t bytes;
     void *data;
+    const void *source;     /* this step's send buffer (a lone parameter's gradient), or NULL: in
+                               place on data */
     size_t pending;         /* entries not ready yet this step */
     size_t req_first, nreq; /* its requests in the handle's array */
 } tg__dist_bucket;
