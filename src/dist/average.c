@@ -23,17 +23,16 @@ static tg__dist_entry *entry_of(tg_dist *d, const tg_param *p)
     return lo < d->nentries && d->keys[lo].param == p ? &d->entries[d->keys[lo].entry] : NULL;
 }
 
-/* The entry's slice of its bucket = (its gradient + this backward's, when given) / size: the
- * gradient tg_backward would have left, divided before the sum as DDP divides. One pass. */
+/* The entry's slice of its bucket = its gradient + this backward's (when given): the gradient
+ * tg_backward would have left, summed over the ranks next. One pass. */
 #define FILL(T, name)                                                                              \
-    static void name(T *out, const T *grad, const T *more, int64_t n, T size)                      \
+    static void name(T *out, const T *grad, const T *more, int64_t n)                              \
     {                                                                                              \
         if (more)                                                                                  \
             for (int64_t i = 0; i < n; i++)                                                        \
-                out[i] = (grad[i] + more[i]) / size;                                               \
+                out[i] = grad[i] + more[i];                                                        \
         else                                                                                       \
-            for (int64_t i = 0; i < n; i++)                                                        \
-                out[i] = grad[i] / size;                                                           \
+            memcpy(out, grad, (size_t)n * sizeof *out);                                            \
     }
 FILL(float, fill_f32)
 FILL(double, fill_f64)
@@ -43,9 +42,9 @@ static void fill(tg_dist *d, tg__dist_entry *e, const void *more)
     tg__dist_bucket *b = &d->buckets[e->bucket];
     const void *grad = tg_param_grad(e->param);
     if (b->dtype == TG_F64)
-        fill_f64((double *)b->data + e->offset, grad, more, e->numel, (double)d->size);
+        fill_f64((double *)b->data + e->offset, grad, more, e->numel);
     else
-        fill_f32((float *)b->data + e->offset, grad, more, e->numel, (float)d->size);
+        fill_f32((float *)b->data + e->offset, grad, more, e->numel);
     e->ready = true;
 }
 
@@ -57,9 +56,10 @@ static tg_status start(tg_dist *d, size_t i)
     int64_t offset = 0;
     for (size_t r = 0; r < b->nreq; r++) {
         int count = tg__dist_chunk(d, b->numel, offset);
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, (char *)b->data + (size_t)offset * es, count,
-                                tg__dist_type(b->dtype), MPI_SUM, d->comm,
-                                &d->requests[b->req_first + r]);
+        size_t at = (size_t)offset * es;
+        const void *send = b->source ? (const char *)b->source + at : MPI_IN_PLACE;
+        int rc = MPI_Iallreduce(send, (char *)b->data + at, count, tg__dist_type(b->dtype), MPI_SUM,
+                                d->comm, &d->requests[b->req_first + r]);
         if (tg__dist_mpi(d, rc, "MPI_Iallreduce"))
             return TG_COMM;
         offset += count;
@@ -101,22 +101,34 @@ static void begin(tg_dist *d)
 {
     for (size_t i = 0; i < d->nentries; i++)
         d->entries[i].ready = false;
-    for (size_t i = 0; i < d->nbuckets; i++)
+    for (size_t i = 0; i < d->nbuckets; i++) {
         d->buckets[i].pending = d->buckets[i].count;
+        d->buckets[i].source = NULL;
+    }
     d->next = d->started = 0;
     d->stats.started_in_backward = 0;
 }
 
-/* Writes the averages into the parameters' gradients. */
+/* The sums divided by the number of ranks, into the parameters' gradients: one pass. */
+#define AVERAGE(T, name)                                                                           \
+    static void name(T *grad, const T *sum, int64_t n, T size)                                     \
+    {                                                                                              \
+        for (int64_t i = 0; i < n; i++)                                                            \
+            grad[i] = sum[i] / size;                                                               \
+    }
+AVERAGE(float, average_f32)
+AVERAGE(double, average_f64)
+
 static void deliver(tg_dist *d)
 {
     for (size_t i = 0; i < d->nentries; i++) {
         const tg__dist_entry *e = &d->entries[i];
         const tg__dist_bucket *b = &d->buckets[e->bucket];
-        size_t es = tg_dtype_size(b->dtype);
-        if (e->numel)
-            memcpy(tg_param_grad(e->param), (const char *)b->data + (size_t)e->offset * es,
-                   (size_t)e->numel * es);
+        void *grad = tg_param_grad(e->param);
+        if (b->dtype == TG_F64)
+            average_f64(grad, (const double *)b->data + e->offset, e->numel, (double)d->size);
+        else
+            average_f32(grad, (const float *)b->data + e->offset, e->numel, (float)d->size);
     }
 }
 
@@ -200,6 +212,15 @@ tg_status tg_dist_sync_grads(tg_dist *d, tg_tape *tp)
         return tp ? tg_tape_fail(tp, TG_COMM, "%s: an earlier MPI failure: %s", fn, d->error)
                   : tg_ctx_fail(d->ctx, TG_COMM, "%s: an earlier MPI failure: %s", fn, d->error);
     begin(d);
+    /* No backward to fuse with: a bucket of one parameter is reduced straight from its
+     * gradient into the bucket (every rank does the same), the others are filled. */
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        tg__dist_bucket *b = &d->buckets[i];
+        if (b->count == 1) {
+            b->source = tg_param_grad(d->entries[b->first].param);
+            d->entries[b->first].ready = true;
+        }
+    }
     tg_status local =
         tp ? tg_tape_status(tp) : tg_ctx_fail(d->ctx, TG_INVALID, "%s: the tape is NULL", fn);
     tg_status verdict = finish(d, tp, local, fn);
