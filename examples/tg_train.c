@@ -254,6 +254,14 @@ static void group_start(group *g, int *argc, char ***argv)
     g->size = 1;
 #ifdef TG_TRAIN_MPI
     g->dist = NULL;
+    /* Processes started together share the machine's cores: each one's OpenBLAS gets one
+     * thread unless OPENBLAS_NUM_THREADS says otherwise. OpenBLAS reads it when it loads, before
+     * main, hence the restart (tg-bench does the same). */
+    if (tg_dist_launched() && !getenv("OPENBLAS_NUM_THREADS")) {
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        execv("/proc/self/exe", *argv);
+        unsetenv("OPENBLAS_NUM_THREADS"); /* could not restart: carry on as we are */
+    }
     if (tg_dist_launched() && MPI_Init(argc, argv) == MPI_SUCCESS) {
         MPI_Comm_rank(MPI_COMM_WORLD, &g->rank);
         MPI_Comm_size(MPI_COMM_WORLD, &g->size);
