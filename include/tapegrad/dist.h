@@ -145,7 +145,8 @@ tg_status tg_dist_checkpoint_load(tg_dist *d, const char *path, size_t n, tg_par
 tg_status tg_dist_check_identical(tg_dist *d, size_t n, tg_param *const *params,
                                   const tg_optim *opt);
 /* Collective. Replaces each of n values by its mean over the ranks (for metrics: a loss, an
- * accuracy). NULL values with n > 0: TG_INVALID. */
+ * accuracy). NULL values with n > 0, or counts that differ between ranks: TG_INVALID, values
+ * unchanged. */
 tg_status tg_dist_mean(tg_dist *d, size_t n, double *values);
 
 /* Whether an MPI launcher (mpirun, mpiexec, srun) started this process, from the environment it
