@@ -4,9 +4,11 @@
  *   mpirun -np 2 tg-bench-dist [--rounds N] [--json] [bandwidth] [training]
  *
  * bandwidth: the bus bandwidth (nccl-tests' definition: size / time * 2 (n - 1) / n) of
- *   tapegrad's bucketed averaging (tg_dist_sync_grads on one parameter of the buffer's size:
- *   copy into the bucket, MPI_Iallreduce, agreement, copy out divided by n) against a raw
- *   MPI_Allreduce loop on a buffer of the same size; the two alternate, round by round.
+ *   tapegrad's bucketed averaging of one parameter of the buffer's size, against a raw
+ *   MPI_Allreduce loop on a buffer of the same size, the three alternating round by round:
+ *   tg_dist_sync_grads (the bucket's blocking MPI_Allreduce straight from the gradient, the
+ *   step's vote beside it, the sum divided by n into the gradient), and tg_dist_backward's path
+ *   (MPI_Iallreduce on the bucket, vote, wait, divide), timed from the end of backward.
  * training: tg-train's MLP (batch 128 per rank) and CNN (batch 64 per rank) on synthetic 28x28
  *   images (throughput does not depend on the values), steps of forward, backward, Adam and
  *   zero_grad, timed in four phases per round: rank 0 alone (the others wait asleep), every rank
@@ -36,10 +38,28 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static double median(double *v, int n)
+/* Median, minimum and maximum of n values (sorted in place). */
+typedef struct spread {
+    double median, min, max;
+} spread;
+
+static spread summarise(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    spread s = {n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v[0], v[n - 1]};
+    return s;
+}
+
+static double median(double *v, int n) { return summarise(v, n).median; }
+
+/* a[r] / b[r] for each round r, summarised: paired within a round, so that drift between rounds
+ * on a shared machine cancels. Call before anything sorts a or b. */
+static spread ratios(const double *a, const double *b, int n)
+{
+    double r[64];
+    for (int i = 0; i < n; i++)
+        r[i] = a[i] / b[i];
+    return summarise(r, n);
 }
 
 /* The slowest rank's time. */
@@ -75,13 +95,29 @@ static double bus_bandwidth(size_t bytes, double seconds)
     return (double)bytes / seconds * 2.0 * (nranks - 1) / nranks / 1e9;
 }
 
+/* The backward path's allreduce of one parameter, seconds per step: tg_dist_backward of
+ * sum(w) with the allreduce started after backward, timed from the end of backward to the
+ * averaged gradient (tg_dist_stats.exposed_seconds), the slowest rank's. */
+static double backward_path(tg_dist *d, tg_tape *tp, tg_param *p, int iters)
+{
+    double before = tg_dist_get_stats(d).exposed_seconds;
+    for (int i = 0; i < iters; i++) {
+        tg_tape_reset(tp);
+        tg_status st = tg_dist_backward(d, tg_sum_all(tg_param_tensor(tp, p)));
+        if (st)
+            die("tg_dist_backward", st, tg_tape_error(tp));
+    }
+    return slowest(tg_dist_get_stats(d).exposed_seconds - before) / iters;
+}
+
 static void bandwidth(int rounds, bool json, bool *first_row)
 {
     static const size_t sizes[] = {64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
     if (rank == 0 && !json)
         printf("bandwidth: bus bandwidth in GB/s (nccl-tests: size / time x 2(n-1)/n), medians "
-               "of %d rounds\n  %-10s %12s %12s %8s\n",
-               rounds, "size", "MPI_Allreduce", "tapegrad", "ratio");
+               "of %d rounds; %% of MPI_Allreduce's: the median of the rounds' ratios (their "
+               "range)\n  %-10s %13s %13s %15s %13s %15s\n",
+               rounds, "size", "MPI_Allreduce", "sync_grads", "", "backward", "");
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         size_t bytes = sizes[s];
         int64_t count = (int64_t)(bytes / sizeof(float));
@@ -90,20 +126,21 @@ static void bandwidth(int rounds, bool json, bool *first_row)
         tg_ctx *ctx;
         tg_tape *tp;
         tg_param *p;
-        tg_dist *d;
+        tg_dist *d, *after;
+        tg_dist_options o = {.bucket_bytes = bytes},
+                        oa = {.bucket_bytes = bytes, .after_backward = true};
         tg_status st = tg_ctx_new(&ctx, NULL);
-        if (!st)
-            st = tg_tape_new(ctx, &tp);
-        if (!st)
-            st = tg_param_new(ctx, "g", TG_F32, 1, &count, &p);
-        if (!st)
-            st = tg_dist_new(ctx, 1, &p, &(tg_dist_options){.bucket_bytes = bytes}, &d);
+        st = st ? st : tg_tape_new(ctx, &tp);
+        st = st ? st : tg_param_new(ctx, "g", TG_F32, 1, &count, &p);
+        st = st ? st : tg_dist_new(ctx, 1, &p, &o, &d);
+        st = st ? st : tg_dist_new(ctx, 1, &p, &oa, &after);
         if (st)
             die("setting up", st, tg_ctx_error(ctx));
         float *raw = malloc(bytes), *grad = tg_param_grad(p);
         for (int64_t i = 0; i < count; i++)
             raw[i] = grad[i] = (float)(i % 7);
-        double t_raw[64], t_tg[64];
+        backward_path(after, tp, p, 1); /* the tape grows to its size once */
+        double t_raw[64], t_sync[64], t_back[64];
         for (int r = 0; r < rounds; r++) {
             MPI_Barrier(MPI_COMM_WORLD);
             double t0 = now();
@@ -116,20 +153,30 @@ static void bandwidth(int rounds, bool json, bool *first_row)
                 st = tg_dist_sync_grads(d, tp);
             if (st)
                 die("tg_dist_sync_grads", st, tg_tape_error(tp));
-            t_tg[r] = slowest(now() - t0) / iters;
+            t_sync[r] = slowest(now() - t0) / iters;
+            MPI_Barrier(MPI_COMM_WORLD);
+            t_back[r] = backward_path(after, tp, p, iters);
         }
+        /* The bandwidths' ratio is the times' inverted; taken before the medians sort them. */
+        spread sync = ratios(t_raw, t_sync, rounds), back = ratios(t_raw, t_back, rounds);
         double bw_raw = bus_bandwidth(bytes, median(t_raw, rounds));
-        double bw_tg = bus_bandwidth(bytes, median(t_tg, rounds));
+        double bw_sync = bus_bandwidth(bytes, median(t_sync, rounds));
+        double bw_back = bus_bandwidth(bytes, median(t_back, rounds));
         if (rank == 0 && json) {
             printf("%s    {\"suite\": \"dist\", \"name\": \"bandwidth %zu\", \"bytes\": %zu, "
-                   "\"mpi_busbw_gbs\": %.4f, \"tapegrad_busbw_gbs\": %.4f, \"ratio\": %.4f}",
-                   *first_row ? "" : ",\n", bytes, bytes, bw_raw, bw_tg, bw_tg / bw_raw);
+                   "\"mpi_busbw_gbs\": %.4f, \"sync_busbw_gbs\": %.4f, \"sync_ratio\": %.4f, "
+                   "\"backward_busbw_gbs\": %.4f, \"backward_ratio\": %.4f}",
+                   *first_row ? "" : ",\n", bytes, bytes, bw_raw, bw_sync, sync.median, bw_back,
+                   back.median);
             *first_row = false;
         } else if (rank == 0) {
-            printf("  %-10zu %12.3f %12.3f %7.1f%%\n", bytes, bw_raw, bw_tg, 100 * bw_tg / bw_raw);
+            printf("  %-10zu %13.3f %13.3f %4.0f%% (%3.0f-%3.0f) %13.3f %4.0f%% (%3.0f-%3.0f)\n",
+                   bytes, bw_raw, bw_sync, 100 * sync.median, 100 * sync.min, 100 * sync.max,
+                   bw_back, 100 * back.median, 100 * back.min, 100 * back.max);
         }
         fflush(stdout);
         free(raw);
+        tg_dist_free(after);
         tg_dist_free(d);
         tg_tape_free(tp);
         tg_ctx_free(ctx);
@@ -276,17 +323,24 @@ static void training(bool cnn, int rounds, size_t bucket, bool json, bool *first
         times[AFTER][r] = slowest(run(&t, after, steps));
         exposed[1][r] = slowest(tg_dist_get_stats(after).exposed_seconds - waited);
     }
+    /* Ratios within each round, then their median: efficiency = alone / data-parallel, the
+     * probe = alone / together. The allreduce time is what it costs after backward; the share
+     * hidden, what starting it during backward saves of it: from the waits after backward
+     * (direct), and from whole steps (the same saving, noisier). */
+    spread efficiency = ratios(times[ALONE], times[OVERLAPPED], rounds);
+    spread host = ratios(times[ALONE], times[TOGETHER], rounds);
+    double kept[64], kept_steps[64];
+    for (int r = 0; r < rounds; r++) {
+        kept[r] = exposed[0][r] / exposed[1][r];
+        kept_steps[r] =
+            (times[OVERLAPPED][r] - times[TOGETHER][r]) / (times[AFTER][r] - times[TOGETHER][r]);
+    }
+    double hidden = 1 - median(kept, rounds), hidden_steps = 1 - median(kept_steps, rounds);
     double m[PHASES];
     for (int p = 0; p < PHASES; p++)
         m[p] = median(times[p], rounds) / steps;
     double one = (double)batch / m[ALONE], all = (double)batch * nranks / m[OVERLAPPED];
-    double efficiency = all / (nranks * one), host = m[ALONE] / m[TOGETHER];
-    /* The allreduce time is what it costs after backward; the share hidden, what starting
-     * during backward saves of it: from the waits after backward (direct), and from the steps'
-     * times (the same saving seen in whole steps, noisier). */
     double waits[2] = {median(exposed[0], rounds) / steps, median(exposed[1], rounds) / steps};
-    double hidden = 1 - waits[0] / waits[1];
-    double hidden_steps = 1 - (m[OVERLAPPED] - m[TOGETHER]) / (m[AFTER] - m[TOGETHER]);
     tg_dist_stats s = tg_dist_get_stats(overlapped);
     if (rank == 0 && json) {
         printf("%s    {\"suite\": \"dist\", \"name\": \"training %s\", \"batch_per_rank\": %lld, "
@@ -299,7 +353,8 @@ static void training(bool cnn, int rounds, size_t bucket, bool json, bool *first
                "\"wait_overlapped_ms\": %.4f, \"wait_after_ms\": %.4f}",
                *first_row ? "" : ",\n", cnn ? "cnn" : "mlp", (long long)batch, nranks, bucket,
                s.buckets, 1e3 * m[ALONE], 1e3 * m[TOGETHER], 1e3 * m[OVERLAPPED], 1e3 * m[AFTER],
-               one, all, efficiency, host, hidden, hidden_steps, 1e3 * waits[0], 1e3 * waits[1]);
+               one, all, efficiency.median, host.median, hidden, hidden_steps, 1e3 * waits[0],
+               1e3 * waits[1]);
         *first_row = false;
     } else if (rank == 0) {
         printf("  %s, batch %lld per rank, buckets of %zu KiB (%zu): ms per step: rank 0 alone "
@@ -308,11 +363,12 @@ static void training(bool cnn, int rounds, size_t bucket, bool json, bool *first
                cnn ? "CNN" : "MLP", (long long)batch, bucket >> 10, s.buckets, 1e3 * m[ALONE],
                1e3 * m[TOGETHER], 1e3 * m[OVERLAPPED], 1e3 * m[AFTER]);
         printf("    throughput: %.0f samples/s on 1 rank, %.0f on %d: scaling efficiency %.1f%% "
-               "(Horovod's published figure: 90%%)\n",
-               one, all, nranks, 100 * efficiency);
-        printf("    probe: rank 0 alone / all ranks alone at once = %.2f (1.00: a core per rank; "
-               "%.2f: one core shared by all)\n",
-               host, 1.0 / nranks);
+               "(rounds %.0f-%.0f%%; Horovod's published figure: 90%%)\n",
+               one, all, nranks, 100 * efficiency.median, 100 * efficiency.min,
+               100 * efficiency.max);
+        printf("    probe: rank 0 alone / all ranks alone at once = %.2f (rounds %.2f-%.2f; 1.00: "
+               "a core per rank, %.2f: one core shared by all)\n",
+               host.median, host.min, host.max, 1.0 / nranks);
         printf("    allreduce time hidden behind backward: %.0f%% (wait after backward per step: "
                "%.3f ms with the allreduces started during it, %.3f ms started after it; from "
                "whole steps: %.0f%%)\n",

@@ -68,6 +68,25 @@ static tg_status start(tg_dist *d, size_t i)
     return TG_OK;
 }
 
+/* Bucket i's allreduce, blocking (tg_dist_sync_grads: nothing to overlap with, and MPI's
+ * blocking allreduce may choose a faster algorithm than its non-blocking one). */
+static tg_status reduce(tg_dist *d, size_t i)
+{
+    tg__dist_bucket *b = &d->buckets[i];
+    size_t es = tg_dtype_size(b->dtype);
+    for (int64_t offset = 0; offset < b->numel || (offset == 0 && b->numel == 0);) {
+        int count = tg__dist_chunk(d, b->numel, offset);
+        size_t at = (size_t)offset * es;
+        const void *send = b->source ? (const char *)b->source + at : MPI_IN_PLACE;
+        int rc = MPI_Allreduce(send, (char *)b->data + at, count, tg__dist_type(b->dtype), MPI_SUM,
+                               d->comm);
+        if (tg__dist_mpi(d, rc, "MPI_Allreduce"))
+            return TG_COMM;
+        offset += count ? count : 1;
+    }
+    return TG_OK;
+}
+
 /* Starts the complete buckets at the front, in order: every rank starts them in one order. */
 static void start_ready(tg_dist *d)
 {
@@ -136,17 +155,27 @@ static void deliver(tg_dist *d)
  * reach carry their current gradients, every bucket not started yet starts, the ranks agree,
  * the allreduces finish, and the averages are written only if every rank succeeded. Failures
  * are recorded on tp (when there is one) or the context. Returns this rank's verdict. */
-static tg_status finish(tg_dist *d, tg_tape *tp, tg_status local, const char *fn)
+static tg_status finish(tg_dist *d, tg_tape *tp, tg_status local, const char *fn, bool blocking)
 {
     double t0 = MPI_Wtime();
     for (size_t i = 0; !local && i < d->nentries; i++)
         if (!d->entries[i].ready)
             fill(d, &d->entries[i], NULL);
-    for (; !d->broken && d->next < d->nbuckets; d->next++)
-        start(d, d->next);
-    /* The vote travels behind the buckets: its latency hides in theirs. */
+    /* The vote travels with the buckets, so that its latency hides in theirs: behind the
+     * started ones, or ahead of blocking ones. */
     tg__dist_ballot ballot;
-    tg_status verdict = d->broken ? TG_COMM : tg__dist_vote(d, local, &ballot);
+    tg_status verdict = TG_COMM;
+    if (blocking) {
+        if (!d->broken)
+            verdict = tg__dist_vote(d, local, &ballot);
+        for (; !d->broken && d->next < d->nbuckets; d->next++)
+            reduce(d, d->next);
+    } else {
+        for (; !d->broken && d->next < d->nbuckets; d->next++)
+            start(d, d->next);
+        if (!d->broken)
+            verdict = tg__dist_vote(d, local, &ballot);
+    }
     if (!d->broken && d->started)
         tg__dist_mpi(d, MPI_Waitall((int)d->started, d->requests, MPI_STATUSES_IGNORE),
                      "MPI_Waitall");
@@ -199,7 +228,7 @@ tg_status tg_dist_backward(tg_dist *d, tg_tensor loss)
         d->in_backward = false;
         tg_tape_set_grad_ready(tp, NULL, NULL);
     }
-    tg_status verdict = finish(d, tp, local, fn);
+    tg_status verdict = finish(d, tp, local, fn, false);
     return tp ? tg_tape_status(tp) : verdict;
 }
 
@@ -223,6 +252,6 @@ tg_status tg_dist_sync_grads(tg_dist *d, tg_tape *tp)
     }
     tg_status local =
         tp ? tg_tape_status(tp) : tg_ctx_fail(d->ctx, TG_INVALID, "%s: the tape is NULL", fn);
-    tg_status verdict = finish(d, tp, local, fn);
+    tg_status verdict = finish(d, tp, local, fn, true);
     return tp ? tg_tape_status(tp) : verdict;
 }
