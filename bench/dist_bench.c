@@ -16,8 +16,10 @@
  *   data-parallel steps with the allreduces started during backward and after it. From them:
  *   scaling efficiency = throughput(n) / (n throughput(1)) = alone / data-parallel (Horovod's
  *   definition, per-rank batch fixed), what the host allowed = alone / together, and the share
- *   of the allreduce time hidden behind backward = 1 - (wait after backward, started during it)
- *   / (wait after backward, started after it), the waits from tg_dist_get_stats.
+ *   of the allreduce time hidden behind backward = 1 - (communication time, started during it)
+ *   / (communication time, started after it): tg_dist_stats.exposed_seconds, the time in MPI
+ *   calls during backward and from its end to the averaged gradients, each step's that of the
+ *   rank that finished backward last (the others' also hold their wait for it).
  * Figures are medians over the rounds; each timed phase is the slowest rank's time. */
 #define _DEFAULT_SOURCE
 #include <math.h>
@@ -252,11 +254,15 @@ typedef struct trainer {
     int64_t epoch;
 } trainer;
 
-/* `steps` steps, with averaging through d (or none); returns the seconds they took here. */
-static double run(trainer *t, tg_dist *d, int steps)
+enum { MAX_STEPS = 64 };
+
+/* `steps` steps, with averaging through d (or none); returns the seconds they took here, and
+ * with d each step's communication time in waits[] (tg_dist_stats.exposed_seconds). */
+static double run(trainer *t, tg_dist *d, int steps, double *waits)
 {
     double t0 = now();
     for (int s = 0; s < steps; s++) {
+        double waited = d ? tg_dist_get_stats(d).exposed_seconds : 0;
         tg_tensor x = {0}, y = {0};
         tg_tape_reset(t->tp);
         if (!tg_batches_next(t->batches, t->tp, &x, &y)) {
@@ -272,8 +278,22 @@ static double run(trainer *t, tg_dist *d, int steps)
         if (st)
             die("a training step", st, tg_tape_error(t->tp));
         tg_optim_zero_grad(t->opt);
+        if (d)
+            waits[s] = tg_dist_get_stats(d).exposed_seconds - waited;
     }
     return now() - t0;
+}
+
+/* The allreduces' own communication time in the steps: step by step, that of the rank that
+ * finished backward last. The others' also hold their wait for it (the ranks' skew), which is
+ * not the allreduce's. */
+static double allreduce_wait(double *waits, int steps)
+{
+    MPI_Allreduce(MPI_IN_PLACE, waits, steps, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    double sum = 0;
+    for (int s = 0; s < steps; s++)
+        sum += waits[s];
+    return sum;
 }
 
 enum { ALONE, TOGETHER, OVERLAPPED, AFTER, PHASES };
@@ -305,23 +325,23 @@ static void training(bool cnn, int rounds, size_t bucket, bool json, bool *first
     if (st)
         die("setting up", st, tg_ctx_error(t.ctx));
     tg_batches_start(t.batches, 0);
-    run(&t, overlapped, 2); /* warm-up: the tape grows to its size once */
-    run(&t, NULL, 1);
+    double warm[2];
+    run(&t, overlapped, 2, warm); /* warm-up: the tape grows to its size once */
+    run(&t, NULL, 1, NULL);
     double times[PHASES][64], exposed[2][64];
     for (int r = 0; r < rounds; r++) {
         quiet_barrier();
-        double alone = rank == 0 ? run(&t, NULL, steps) : 0;
+        double alone = rank == 0 ? run(&t, NULL, steps, NULL) : 0;
         quiet_barrier();
         times[ALONE][r] = slowest(alone);
-        times[TOGETHER][r] = slowest(run(&t, NULL, steps));
+        times[TOGETHER][r] = slowest(run(&t, NULL, steps, NULL));
         MPI_Barrier(MPI_COMM_WORLD);
-        double waited = tg_dist_get_stats(overlapped).exposed_seconds;
-        times[OVERLAPPED][r] = slowest(run(&t, overlapped, steps));
-        exposed[0][r] = slowest(tg_dist_get_stats(overlapped).exposed_seconds - waited);
+        double waits[MAX_STEPS];
+        times[OVERLAPPED][r] = slowest(run(&t, overlapped, steps, waits));
+        exposed[0][r] = allreduce_wait(waits, steps);
         MPI_Barrier(MPI_COMM_WORLD);
-        waited = tg_dist_get_stats(after).exposed_seconds;
-        times[AFTER][r] = slowest(run(&t, after, steps));
-        exposed[1][r] = slowest(tg_dist_get_stats(after).exposed_seconds - waited);
+        times[AFTER][r] = slowest(run(&t, after, steps, waits));
+        exposed[1][r] = allreduce_wait(waits, steps);
     }
     /* Ratios within each round, then their median: efficiency = alone / data-parallel, the
      * probe = alone / together. The allreduce time is what it costs after backward; the share
@@ -369,8 +389,8 @@ static void training(bool cnn, int rounds, size_t bucket, bool json, bool *first
         printf("    probe: rank 0 alone / all ranks alone at once = %.2f (rounds %.2f-%.2f; 1.00: "
                "a core per rank, %.2f: one core shared by all)\n",
                host.median, host.min, host.max, 1.0 / nranks);
-        printf("    allreduce time hidden behind backward: %.0f%% (wait after backward per step: "
-               "%.3f ms with the allreduces started during it, %.3f ms started after it; from "
+        printf("    allreduce time hidden behind backward: %.0f%% (communication per step: %.3f "
+               "ms with the allreduces started during backward, %.3f ms started after it; from "
                "whole steps: %.0f%%)\n",
                100 * hidden, 1e3 * waits[0], 1e3 * waits[1], 100 * hidden_steps);
     }

@@ -116,8 +116,9 @@ typedef struct tg_dist_stats {
                                    while one runs) */
     int64_t steps;              /* tg_dist_backward and tg_dist_sync_grads calls completed */
     int64_t skipped;            /* of those, steps some rank failed (no rank updated) */
-    double exposed_seconds;     /* over those steps, the wall time from the end of backward
-                                   to the end of the allreduces: what overlap did not hide */
+    double exposed_seconds;     /* over those steps, the wall time spent communicating:
+                                   in MPI calls during backward, and from its end to the end of
+                                   the allreduces (what overlap did not hide) */
 } tg_dist_stats;
 /* The handle's counters (zeros for NULL). Not collective. */
 tg_dist_stats tg_dist_get_stats(const tg_dist *d);

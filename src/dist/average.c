@@ -105,6 +105,7 @@ static bool ready(void *user, tg_param *p, const void *grad)
         return false; /* not ours: backward adds it as usual */
     fill(d, e, grad);
     tg__dist_bucket *b = &d->buckets[e->bucket];
+    double t0 = MPI_Wtime();
     if (--b->pending == 0 && !d->after_backward)
         start_ready(d);
     /* MPI moves data only inside its calls: a test lets the started buckets advance. */
@@ -112,6 +113,7 @@ static bool ready(void *user, tg_param *p, const void *grad)
     if (!d->broken && d->started)
         tg__dist_mpi(d, MPI_Testall((int)d->started, d->requests, &done, MPI_STATUSES_IGNORE),
                      "MPI_Testall");
+    d->stats.exposed_seconds += MPI_Wtime() - t0; /* communication, though during backward */
     return true;
 }
 
