@@ -262,10 +262,10 @@ static void group_start(group *g, int *argc, char ***argv)
         execv("/proc/self/exe", *argv);
         unsetenv("OPENBLAS_NUM_THREADS"); /* could not restart: carry on as we are */
     }
-    /* OpenMPI's non-blocking allreduce (tapegrad's, during backward) picks by default an
-     * algorithm that reached a third to two thirds of its blocking one's bandwidth on 2
-     * processes in bench/dist.sh, and its ring algorithm two thirds to all of it: ask for the
-     * ring unless the user chose (OpenMPI reads this when MPI starts; other MPIs ignore it). */
+    /* OpenMPI's non-blocking allreduce (tapegrad's, during backward) reached 27 % to 67 % of
+     * its blocking one's bandwidth on 2 processes with its default algorithm, and 53 % to 97 %
+     * with its ring (bench/README.md): ask for the ring unless the user chose. OpenMPI reads
+     * this when MPI starts; other MPIs ignore it. */
     if (tg_dist_launched() && !getenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm"))
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 1);
     if (tg_dist_launched() && MPI_Init(argc, argv) == MPI_SUCCESS) {
