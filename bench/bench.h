@@ -74,6 +74,7 @@ int bench_matmul(const bench_options *o);
 int bench_training(const bench_options *o);
 int bench_memory(const bench_options *o);
 int bench_higher(const bench_options *o);
+int bench_rnn(const bench_options *o);
 
 /* Shared by the training and memory suites: the models of tg-train and its data. */
 tg_module *bench_model(tg_ctx *ctx, bool cnn);

@@ -31,9 +31,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SUITES = ["scalar", "overhead", "elementwise", "matmul", "training", "memory", "higher"]
+SUITES = ["scalar", "overhead", "elementwise", "matmul", "training", "memory", "higher", "rnn"]
 DATA = "/usr/share/datasets/fashion-mnist"
-LOWER_IS_BETTER = {"ns/node", "ns/op", "MiB", "calls", "ms"}
+LOWER_IS_BETTER = {"ns/node", "ns/op", "MiB", "calls", "ms", "us/step"}
 
 # ---- the measuring harness (the same rule as tg-bench's) ------------------------------------
 
@@ -245,7 +245,8 @@ def torch_elementwise(h):
     triad_stats = rate(h.measure(triad)[0], 12.0 * big / 1e9)
     h.row("elementwise", "triad a=b+s*c, 16M", "GB/s", triad_stats)
     ops = [("exp", torch.exp), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid),
-           ("gelu", lambda t: F.gelu(t, approximate="tanh"))]
+           ("gelu", lambda t: F.gelu(t, approximate="tanh")), ("silu", F.silu),
+           ("gelu_erf", lambda t: F.gelu(t, approximate="none"))]
     for n in (small, big):
         x = (torch.rand(n) * 6 - 3).requires_grad_()
         seed = torch.rand(n) * 2 - 1
@@ -346,6 +347,34 @@ def torch_higher(h):
         h.row("higher", f"gradient, {act}", "ms", per(tg_, 1e3))
         h.row("higher", f"hvp, {act}", "ms", per(th, 1e3),
               x_gradient=th[0] / tg_[0])
+
+
+def torch_rnn(h):
+    """suite_rnn.c's workload: torch.nn.GRU and torch.nn.LSTM (input and hidden 128, one layer,
+    sequence-first) over 32 steps of a batch of 32, f32, in microseconds per step: the forward
+    under no_grad, and the forward with the gradients of sum(output) for every parameter."""
+    import torch
+    steps, batch, size = 32, 32, 128
+    x = torch.rand(steps, batch, size) - 0.5
+    for name, cls in (("gru", torch.nn.GRU), ("lstm", torch.nn.LSTM)):
+        model = cls(size, size)
+        params = list(model.parameters())
+
+        def forward():
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                model(x)
+            return [time.perf_counter() - t0]
+
+        def backward():
+            t0 = time.perf_counter()
+            out, _ = model(x)
+            torch.autograd.grad(out.sum(), params)
+            return [time.perf_counter() - t0]
+        (tf,) = h.measure(forward)
+        (tb,) = h.measure(backward)
+        h.row("rnn", f"{name} forward", "us/step", per(tf, 1e6 / steps))
+        h.row("rnn", f"{name} forward + backward", "us/step", per(tb, 1e6 / steps))
 
 
 def torch_model(cnn):
@@ -462,6 +491,8 @@ def torch_worker(args):
             torch_memory(h, args.data, args.threads)
         elif suite == "higher":
             torch_higher(h)
+        elif suite == "rnn":
+            torch_rnn(h)
     print(json.dumps({"info": info, "rows": h.rows}))
 
 
@@ -561,6 +592,11 @@ def targets(rows_tg, rows_torch):
                         f"{r['median']:g} per step over {r['steps']:.0f} steps after two warm-up steps "
                         f"(which made {r['step_1']:.0f} and {r['step_2']:.0f})",
                         r["median"] == 0))
+    k = ("rnn", "gru forward + backward")
+    if k in tg and k in torch:
+        x = torch[k]["median"] / tg[k]["median"]
+        out.append((f"GRU forward + backward >= 1.5x PyTorch: {x:.2f}x "
+                    f"({tg[k]['median']:.1f} vs {torch[k]['median']:.1f} us per step)", x >= 1.5))
     for act in ("relu", "tanh"):
         r = tg.get(("higher", f"hvp, {act}"))
         if r and "x_gradient" in r:

@@ -1,11 +1,11 @@
-/* suite_elementwise.c — memory throughput of the elementwise ops: exp, tanh, sigmoid and gelu,
- * forward and backward, on 1M and 16M f32 elements, in GB/s of the bytes the op must move, beside
- * a triad a[i] = b[i] + s * c[i] on 16M floats with the same thread count, measured in the same
- * run (at 16M, one triad beside each run of an op). Forward reads x and writes y (8 bytes per
- * element); backward is one fused pass that reads two arrays (the output gradient and x or y) and
- * writes the input gradient (12 bytes, as the triad's). The input is a parameter, so putting it on
- * the tape copies nothing; the backward is tg_grad with respect to it, which adds into no parameter
- * gradient. */
+/* suite_elementwise.c — memory throughput of the elementwise ops: exp, tanh, sigmoid, gelu
+ * (tanh approximation), silu and gelu_erf (exact gelu), forward and backward, on 1M and 16M f32
+ * elements, in GB/s of the bytes the op must move, beside a triad a[i] = b[i] + s * c[i] on 16M
+ * floats with the same thread count, measured in the same run (at 16M, one triad beside each run of
+ * an op). Forward reads x and writes y (8 bytes per element); backward is one fused pass that reads
+ * two arrays (the output gradient and x or y) and writes the input gradient (12 bytes, as the
+ * triad's). The input is a parameter, so putting it on the tape copies nothing; the backward is
+ * tg_grad with respect to it, which adds into no parameter gradient. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -111,7 +111,8 @@ int bench_elementwise(const bench_options *o)
     static const struct {
         const char *name;
         tg_tensor (*op)(tg_tensor);
-    } ops[] = {{"exp", tg_exp}, {"tanh", tg_tanh}, {"sigmoid", tg_sigmoid}, {"gelu", tg_gelu}};
+    } ops[] = {{"exp", tg_exp},   {"tanh", tg_tanh}, {"sigmoid", tg_sigmoid},
+               {"gelu", tg_gelu}, {"silu", tg_silu}, {"gelu_erf", tg_gelu_erf}};
     static const int64_t sizes[] = {SMALL, BIG};
     int failed = 0;
     for (int s = 0; s < 2; s++) {

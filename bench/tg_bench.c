@@ -3,7 +3,7 @@
  * statistics, rows in text or JSON) and main; the suites are in bench/suite_*.c.
  *
  *   tg-bench [--json] [--repeats N] [--warmup N] [--threads N] [--data DIR] [suite...]
- *   suites: scalar overhead elementwise matmul training memory higher (default: all)
+ *   suites: scalar overhead elementwise matmul training memory higher rnn (default: all)
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -306,7 +306,7 @@ typedef struct suite {
 static const suite suites[] = {
     {"scalar", bench_scalar}, {"overhead", bench_overhead}, {"elementwise", bench_elementwise},
     {"matmul", bench_matmul}, {"training", bench_training}, {"memory", bench_memory},
-    {"higher", bench_higher},
+    {"higher", bench_higher}, {"rnn", bench_rnn},
 };
 enum { NSUITES = sizeof suites / sizeof suites[0] };
 

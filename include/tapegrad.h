@@ -134,14 +134,16 @@ typedef struct tg_scalar {
  * at a time). What they share is safe to share: the allocator hook is called from all of them
  * (see tg_alloc_fn), tg_ctx_alloc_calls counts every call, each thread has its own
  * tg_ctx_error, and the context's settings and registry are only read by tape operations.
- * Calls that change the context itself (tg_op_register, tg_param_new, tg_param_free,
- * tg_ctx_free, the nn layer's constructors) are not thread-safe with any other call on it that
- * reads the registry or the parameter list (tg_op_find, tg_op_at, tg_param_find, tg_zero_grad,
+ * Calls that change the context itself (tg_op_register, tg_param_new, tg_buffer_new,
+ * tg_param_free, tg_ctx_free, the nn layer's constructors) are not thread-safe with any other call
+ * on it that reads the registry or the parameter list (tg_op_find, tg_op_at, tg_param_find,
+ * tg_zero_grad,
  * ...). tg_ctx_set_threads may run at any time; tapes see the new setting in later ops.
  * Parameters are shared data: tapes in several threads may read one at once (forward passes),
  * but a call that writes a parameter's value or gradient (tg_backward reaching it, tg_param_set
- * and its siblings, tg_param_zero_grad, an optimiser's step) must not overlap any other use of
- * that parameter; give each thread its own parameters (or serialise the writes yourself). */
+ * and its siblings, tg_buffer_store, tg_param_zero_grad, an optimiser's step) must not overlap
+ * any other use of that parameter; give each thread its own parameters (or serialise the writes
+ * yourself). */
 
 /* One allocator function, Lua-style: new_size == 0 frees `ptr` (returning NULL); otherwise it
  * returns a block of new_size bytes holding the first min(old,new) bytes of `ptr` (which may be
@@ -295,23 +297,49 @@ tg_tensor tg_tensor_grad(tg_tensor t);
 /* ---------------------------------------------------------------------------------------------
  * Parameters: persistent tensors owned by the context, with a gradient of the same shape
  * (zero-initialised). They survive tape resets. tg_backward adds into their gradients.
+ *
+ * Buffers are the context's other persistent tensors: state that never receives a gradient (an
+ * RNN's hidden state carried from one step to the next, a KV cache, batch-norm running
+ * statistics; PyTorch's register_buffer). A buffer is a tg_param for which tg_param_is_buffer
+ * is true: listed, found, renamed, freed and saved in checkpoints like a parameter, written by
+ * tg_param_set/fill/assign/write like one, but with no gradient (tg_param_grad is NULL,
+ * tg_param_grad_tensor an error, zeroing does nothing), refused by optimisers, and read by copy.
  */
 /* Creates a zero-filled parameter. `name` is copied (may be NULL: unnamed). Owned by ctx until
  * tg_param_free or tg_ctx_free. Not thread-safe with other calls on the same context. */
 tg_status tg_param_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, const int64_t *shape,
                        tg_param **out);
+/* Creates a zero-filled buffer (f32, f64 or i64; see above). `name` is copied. Owned by ctx
+ * until tg_param_free or tg_ctx_free. Same rules and failures as tg_param_new. */
+tg_status tg_buffer_new(tg_ctx *ctx, const char *name, tg_dtype dt, int ndim, const int64_t *shape,
+                        tg_param **out);
+bool tg_param_is_buffer(const tg_param *p); /* false for NULL */
+/* Stores a tape tensor's value in a buffer, detached from its graph: the way to carry state from
+ * one step's tape to the next (the hidden state of truncated backprop through time, a KV cache
+ * that grows every step) without copying it through a C array. The buffer takes the value's
+ * shape (dtype must match), reallocating through the context's allocator only when it grows
+ * past its capacity (which grows by at least half each time). Bumps the version. Fails, with
+ * the buffer unchanged and the reason in tg_ctx_error, when `buffer` is a parameter (TG_INVALID:
+ * use tg_param_assign), the value is stale, none or of another context, its tape holds an error
+ * (that status: a failed step stores nothing), the dtype differs (TG_DTYPE) or memory runs out. */
+tg_status tg_buffer_store(tg_param *buffer, tg_tensor value);
 /* Renames the parameter (the name is copied; NULL or "" makes it unnamed). */
 tg_status tg_param_rename(tg_param *p, const char *name);
 /* Removes the parameter from its context and frees it. No tape may still use it. */
 void tg_param_free(tg_param *p);
 /* The parameter as a tensor on `tp` (no copy). Gradients reaching it are added into the
- * parameter's gradient by tg_backward. Error handle if p is NULL or of another context. */
+ * parameter's gradient by tg_backward. Error handle if p is NULL or of another context.
+ * For a buffer: a copy of its current value, a leaf that needs no gradient (so storing into the
+ * buffer later, even before this tape's backward, cannot change what the tape recorded). */
 tg_tensor tg_param_tensor(tg_tape *tp, tg_param *p);
 /* The parameter's current gradient as a tensor on `tp` (a copy, taken now; no gradient flows
- * through it). With tg_param_tensor, lets an update be written in tapegrad ops. */
+ * through it). With tg_param_tensor, lets an update be written in tapegrad ops. A buffer has no
+ * gradient: TG_INVALID on the tape. */
 tg_tensor tg_param_grad_tensor(tg_tape *tp, tg_param *p);
-/* Value and gradient buffers, row-major, owned by the parameter, valid until it is freed. Write
- * values through tg_param_set/fill/assign/write so that tapes can detect the change. */
+/* Value and gradient buffers, row-major, owned by the parameter, valid until it is freed (a
+ * buffer's value also moves when tg_buffer_store grows it). Write values through
+ * tg_param_set/fill/assign/write so that tapes can detect the change. tg_param_grad is NULL for a
+ * buffer. */
 const void *tg_param_data(const tg_param *p);
 void *tg_param_grad(tg_param *p);
 /* The value buffer for writing in place (an optimiser's update, for instance). Counts as a write
@@ -326,6 +354,8 @@ const int64_t *tg_param_shape(const tg_param *p);
 int64_t tg_param_numel(const tg_param *p);
 /* Overwrites the value from `data` (numel elements of the parameter's dtype). */
 tg_status tg_param_set(tg_param *p, const void *data);
+/* i64 buffers: fill takes values representable as i64 (else TG_RANGE); uniform and normal are
+ * TG_DTYPE. */
 tg_status tg_param_fill(tg_param *p, double value);
 tg_status tg_param_uniform(tg_param *p, double low, double high, uint64_t seed);
 tg_status tg_param_normal(tg_param *p, double mean, double std, uint64_t seed);
@@ -335,9 +365,9 @@ tg_status tg_param_assign(tg_param *p, tg_tensor value);
  * refuses to backpropagate. */
 uint64_t tg_param_version(const tg_param *p);
 void tg_param_zero_grad(tg_param *p);
-/* Zeroes the gradient of every parameter of the context. */
+/* Zeroes the gradient of every parameter of the context (buffers have none). */
 void tg_zero_grad(tg_ctx *ctx);
-/* Parameters in creation order; tg_param_at returns NULL past the end. */
+/* Parameters and buffers in creation order; tg_param_at returns NULL past the end. */
 size_t tg_param_count(const tg_ctx *ctx);
 tg_param *tg_param_at(const tg_ctx *ctx, size_t index);
 tg_param *tg_param_find(const tg_ctx *ctx, const char *name);
@@ -476,6 +506,12 @@ tg_tensor tg_sigmoid(tg_tensor a);
 tg_tensor tg_relu(tg_tensor a);
 tg_tensor tg_leaky_relu(tg_tensor a, double negative_slope);
 tg_tensor tg_gelu(tg_tensor a); /* tanh approximation */
+/* x sigmoid(x), computed as x / (1 + exp(-x)): torch.nn.functional.silu (NaN at -inf, as in
+ * PyTorch). */
+tg_tensor tg_silu(tg_tensor a);
+/* The exact gelu, x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) with Phi the standard normal
+ * distribution function: torch.nn.functional.gelu(approximate='none'). */
+tg_tensor tg_gelu_erf(tg_tensor a);
 tg_tensor tg_softplus(tg_tensor a);
 tg_tensor tg_clamp(tg_tensor a, double low, double high);
 
@@ -520,10 +556,83 @@ tg_tensor tg_index_select(tg_tensor a, int axis, tg_tensor index);
 /* out[i][j][k] = a[index[i][j][k]][j][k] for axis 0 (and so on): index is i64, same ndim as a. */
 tg_tensor tg_gather(tg_tensor a, int axis, tg_tensor index);
 
+/* Running sums along one axis (negative counts from the end; a 0-d tensor has axis 0 or -1),
+ * accumulated in double for both float dtypes: y_i = a_0 + ... + a_i, torch.cumsum. An axis out
+ * of range is TG_RANGE; an i64 input is TG_DTYPE (i64 is data only). */
+tg_tensor tg_cumsum(tg_tensor a, int axis);
+
+/* a converted to `dtype`, Tensor.to(dtype): between f32 and f64 rounding to nearest,
+ * differentiable (the gradient is cast back to a's dtype); to i64 truncated toward zero like
+ * .long(), carrying no gradient (NaN, infinities and values outside [-2^63, 2^63) are TG_RANGE,
+ * as tg_read does); from i64 to a float dtype rounding to nearest. The same dtype returns a
+ * itself (no node), as Tensor.to returns self. An unknown dtype is TG_DTYPE. */
+tg_tensor tg_cast(tg_tensor a, tg_dtype dtype);
+
 /* Along one axis, stable for inputs of any magnitude. */
 tg_tensor tg_softmax(tg_tensor a, int axis);
 tg_tensor tg_log_softmax(tg_tensor a, int axis);
 tg_tensor tg_logsumexp(tg_tensor a, int axis, bool keepdim);
+
+/* Selection and sampling: indices (i64, no gradient) of f32/f64 inputs. A 0-d input has one
+ * axis of size 1 (axis 0 or -1). An i64 input or an axis out of range is an error. Equal entries
+ * (-0 and +0 too, and NaNs) go by the lower index. */
+/* torch.argmax / torch.argmin along `axis`: the index of the largest (smallest) entry, the first
+ * of ties; NaN wins for both, as in PyTorch. keepdim keeps the axis with size 1. An empty axis
+ * is TG_SHAPE. */
+tg_tensor tg_argmax(tg_tensor a, int axis, bool keepdim);
+tg_tensor tg_argmin(tg_tensor a, int axis, bool keepdim);
+/* torch.topk, sorted: the k largest (largest) or smallest entries along `axis`, first to last,
+ * ranked as torch.sort ranks them (NaN above every number: first for largest, last otherwise),
+ * into *values (a's dtype, differentiable: the gradient goes back to the picked entries) and
+ * *indices (i64, the axis of size k). Equal entries come lower index first, also where k cuts
+ * through them (PyTorch leaves that choice unspecified; the values are the same). k < 0 or
+ * k > the axis length is TG_RANGE (a 0-d input takes k = 1 only). Returns the tape's status; on
+ * failure both are error handles. */
+tg_status tg_topk(tg_tensor a, int64_t k, int axis, bool largest, tg_tensor *values,
+                  tg_tensor *indices);
+/* Categorical sampling from logits over the last axis, i64 [..., num_samples]: as
+ *   torch.multinomial(softmax(logits / temperature restricted to its top_k), num_samples,
+ *                     replacement=True),
+ * computed in double. The top_k are tg_topk's (ties lower index first); top_k 0, or not below
+ * the class count, means every class. -inf logits are never drawn. The uniforms are a pure
+ * function of (seed, row, sample): the same (seed, logits) gives the same samples on any machine
+ * (but for a draw within double rounding error of a class boundary). TG_RANGE for NaN or +inf
+ * logits, a row all -inf, num_samples < 1, top_k < 0, or a temperature not finite and > 0. */
+tg_tensor tg_multinomial(tg_tensor logits, int64_t num_samples, double temperature, int64_t top_k,
+                         uint64_t seed);
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention and masks. tapegrad has no bool dtype: a boolean mask is an i64 tensor (nonzero is
+ * true) or, where a function says so, a float tensor (nonzero is true, as comparisons give 0/1).
+ */
+
+/* torch.nn.functional.scaled_dot_product_attention (PyTorch >= 2.0, dropout_p 0): a new tensor
+ * softmax(q k^T * scale + mask) v over the keys, for q [..., Tq, d], k [..., Tk, d] and
+ * v [..., Tk, dv] of one float dtype whose leading (batch, head) dims broadcast together; the
+ * output is [..., Tq, dv]. mask: none (a zero-initialised tg_tensor) or a tensor broadcasting to
+ * [..., Tq, Tk]; of q's dtype it is ADDED to the scaled scores (-INFINITY allowed; it gets a
+ * gradient), of i64 it is BOOLEAN as PyTorch's bool attn_mask (nonzero: may attend; 0: masked).
+ * causal: PyTorch's is_causal, top-left aligned (query i sees keys j <= i); unlike PyTorch it may
+ * be combined with a mask. scale: 0 means 1/sqrt(d) (PyTorch's default; with d = 0 the scores are
+ * the mask alone), any other finite value is used as given. Unlike PyTorch (NaN), a query row
+ * that may attend to no key gets output 0 and zero gradients. Fused, stable for scores of any
+ * magnitude, differentiable to any order; it keeps for the backward the probabilities when no
+ * larger than q, k and v together, else two doubles per query row. TG_SHAPE, TG_DTYPE or TG_RANGE
+ * (the message names the shapes) for fewer than 2 dims, d or Tk that differ, batch dims or a mask
+ * that do not broadcast, wrong dtypes, a non-finite scale. */
+tg_tensor tg_scaled_dot_product_attention(tg_tensor q, tg_tensor k, tg_tensor v, tg_tensor mask,
+                                          bool causal, double scale);
+/* torch.tril / torch.triu over the last two dims (any leading dims): a new tensor keeping the
+ * elements with j - i <= diagonal (tril) or j - i >= diagonal (triu), zeros elsewhere; any
+ * diagonal, as PyTorch. f32, f64 or i64 (a data move: builds i64 boolean masks; no gradient);
+ * the gradient is the same triangle of the output's gradient. Fewer than 2 dims: TG_SHAPE. */
+tg_tensor tg_tril(tg_tensor a, int64_t diagonal);
+tg_tensor tg_triu(tg_tensor a, int64_t diagonal);
+/* torch.masked_fill (out of place): a new tensor, `value` (rounded to a's dtype; may be
+ * -INFINITY) where mask != 0 and `a` elsewhere; a and mask broadcast together. a is f32 or f64;
+ * the mask is of a's dtype (nonzero, NaN included, fills; PyTorch takes bool only) or i64. The
+ * gradient of a is the output's gradient where the mask is 0; the mask gets none. */
+tg_tensor tg_masked_fill(tg_tensor a, tg_tensor mask, double value);
 
 /* ---------------------------------------------------------------------------------------------
  * Defining ops. Built-in ops are registered through exactly this API.
@@ -628,7 +737,9 @@ typedef struct tg_op_def {
     size_t attr_size; /* bytes of plain-data attributes copied onto the tape per call */
     unsigned flags;   /* TG_OP_* */
     tg_status (*check)(tg_check *c);
-    void (*forward)(const tg_kernel *k);        /* NULL only for alias (view) ops */
+    /* Fills the output; NULL only for alias (view) ops. Not called when the output is empty
+     * (its scratch is then zeroed), nor is backward_kernel for such a node. */
+    void (*forward)(const tg_kernel *k);
     void (*backward)(const tg_backward_io *io); /* composite rule, or NULL */
     tg_backward_kernel_fn backward_kernel;      /* used when backward is NULL */
     /* Gradient-check cases: fills inputs (f64 tensors on tp; i64 for index inputs) and *attr

@@ -1,17 +1,18 @@
-/* activation.c — activations: tanh sigmoid relu leaky_relu gelu softplus clamp, and the fused
- * backward kernels they use. A fused backward op computes a whole first derivative in one pass
- * (no temporaries), and has a composite backward of its own so higher orders still work. */
+/* activation.c — activations: tanh sigmoid relu leaky_relu gelu silu gelu_erf softplus clamp,
+ * and the fused backward kernels they use. A fused backward op computes a whole first
+ * derivative in one pass (no temporaries), and has a composite backward of its own so higher
+ * orders still work. */
 #include "kernels.h"
 #include "ops.h"
 #include "vmath.h"
 
-/* The hot kernels (tanh, sigmoid, gelu, softplus and the fused backward kernels of tanh,
- * sigmoid, relu and gelu) run through vmath, which vectorises them for the CPU at hand and
- * splits large arrays over the context's threads. The lighter ones use these plain fused loops
- * over contiguous arrays of the output's shape: one function per dtype, with the attributes
- * (c0, c1) converted to the element type (as PyTorch does) so the f32 loops stay in f32 and
- * vectorise. The named operands are the inputs' elements; the output may be one of the inputs
- * (in place: same index read, then written). */
+/* The hot kernels (tanh, sigmoid, gelu, silu, gelu_erf, softplus and the fused backward
+ * kernels of tanh, sigmoid, relu, gelu, silu and gelu_erf) run through vmath, which vectorises
+ * them for the CPU at hand and splits large arrays over the context's threads. The lighter ones
+ * use these plain fused loops over contiguous arrays of the output's shape: one function per
+ * dtype, with the attributes (c0, c1) converted to the element type (as PyTorch does) so the
+ * f32 loops stay in f32 and vectorise. The named operands are the inputs' elements; the output
+ * may be one of the inputs (in place: same index read, then written). */
 #define FUSED1_T(fname, T, X, EXPR)                                                                \
     static void fname(int64_t n, const T *X##_, T *Y_, T c0, T c1)                                 \
     {                                                                                              \
@@ -381,6 +382,117 @@ const tg_op_def tg__op_gelu_backward = {.name = "gelu_backward",
                                         .forward = gelu_bw_forward,
                                         .backward = gelu_bw_backward,
                                         .example = example_gelu_bw};
+
+/* y = silu(x) = x sigmoid(x);  dx += silu_backward(g, x) = g s (1 + x (1 - s)), s = sigmoid(x).
+ * One pass through vmath, in PyTorch's form x / (1 + exp(-x)). */
+static void silu_forward(const tg_kernel *k)
+{
+    tg__vm_silu(THREADS(k), DT(k), NUM(k), IN(k, 0), OUT(k));
+}
+static void silu_backward(const tg_backward_io *io)
+{
+    io->grad_inputs[0] = tg__apply2(TG__OP_silu_backward, io->grad_output, io->inputs[0], NULL);
+}
+static int example_silu(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    (void)attr;
+    return tg__example_unary(tp, index, in, -5, 5, 0);
+}
+const tg_op_def tg__op_silu = {.name = "silu",
+                               .ninputs = 1,
+                               .check = tg__check_unary,
+                               .forward = silu_forward,
+                               .backward = silu_backward,
+                               .example = example_silu};
+tg_tensor tg_silu(tg_tensor a) { return tg__apply1(TG__OP_silu, a, NULL); }
+
+/* z = silu_backward(g, x) = g silu'(x);  dg += silu_backward(gg, x),
+ * dx += gg g silu''(x),  silu'' = s (1 - s) (2 + x (1 - 2 s)). One pass through vmath. */
+static void silu_bw_forward(const tg_kernel *k)
+{
+    tg__vm_binary(TG__VM_SILU_BACKWARD, THREADS(k), DT(k), NUM(k), IN(k, 0), IN(k, 1), OUT(k));
+}
+static void silu_bw_backward(const tg_backward_io *io)
+{
+    tg_tensor gg = io->grad_output, g = io->inputs[0], x = io->inputs[1];
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = tg__apply2(TG__OP_silu_backward, gg, x, NULL);
+    if (io->needs_grad[1]) {
+        /* Primitive ops only, so that this gradient is differentiable again. */
+        tg_tensor s = tg_sigmoid(x);
+        tg_tensor ds = tg_mul(s, tg_add_scalar(tg_neg(s), 1.0));
+        tg_tensor bracket =
+            tg_add_scalar(tg_mul(x, tg_add_scalar(tg_mul_scalar(s, -2.0), 1.0)), 2.0);
+        io->grad_inputs[1] = tg_mul(tg_mul(gg, g), tg_mul(ds, bracket));
+    }
+}
+static int example_silu_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    (void)attr;
+    return example_pair(tp, index, in, -5, 5, 0);
+}
+const tg_op_def tg__op_silu_backward = {.name = "silu_backward",
+                                        .ninputs = 2,
+                                        .check = check_fused,
+                                        .forward = silu_bw_forward,
+                                        .backward = silu_bw_backward,
+                                        .example = example_silu_bw};
+
+/* y = gelu_erf(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (PyTorch's approximate='none');
+ * dx += gelu_erf_backward(g, x) = g (Phi(x) + x phi(x)). One pass through vmath (SLEEF's erf). */
+static void gelu_erf_forward(const tg_kernel *k)
+{
+    tg__vm_gelu_erf(THREADS(k), DT(k), NUM(k), IN(k, 0), OUT(k));
+}
+static void gelu_erf_backward(const tg_backward_io *io)
+{
+    io->grad_inputs[0] = tg__apply2(TG__OP_gelu_erf_backward, io->grad_output, io->inputs[0], NULL);
+}
+static int example_gelu_erf(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    (void)attr;
+    return tg__example_unary(tp, index, in, -3, 3, 0);
+}
+const tg_op_def tg__op_gelu_erf = {.name = "gelu_erf",
+                                   .ninputs = 1,
+                                   .check = tg__check_unary,
+                                   .forward = gelu_erf_forward,
+                                   .backward = gelu_erf_backward,
+                                   .example = example_gelu_erf};
+tg_tensor tg_gelu_erf(tg_tensor a) { return tg__apply1(TG__OP_gelu_erf, a, NULL); }
+
+/* 1 / sqrt(2 pi): phi(x) = exp(-x^2 / 2) / sqrt(2 pi), the standard normal density. */
+#define INV_SQRT_2PI 0.39894228040143267794
+
+/* z = gelu_erf_backward(g, x) = g (Phi(x) + x phi(x));  dg += gelu_erf_backward(gg, x),
+ * dx += gg g phi(x) (2 - x^2) (as Phi' = phi and phi' = -x phi). One pass through vmath. */
+static void gelu_erf_bw_forward(const tg_kernel *k)
+{
+    tg__vm_binary(TG__VM_GELU_ERF_BACKWARD, THREADS(k), DT(k), NUM(k), IN(k, 0), IN(k, 1), OUT(k));
+}
+static void gelu_erf_bw_backward(const tg_backward_io *io)
+{
+    tg_tensor gg = io->grad_output, g = io->inputs[0], x = io->inputs[1];
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = tg__apply2(TG__OP_gelu_erf_backward, gg, x, NULL);
+    if (io->needs_grad[1]) {
+        tg_tensor x2 = tg_square(x);
+        tg_tensor pdf = tg_mul_scalar(tg_exp(tg_mul_scalar(x2, -0.5)), INV_SQRT_2PI);
+        tg_tensor curvature = tg_mul(pdf, tg_add_scalar(tg_neg(x2), 2.0));
+        io->grad_inputs[1] = tg_mul(tg_mul(gg, g), curvature);
+    }
+}
+static int example_gelu_erf_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    (void)attr;
+    return example_pair(tp, index, in, -3, 3, 0);
+}
+const tg_op_def tg__op_gelu_erf_backward = {.name = "gelu_erf_backward",
+                                            .ninputs = 2,
+                                            .check = check_fused,
+                                            .forward = gelu_erf_bw_forward,
+                                            .backward = gelu_erf_bw_backward,
+                                            .example = example_gelu_erf_bw};
 
 /* y = x > 20 ? x : log1p(exp(x)) = max(x, 0) + log1p(exp(-|x|));  dx += g * sigmoid(x)
  * (PyTorch's softplus with beta 1, threshold 20; the stable form never overflows exp.) One

@@ -175,6 +175,27 @@ static inline tg_status tg__check_images(tg_check *c, const char *const *names, 
     return TG_OK;
 }
 
+/* Broadcasts the shape in[0..n) into shape[0..*ndim) (NumPy rules: aligned at the last dim, a
+ * dim of 1 stretches, 0 wins over 1) and updates *ndim; false (shape unspecified) if they do not
+ * broadcast or n > TG_MAX_DIMS. Start from *ndim = 0 to broadcast several shapes together. */
+static inline bool tg__broadcast_into(int *ndim, int64_t *shape, int n, const int64_t *in)
+{
+    int nd = *ndim > n ? *ndim : n;
+    if (n < 0 || nd > TG_MAX_DIMS)
+        return false;
+    int shift = nd - *ndim;
+    for (int d = nd - 1; d >= 0; d--)
+        shape[d] = d >= shift ? shape[d - shift] : 1;
+    for (int d = 0; d < n; d++) {
+        int64_t s = in[d], *o = &shape[nd - n + d];
+        if (s != *o && s != 1 && *o != 1)
+            return false;
+        *o = s == 1 ? *o : s;
+    }
+    *ndim = nd;
+    return true;
+}
+
 /* A tensor's metadata (no data) as a view, through the public accessors. */
 static inline tg_view tg__meta(tg_tensor t)
 {

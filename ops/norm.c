@@ -1,6 +1,7 @@
-/* norm.c — layer normalisation over the trailing dims: layer_norm (fused forward, optional
- * weight and bias) and layer_norm_backward (the input gradient in one fused pass per row, with a
- * composite backward of its own, so layer_norm is differentiable to any order). */
+/* norm.c — normalisation over the trailing dims: layer_norm (fused forward, optional weight and
+ * bias) and layer_norm_backward (the input gradient in one fused pass per row, with a composite
+ * backward of its own, so layer_norm is differentiable to any order); rms_norm and
+ * rms_norm_backward over the last dim, built the same way. */
 #include "kernels.h"
 #include "ops.h"
 
@@ -345,3 +346,268 @@ const tg_op_def tg__op_layer_norm_backward = {.name = "layer_norm_backward",
                                               .forward = layer_norm_bw_forward,
                                               .backward = layer_norm_bw_backward,
                                               .example = example_layer_norm_bw};
+
+/* ---- rms_norm ---------------------------------------------------------------------------- */
+
+/* rms_norm: inputs x, then weight if has_weight. rms_norm_backward: inputs (g, x), then the
+ * weight if has_weight. */
+typedef struct rms_attr {
+    int has_weight;
+    double eps;
+} rms_attr;
+
+/* x (input `xi`) is float with at least one dim, eps is valid, and `want` inputs are given. */
+static tg_status rms_check_x(tg_check *c, int xi, int want)
+{
+    const rms_attr *at = c->attr;
+    if (c->ninputs != want)
+        return tg_check_fail(c, TG_INVALID, "takes %d inputs%s, got %d", want,
+                             at->has_weight ? " (with the weight)" : "", c->ninputs);
+    tg_status st = tg_check_float(c, xi);
+    if (st)
+        return st;
+    if (c->in[xi]->ndim < 1)
+        return tg_check_fail(c, TG_SHAPE, "needs at least one dim to normalise over");
+    if (!(at->eps >= 0) || !isfinite(at->eps))
+        return tg_check_fail(c, TG_INVALID, "eps must be finite and >= 0, not %g", at->eps);
+    return TG_OK;
+}
+
+/* Input i (the weight) has x's dtype and the shape [last dim of x]. */
+static tg_status rms_check_weight(tg_check *c, int i, const tg_view *x)
+{
+    const tg_view *w = c->in[i];
+    if (w->dtype != x->dtype)
+        return tg_check_fail(c, TG_DTYPE, "weight is %s, the input %s", tg_dtype_name(w->dtype),
+                             tg_dtype_name(x->dtype));
+    if (w->ndim != 1 || w->shape[0] != x->shape[x->ndim - 1])
+        return tg_check_fail(c, TG_SHAPE, "weight must have shape [%lld], the input's last dim",
+                             (long long)x->shape[x->ndim - 1]);
+    return TG_OK;
+}
+
+/* 1 / sqrt(mean(x^2) + eps) of a row of n > 0 elements, the squares summed in double (no shift
+ * is needed: the terms are all positive, so the sum does not cancel). */
+#define ROW_RMS(T, name)                                                                           \
+    static double name(const T *xr, int64_t n, double eps)                                         \
+    {                                                                                              \
+        double s[LANES] = {0};                                                                     \
+        int64_t j = 0;                                                                             \
+        for (; j + LANES <= n; j += LANES)                                                         \
+            for (int l = 0; l < LANES; l++)                                                        \
+                s[l] += (double)xr[j + l] * xr[j + l];                                             \
+        for (; j < n; j++)                                                                         \
+            s[0] += (double)xr[j] * xr[j];                                                         \
+        return 1.0 / sqrt(lanes_total(s) / (double)n + eps);                                       \
+    }
+ROW_RMS(float, row_rms_f32)
+ROW_RMS(double, row_rms_f64)
+
+/* y = x / sqrt(mean(x^2) + eps) * w over the last dim (PyTorch >= 2.4's
+ * torch.nn.functional.rms_norm with normalized_shape = [last dim]); with xn = rms_norm(x):
+ * dx += rms_norm_backward(g, x, w), dw += g * xn (the engine sums dw over the leading dims) */
+static tg_status rms_norm_check(tg_check *c)
+{
+    const rms_attr *at = c->attr;
+    tg_status st = rms_check_x(c, 0, 1 + (at->has_weight != 0));
+    if (!st && at->has_weight)
+        st = rms_check_weight(c, 1, c->in[0]);
+    if (st)
+        return st;
+    *c->out = *c->in[0];
+    return TG_OK;
+}
+#define RMS_NORM_LOOP(T, name, rms)                                                                \
+    static void name(const T *x, const T *w, T *y, int64_t rows, int64_t n, double eps)            \
+    {                                                                                              \
+        for (int64_t r = 0; r < rows && n > 0; r++) {                                              \
+            const T *xr = x + r * n;                                                               \
+            T *yr = y + r * n;                                                                     \
+            double scale = rms(xr, n, eps);                                                        \
+            for (int64_t j = 0; j < n; j++)                                                        \
+                yr[j] = (T)(xr[j] * scale);                                                        \
+            if (w) /* PyTorch's order: the normalised row, rounded, times the weight */            \
+                for (int64_t j = 0; j < n; j++)                                                    \
+                    yr[j] *= w[j];                                                                 \
+        }                                                                                          \
+    }
+RMS_NORM_LOOP(float, rms_norm_f32, row_rms_f32)
+RMS_NORM_LOOP(double, rms_norm_f64, row_rms_f64)
+static void rms_norm_forward(const tg_kernel *k)
+{
+    const rms_attr *at = k->attr;
+    const void *w = at->has_weight ? k->in[1]->data : NULL;
+    int64_t rows, n;
+    split_rows(k->in[0], 1, &rows, &n);
+    if (k->out->dtype == TG_F32)
+        rms_norm_f32(k->in[0]->data, w, k->out->data, rows, n, at->eps);
+    else
+        rms_norm_f64(k->in[0]->data, w, k->out->data, rows, n, at->eps);
+}
+static void rms_norm_backward(const tg_backward_io *io)
+{
+    const rms_attr *at = io->attr;
+    tg_tensor g = io->grad_output, x = io->inputs[0];
+    if (io->needs_grad[0]) {
+        tg_tensor in[3] = {g, x, at->has_weight ? io->inputs[1] : (tg_tensor){0}};
+        io->grad_inputs[0] = tg__apply(TG__OP_rms_norm_backward, 2 + at->has_weight, in, at);
+    }
+    if (at->has_weight && io->needs_grad[1]) {
+        rms_attr plain = {0, at->eps};
+        io->grad_inputs[1] = tg_mul(g, tg__apply1(TG__OP_rms_norm, x, &plain));
+    }
+}
+static int example_rms_norm(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    static const struct {
+        int nd, w;
+        int64_t shape[3];
+    } cases[] = {
+        {2, 1, {3, 4}},    /* the usual case */
+        {3, 0, {2, 3, 4}}, /* no weight */
+        {1, 1, {5}},       /* one row */
+        {2, 1, {3, 1}},    /* rows of one element */
+    };
+    if (index < 0 || index >= (int)(sizeof cases / sizeof cases[0]))
+        return 0;
+    rms_attr *at = attr;
+    at->has_weight = cases[index].w;
+    at->eps = 1e-5;
+    int nd = cases[index].nd;
+    const int64_t *shape = cases[index].shape;
+    in[0] = tg__example(tp, nd, shape, -2, 2, 0.2, 231 + (uint64_t)index);
+    if (at->has_weight)
+        in[1] = tg__example(tp, 1, shape + nd - 1, 0.5, 1.5, 0, 235);
+    return 1 + at->has_weight;
+}
+const tg_op_def tg__op_rms_norm = {.name = "rms_norm",
+                                   .ninputs = TG_VARIADIC,
+                                   .attr_size = sizeof(rms_attr),
+                                   .check = rms_norm_check,
+                                   .forward = rms_norm_forward,
+                                   .backward = rms_norm_backward,
+                                   .example = example_rms_norm};
+
+tg_tensor tg_rms_norm(tg_tensor x, tg_tensor weight, double eps)
+{
+    rms_attr at = {0, eps};
+    if (!tg_tensor_tape(weight)) /* a zero-initialised handle (no tape) means none */
+        return tg__apply1(TG__OP_rms_norm, x, &at);
+    at.has_weight = 1;
+    return tg__apply2(TG__OP_rms_norm, x, weight, &at);
+}
+
+/* ---- rms_norm_backward ------------------------------------------------------------------- */
+
+/* z = J (w g) with J = d rms_norm(x) / dx = r I - (r^3 / n) x x^T (symmetric), per row of n,
+ * r = 1 / sqrt(mean(x^2) + eps):  z = r w g - (r^3 / n) x p,  p = sum(x w g);
+ * with h = w g, q = sum(x gg), c = sum(gg h) (row sums) and jgg = J gg:
+ *   dg += w jgg,  dw += g jgg,
+ *   dx += -(r^3 / n) (x c + p gg + q h) + (3 r^5 / n^2) p q x */
+static tg_status rms_norm_bw_check(tg_check *c)
+{
+    const rms_attr *at = c->attr;
+    tg_status st = tg_check_float(c, 0);
+    if (!st)
+        st = rms_check_x(c, 1, 2 + (at->has_weight != 0));
+    if (st)
+        return st;
+    const tg_view *g = c->in[0], *x = c->in[1];
+    if (g->dtype != x->dtype)
+        return tg_check_fail(c, TG_DTYPE, "gradient and input have different dtypes");
+    bool same = g->ndim == x->ndim;
+    for (int d = 0; same && d < g->ndim; d++)
+        same = g->shape[d] == x->shape[d];
+    if (!same)
+        return tg_check_fail(c, TG_SHAPE, "gradient and input must have the same shape");
+    if (at->has_weight && (st = rms_check_weight(c, 2, x)))
+        return st;
+    *c->out = *x;
+    return TG_OK;
+}
+/* Two passes over a row in cache: the sums (r and p), then z. */
+#define RMS_NORM_BW_LOOP(T, name, rms)                                                             \
+    static void name(const T *g, const T *x, const T *w, T *z, int64_t rows, int64_t n,            \
+                     double eps)                                                                   \
+    {                                                                                              \
+        for (int64_t r = 0; r < rows && n > 0; r++) {                                              \
+            const T *gr = g + r * n, *xr = x + r * n;                                              \
+            T *zr = z + r * n;                                                                     \
+            double scale = rms(xr, n, eps), p[LANES] = {0};                                        \
+            int64_t j = 0;                                                                         \
+            for (; j + LANES <= n; j += LANES)                                                     \
+                for (int l = 0; l < LANES; l++)                                                    \
+                    p[l] += (double)xr[j + l] * gr[j + l] * (w ? w[j + l] : 1);                    \
+            for (; j < n; j++)                                                                     \
+                p[0] += (double)xr[j] * gr[j] * (w ? w[j] : 1);                                    \
+            double cube = scale * scale * scale * lanes_total(p) / (double)n;                      \
+            for (j = 0; j < n; j++)                                                                \
+                zr[j] = (T)(scale * gr[j] * (w ? w[j] : 1) - cube * xr[j]);                        \
+        }                                                                                          \
+    }
+RMS_NORM_BW_LOOP(float, rms_norm_bw_f32, row_rms_f32)
+RMS_NORM_BW_LOOP(double, rms_norm_bw_f64, row_rms_f64)
+static void rms_norm_bw_forward(const tg_kernel *k)
+{
+    const rms_attr *at = k->attr;
+    const void *w = at->has_weight ? k->in[2]->data : NULL;
+    int64_t rows, n;
+    split_rows(k->in[1], 1, &rows, &n);
+    if (k->out->dtype == TG_F32)
+        rms_norm_bw_f32(k->in[0]->data, k->in[1]->data, w, k->out->data, rows, n, at->eps);
+    else
+        rms_norm_bw_f64(k->in[0]->data, k->in[1]->data, w, k->out->data, rows, n, at->eps);
+}
+static void rms_norm_bw_backward(const tg_backward_io *io)
+{
+    const rms_attr *at = io->attr;
+    tg_tensor gg = io->grad_output, g = io->inputs[0], x = io->inputs[1];
+    tg_tensor w = at->has_weight ? io->inputs[2] : (tg_tensor){0};
+    rms_attr plain = {0, at->eps};
+    tg_tensor jgg = tg__apply2(TG__OP_rms_norm_backward, gg, x, &plain);
+    if (io->needs_grad[0])
+        io->grad_inputs[0] = at->has_weight ? tg_mul(jgg, w) : jgg;
+    if (at->has_weight && io->needs_grad[2])
+        io->grad_inputs[2] = tg_mul(g, jgg);
+    if (!io->needs_grad[1])
+        return;
+    int last = tg_ndim(x) - 1;
+    double n = (double)tg_dim(x, last);
+    tg_tensor h = at->has_weight ? tg_mul(g, w) : g;
+    /* The row factors in keepdim form, written with differentiable ops. */
+    tg_tensor ms = tg_add_scalar(tg_mean(tg_square(x), 1, &last, true), at->eps);
+    tg_tensor r3 = tg_pow(ms, -1.5), r5 = tg_pow(ms, -2.5);
+    tg_tensor p = tg_sum(tg_mul(x, h), 1, &last, true);
+    tg_tensor q = tg_sum(tg_mul(x, gg), 1, &last, true);
+    tg_tensor c = tg_sum(tg_mul(gg, h), 1, &last, true);
+    tg_tensor terms = tg_add(tg_add(tg_mul(x, c), tg_mul(gg, p)), tg_mul(h, q));
+    tg_tensor first = tg_mul(tg_mul_scalar(r3, -1.0 / n), terms);
+    tg_tensor second = tg_mul(tg_mul_scalar(tg_mul(r5, tg_mul(p, q)), 3.0 / (n * n)), x);
+    io->grad_inputs[1] = tg_add(first, second);
+}
+static int example_rms_norm_bw(tg_tape *tp, int index, tg_tensor *in, void *attr)
+{
+    static const struct {
+        int nd, w;
+        int64_t shape[3];
+    } cases[] = {{2, 0, {3, 4}}, {3, 1, {2, 3, 4}}, {1, 1, {5}}};
+    if (index < 0 || index >= (int)(sizeof cases / sizeof cases[0]))
+        return 0;
+    rms_attr *at = attr;
+    at->has_weight = cases[index].w;
+    at->eps = 1e-5;
+    int nd = cases[index].nd;
+    const int64_t *shape = cases[index].shape;
+    in[0] = tg__example(tp, nd, shape, -1, 1, 0, 241 + (uint64_t)index);
+    in[1] = tg__example(tp, nd, shape, -2, 2, 0, 244 + (uint64_t)index);
+    if (at->has_weight)
+        in[2] = tg__example(tp, 1, shape + nd - 1, 0.5, 1.5, 0, 247);
+    return 2 + at->has_weight;
+}
+const tg_op_def tg__op_rms_norm_backward = {.name = "rms_norm_backward",
+                                            .ninputs = TG_VARIADIC,
+                                            .attr_size = sizeof(rms_attr),
+                                            .check = rms_norm_bw_check,
+                                            .forward = rms_norm_bw_forward,
+                                            .backward = rms_norm_bw_backward,
+                                            .example = example_rms_norm_bw};

@@ -114,7 +114,13 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
             tg__fail(tp, TG_NOMEM, "%s: out of memory for %d operands", op->name, n);
             return tg__error_handle(tp);
         }
-        d->forward(&k);
+        /* An empty output has nothing to compute; its kernel is not called (a loop over a
+         * huge batch of empty matrices would otherwise run for hours). Scratch starts zeroed
+         * so a backward rule reading it sees defined values. */
+        if (numel > 0)
+            d->forward(&k);
+        else if (c.saved_bytes)
+            memset(node->saved, 0, c.saved_bytes);
     }
     node->kind = TG__OPNODE;
     node->op = op;

@@ -173,7 +173,7 @@ static tg_status kernel_target(struct tg__bw *bw, tg__node *n, uint32_t j, uint3
         *target = &tg__node_at(tp, s & ~OWNED)->v;
         return TG_OK;
     }
-    tg__node *buf;
+    tg__node *buf = NULL;
     tg_status st = kernel_buffer(bw, n, j, g, requires_grad, &buf, buf_id);
     *target = st ? NULL : &buf->v;
     return st;
@@ -216,7 +216,8 @@ static tg_status kernel(struct tg__bw *bw, tg__node *n, uint32_t g, const bool *
             return st;
     }
     tg_kernel kn = {(int)k, views, &n->v, n->attr, n->saved, tp->ctx->threads, loop_scratch};
-    n->op->def.backward_kernel(&kn, &tg__node_at(tp, g)->v, targets);
+    if (n->v.numel > 0) /* an empty output contributes nothing (its kernel is never called) */
+        n->op->def.backward_kernel(&kn, &tg__node_at(tp, g)->v, targets);
     for (uint32_t j = 0; j < k; j++) {
         tg_status st =
             bufs[j] ? accumulate(bw, n->inputs[j], tg__handle(tp, bufs[j]), true, n) : TG_OK;

@@ -100,10 +100,12 @@ struct tg_param {
     tg_ctx *ctx;
     char *name;
     size_t name_size;
-    tg_view value; /* data owned here */
-    void *grad;
-    size_t bytes;
+    tg_view value;   /* data owned here */
+    void *grad;      /* NULL for a buffer */
+    size_t bytes;    /* of the value (and of the gradient) */
+    size_t capacity; /* bytes allocated for the value (>= 1; a buffer's may exceed `bytes`) */
     uint64_t version;
+    bool buffer; /* a buffer: no gradient; read by copy, written by tg_buffer_store */
 };
 
 #include "../ops/builtins.h"

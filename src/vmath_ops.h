@@ -42,6 +42,10 @@
     X(gelu,             GELU,             UNARY,  3, FN(gelu_v)(a))                                \
     /* a > 20 ? a : log1p(exp(a)), computed stably */                                              \
     X(softplus,         SOFTPLUS,         UNARY,  6, FN(softplus_v)(a))                            \
+    /* a sigmoid(a) = a / (1 + exp(-a)), PyTorch's form (NaN at -inf, as PyTorch) */               \
+    X(silu,             SILU,             UNARY,  3, DIV(a, ADD(ONE, FAST_EXP(SUB(ZERO, a)))))     \
+    /* exact gelu, a Phi(a) = a 0.5 (1 + erf(a / sqrt 2)), PyTorch's order */                      \
+    X(gelu_erf,         GELU_ERF,         UNARY,  6, FN(gelu_erf_v)(a))                            \
     X(add,              ADD,              BINARY, 1, ADD(a, b))                                    \
     X(sub,              SUB,              BINARY, 1, SUB(a, b))                                    \
     X(mul,              MUL,              BINARY, 1, MUL(a, b))                                    \
@@ -58,6 +62,10 @@
     X(relu_backward,    RELU_BACKWARD,    BINARY, 1, SEL(CMPGT(b, ZERO), ZERO, a))                 \
     /* a = g, b = x: g gelu'(x) */                                                                 \
     X(gelu_backward,    GELU_BACKWARD,    BINARY, 3, FN(gelu_backward_v)(a, b))                    \
+    /* a = g, b = x: g silu'(x) = g s (1 + x (1 - s)), s = sigmoid(x) */                           \
+    X(silu_backward,    SILU_BACKWARD,    BINARY, 3, FN(silu_backward_v)(a, b))                    \
+    /* a = g, b = x: g gelu_erf'(x) = g (Phi(x) + x phi(x)) */                                     \
+    X(gelu_erf_backward, GELU_ERF_BACKWARD, BINARY, 6, FN(gelu_erf_backward_v)(a, b))              \
     X(add_scalar,       ADD_SCALAR,       SCALAR, 1, ADD(a, C0))                                   \
     X(mul_scalar,       MUL_SCALAR,       SCALAR, 1, MUL(a, C0))                                   \
     /* (a - c0) - c1, rounded after each step (log_softmax) */                                     \

@@ -162,6 +162,89 @@ static void round_trip_parameters(void **state)
     model_free(&a);
 }
 
+/* A model of a Linear layer and a module holding PyTorch-style buffers (f32 running statistics,
+ * an i64 count, and a state stored from a tape with a shape of its own). */
+static tg_module *stateful_model(tg_ctx *ctx, tg_tape *tp, uint64_t seed)
+{
+    tg_module *parts[2], *model;
+    assert_status(tg_linear_new(ctx, "", 3, 2, &(tg_linear_options){.seed = seed}, &parts[0]),
+                  TG_OK);
+    assert_status(tg_module_list_new(ctx, "", 0, NULL, &parts[1]), TG_OK); /* a plain holder */
+    tg_param *mean, *count, *hidden;
+    assert_status(tg_module_add_buffer(parts[1], "running_mean", TG_F32, 1, (int64_t[]){2}, &mean),
+                  TG_OK);
+    assert_status(tg_module_add_buffer(parts[1], "count", TG_I64, 0, NULL, &count), TG_OK);
+    assert_status(tg_module_add_buffer(parts[1], "hidden", TG_F64, 2, (int64_t[]){1, 1}, &hidden),
+                  TG_OK);
+    assert_status(tg_param_uniform(mean, -1, 1, seed), TG_OK);
+    assert_status(tg_param_fill(count, (double)seed), TG_OK);
+    tg_tape_reset(tp);
+    tg_tensor h = tg_uniform(tp, TG_F64, 2, (int64_t[]){2, 3}, -1, 1, seed); /* grows to [2,3] */
+    assert_status(tg_buffer_store(hidden, h), TG_OK);
+    assert_status(
+        tg_module_dict_new(ctx, "model", 2, (const char *[]){"fc", "stats"}, parts, &model), TG_OK);
+    return model;
+}
+
+/* One call saves and loads a whole model: its parameters and its buffers (f32, i64, one resized
+ * by tg_buffer_store), all checked like parameters (a buffer of another shape is refused). */
+static void round_trip_module_state(void **state)
+{
+    fixture *f = *state;
+    tg_module *a = stateful_model(f->ctx, f->tp, 1);
+    assert_int_equal(tg_module_param_count(a), 2);
+    assert_int_equal(tg_module_buffer_count(a), 3);
+    assert_int_equal(tg_module_state_count(a), 5);
+    assert_string_equal(tg_param_name(tg_module_state(a)[0]), "model.fc.weight");
+    assert_string_equal(tg_param_name(tg_module_state(a)[4]), "model.stats.hidden");
+    assert_status(
+        tg_checkpoint_save(f->ctx, file_path, tg_module_state_count(a), tg_module_state(a), NULL),
+        TG_OK);
+    size_t len;
+    unsigned char *file = read_all(file_path, &len);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)file[i] << (8 * i);
+    json_t *h = json_loadb((const char *)file + 8, hlen, 0, NULL);
+    assert_non_null(h);
+    json_t *count = json_object_get(h, "model.stats.count");
+    assert_string_equal(json_string_value(json_object_get(count, "dtype")), "I64");
+    assert_int_equal(json_array_size(json_object_get(count, "shape")), 0);
+    json_t *hidden = json_object_get(json_object_get(h, "model.stats.hidden"), "shape");
+    assert_int_equal(json_integer_value(json_array_get(hidden, 1)), 3);
+    json_decref(h);
+    free(file);
+
+    tg_ctx *ctx2;
+    tg_tape *tp2;
+    assert_status(tg_ctx_new(&ctx2, NULL), TG_OK);
+    assert_status(tg_tape_new(ctx2, &tp2), TG_OK);
+    tg_module *b = stateful_model(ctx2, tp2, 2);
+    assert_status(
+        tg_checkpoint_load(ctx2, file_path, tg_module_state_count(b), tg_module_state(b), NULL),
+        TG_OK);
+    for (size_t i = 0; i < tg_module_state_count(a); i++) {
+        tg_param *pa = tg_module_state(a)[i], *pb = tg_module_state(b)[i];
+        assert_string_equal(tg_param_name(pa), tg_param_name(pb));
+        assert_memory_equal(tg_param_data(pa), tg_param_data(pb),
+                            (size_t)tg_param_numel(pa) * tg_dtype_size(tg_param_dtype(pa)));
+    }
+    assert_int_equal(*(const int64_t *)tg_param_data(tg_module_find_param(b, "stats.count")), 1);
+    /* A buffer of another shape is refused, as a parameter is, and nothing changes. */
+    tg_param *hb = tg_module_find_param(b, "stats.hidden");
+    tg_tape_reset(tp2);
+    assert_status(tg_buffer_store(hb, tg_zeros(tp2, TG_F64, 1, (int64_t[]){6})), TG_OK);
+    assert_status(
+        tg_checkpoint_load(ctx2, file_path, tg_module_state_count(b), tg_module_state(b), NULL),
+        TG_SHAPE);
+    assert_contains(tg_ctx_error(ctx2), "model.stats.hidden");
+    assert_int_equal(tg_param_ndim(hb), 1);
+    tg_module_free(b);
+    tg_tape_free(tp2);
+    tg_ctx_free(ctx2);
+    tg_module_free(a);
+}
+
 /* One Adam step on gradients g = p * k + 0.1 (so steps differ). */
 static void optim_steps(tg_tape *tp, tg_optim *opt, int steps)
 {
@@ -921,19 +1004,13 @@ static int dir_fixture_setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        DIR_TEST(round_trip_parameters),
-        DIR_TEST(round_trip_optimiser),
-        DIR_TEST(header_text_is_exact),
-        DIR_TEST(optimiser_state_names),
-        DIR_TEST(save_rejects_bad_names),
-        DIR_TEST(save_removes_stale_temp_files),
-        DIR_TEST(save_is_atomic),
-        DIR_TEST(load_rejects_truncated_files),
-        DIR_TEST(load_rejects_malformed_files),
-        DIR_TEST(load_ignores_extra_tensors),
-        DIR_TEST(load_rejects_other_models),
-        DIR_TEST(load_allocation_failures),
-        DIR_TEST(concurrent_loads),
+        DIR_TEST(round_trip_parameters),         DIR_TEST(round_trip_optimiser),
+        DIR_TEST(round_trip_module_state),       DIR_TEST(header_text_is_exact),
+        DIR_TEST(optimiser_state_names),         DIR_TEST(save_rejects_bad_names),
+        DIR_TEST(save_removes_stale_temp_files), DIR_TEST(save_is_atomic),
+        DIR_TEST(load_rejects_truncated_files),  DIR_TEST(load_rejects_malformed_files),
+        DIR_TEST(load_ignores_extra_tensors),    DIR_TEST(load_rejects_other_models),
+        DIR_TEST(load_allocation_failures),      DIR_TEST(concurrent_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

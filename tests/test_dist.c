@@ -246,7 +246,7 @@ static void handle_and_communicators(void **state)
     MPI_Errhandler_free(&eh);
     /* A buffer (state without a gradient), larger than any bucket: staged whole, then written. */
     tg_param *buffer;
-    assert_status(tg_param_new(r.ctx, "running", TG_F64, 1, (int64_t[]){100000}, &buffer), TG_OK);
+    assert_status(tg_buffer_new(r.ctx, "running", TG_F64, 1, (int64_t[]){100000}, &buffer), TG_OK);
     tg_param_fill(buffer, rank + 0.5);
     assert_status(tg_dist_broadcast(r.dist, 1, &buffer), TG_OK);
     assert_true(params_identical(1, &buffer));
@@ -255,6 +255,25 @@ static void handle_and_communicators(void **state)
     tg_param_fill(buffer, rank);
     assert_status(tg_dist_broadcast(r.dist, 1, rank ? &buffer : &r.m.p[0]), TG_SHAPE);
     assert_close(((const double *)tg_param_data(buffer))[0], rank, 0);
+    /* Buffers in tg_dist_new's list (an i64 one too): broadcast at the start, no bucket. */
+    tg_param *whole[8], *counts;
+    memcpy(whole, r.m.p, sizeof r.m.p);
+    assert_status(tg_buffer_new(r.ctx, "counts", TG_I64, 1, (int64_t[]){3}, &counts), TG_OK);
+    tg_param_fill(counts, 7 + rank);
+    whole[6] = buffer;
+    whole[7] = counts;
+    tg_dist *with_state;
+    assert_status(tg_dist_new(r.ctx, 8, whole, &(tg_dist_options){.bucket_bytes = 64}, &with_state),
+                  TG_OK);
+    assert_true(params_identical(8, whole));
+    assert_int_equal(((const int64_t *)tg_param_data(counts))[2], 7);
+    assert_int_equal(tg_dist_get_stats(with_state).buckets, 5);
+    tg_tape_reset(r.tp);
+    tg_tensor x = tg_uniform(r.tp, TG_F32, 2, (int64_t[]){4, 6}, 0, 1, 1);
+    tg_tensor y = tg_tensor_from(r.tp, TG_I64, 1, (int64_t[]){4}, (int64_t[]){0, 1, 2, 0});
+    assert_status(tg_dist_backward(with_state, mlp_loss(r.tp, &r.m, x, y)), TG_OK);
+    assert_true(params_identical(8, whole));
+    tg_dist_free(with_state);
     tg_dist_stats zero = tg_dist_get_stats(NULL);
     assert_int_equal(zero.buckets, 0);
     assert_int_equal(zero.steps, 0);

@@ -166,8 +166,10 @@ static void every_function_on_errored_tape(void **state)
     tg_tensor m = tg_reshape(good, 2, s2);
     tg_tensor idx = tg_tensor_from(tp, TG_I64, 1, (int64_t[]){1}, (int64_t[]){0});
     tg_scalar sv = tg_s_var(tp, 1.0);
-    tg_param *p;
+    tg_param *p, *running_mean, *running_var;
     tg_param_new(f->ctx, "p", TG_F64, 1, (int64_t[]){4}, &p);
+    tg_param_new(f->ctx, "running_mean", TG_F64, 1, (int64_t[]){2}, &running_mean);
+    tg_param_new(f->ctx, "running_var", TG_F64, 1, (int64_t[]){2}, &running_var);
     const tg_op *add = tg_op_find(f->ctx, "add");
     tg_tensor none = {0};
     tg_tensor img = tg_ones(tp, TG_F64, 4, (int64_t[]){1, 1, 2, 2});
@@ -181,6 +183,15 @@ static void every_function_on_errored_tape(void **state)
     tg_dataset_new(f->ctx, 2, 1, (int64_t[]){2}, (float[]){1, 2, 3, 4}, (int64_t[]){0, 1}, &data);
     tg_batches *batches;
     tg_batches_new(data, 1, false, 0, false, &batches);
+    tg_text *text = NULL;
+    assert_status(
+        tg_text_load(f->ctx, 1, (const char *[]){TG_SOURCE_DIR "/README.md"}, NULL, &text), TG_OK);
+    tg_module *gru, *cell;
+    tg_rnn_new(f->ctx, "gru", TG_RNN_GRU, 2, 2, &(tg_rnn_options){.dtype = TG_F64}, &gru);
+    tg_rnn_cell_new(f->ctx, "cell", TG_RNN_GRU, 2, 2, &(tg_rnn_options){.dtype = TG_F64}, &cell);
+    tg_tensor seq = tg_reshape(good, 3, (int64_t[]){1, 2, 2});
+    tg_param *buffer;
+    tg_buffer_new(f->ctx, "buffer", TG_F64, 1, (int64_t[]){2}, &buffer);
     assert_tape_ok(tp);
 
     /* The first error. */
@@ -225,6 +236,8 @@ static void every_function_on_errored_tape(void **state)
         tg_relu(good),
         tg_leaky_relu(good, 0.1),
         tg_gelu(good),
+        tg_silu(good),
+        tg_gelu_erf(good),
         tg_softplus(good),
         tg_clamp(good, 0, 1),
         tg_gt(good, good),
@@ -251,9 +264,20 @@ static void every_function_on_errored_tape(void **state)
         tg_stack(2, pair, 0),
         tg_index_select(good, 0, idx),
         tg_gather(good, 0, idx),
+        tg_cumsum(m, 1),
+        tg_cast(good, TG_F32),
+        tg_cast(good, TG_F64), /* the identity passes the error on too */
         tg_softmax(m, 1),
         tg_log_softmax(m, 1),
         tg_logsumexp(m, 1, false),
+        tg_argmax(m, 0, false),
+        tg_argmin(m, 1, true),
+        tg_multinomial(m, 2, 1.0, 0, 1),
+        tg_scaled_dot_product_attention(m, m, m, none, true, 0),
+        tg_scaled_dot_product_attention(m, m, m, m, false, 0.5),
+        tg_tril(m, 0),
+        tg_triu(m, 1),
+        tg_masked_fill(m, m, -INFINITY),
         tg_op_apply(add, 2, pair, NULL),
         tg_tensor_grad(good),
         tg_error(tp),
@@ -262,6 +286,8 @@ static void every_function_on_errored_tape(void **state)
         tg_max_pool2d(img, &pool),
         tg_avg_pool2d(img, &pool),
         tg_layer_norm(m, 1, none, none, 1e-5),
+        tg_batch_norm(m, running_mean, running_var, none, none, true, 0.1, 1e-5),
+        tg_rms_norm(m, none, 1e-5),
         tg_embedding(m, idx),
         tg_dropout(good, 0.5, true, 1),
         tg_dropout(good, 0, true, 1), /* the identity modes pass the error on too */
@@ -273,6 +299,7 @@ static void every_function_on_errored_tape(void **state)
         tg_l1_penalty(1, &good),
         tg_l2_penalty(1, &good),
         tg_forward(lin, m),
+        tg_rnn_scan(TG_RNN_TANH, seq, m, none, m, none),
     };
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
         if (tg_ok(results[i]))
@@ -311,10 +338,31 @@ static void every_function_on_errored_tape(void **state)
     uint64_t version = tg_param_version(tg_module_params(lin)[0]);
     assert_status(tg_optim_step(opt, tp), TG_SHAPE);
     assert_int_equal(tg_param_version(tg_module_params(lin)[0]), version); /* nothing written */
+    assert_int_equal(tg_param_version(running_mean), 0);
+    assert_int_equal(tg_param_version(running_var), 0);
     tg_tensor ng[2] = {good, good}, gstate[2] = {none, none}, newp[2];
     assert_int_not_equal(tg_optim_step_graph(opt, none, 1, ng, ng, gstate, newp), TG_OK);
     tg_tensor bx, by;
     assert_false(tg_batches_next(batches, tp, &bx, &by));
+    bx = by = good;
+    assert_status(tg_text_batch(text, tp, false, 2, 4, 1, 0, &bx, &by), TG_SHAPE);
+    assert_false(tg_ok(bx));
+    assert_false(tg_ok(by));
+    /* Ops that return a status. */
+    tg_tensor topv = good, topi = good;
+    assert_status(tg_topk(m, 1, 0, true, &topv, &topi), TG_SHAPE);
+    assert_false(tg_ok(topv));
+    assert_false(tg_ok(topi));
+    tg_tensor rnn_out[3] = {good, good, good};
+    assert_status(tg_rnn_run(gru, seq, none, none, &rnn_out[0], &rnn_out[1], NULL), TG_SHAPE);
+    assert_status(tg_rnn_cell_step(cell, m, none, none, &rnn_out[2], NULL), TG_SHAPE);
+    for (int i = 0; i < 3; i++)
+        assert_false(tg_ok(rnn_out[i]));
+    /* A buffer is not written from a failed step's tape. */
+    assert_status(tg_buffer_store(buffer, good), TG_SHAPE);
+    assert_int_equal(tg_param_numel(buffer), 2);
+    assert_contains(tg_ctx_error(f->ctx),
+                    "tg_buffer_store(buffer): the value's tape holds an error");
     /* Reads still work on handles made before the error. */
     assert_true(tg_ok(good));
     assert_close(tg_s_value(sv), 1.0, 0);
@@ -350,8 +398,12 @@ static void every_function_on_errored_tape(void **state)
     assert_status(tg_tape_status(tp), TG_OK);
     tg_batches_free(batches);
     tg_dataset_free(data);
+    tg_text_free(text);
     tg_optim_free(opt);
     tg_module_free(lin);
+    tg_module_free(gru);
+    tg_module_free(cell);
+    tg_param_free(buffer);
 }
 
 /* Every function the header declares that takes a tape, tensor or scalar must be called in
@@ -501,6 +553,17 @@ static void zero_size_tensors_through_kernels(void **state)
         assert_status(tg_backward(tg_sum_all(y)), TG_OK);
         assert_close(tg_item(tg_sum_all(y)), c == 0 ? 2 * 3 * 2 * 2 : 0, 0);
     }
+    /* A batch of 2^40 empty products: no kernel runs for an empty output (the matmul kernel
+     * used to call the GEMM once per batch entry, for hours; found by the op-graph fuzzer). */
+    tg_tape_reset(f->tp);
+    tg_tensor a = tg_requires_grad(tg_zeros(f->tp, TG_F32, 3, (int64_t[]){(int64_t)1 << 40, 0, 3}));
+    tg_tensor b = tg_requires_grad(tg_ones(f->tp, TG_F32, 2, (int64_t[]){3, 0}));
+    tg_tensor y = tg_matmul(a, b);
+    assert_tape_ok(f->tp);
+    assert_int_equal(tg_numel(y), 0);
+    assert_int_equal(tg_dim(y, 0), (int64_t)1 << 40);
+    assert_status(tg_backward(tg_sum_all(y)), TG_OK);
+    assert_int_equal(tg_numel(tg_tensor_grad(b)), 0);
 }
 
 static void sweep_covers_the_header(void **state)

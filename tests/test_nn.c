@@ -1,4 +1,5 @@
-/* test_nn.c — modules (layers, Sequential, custom), initialisers, train/eval mode, bad input, and a
+/* test_nn.c — modules (layers, Sequential, custom, module trees: lists, dicts, hierarchical names,
+ * lookup, buffers), initialisers, train/eval mode, bad input, and a
  * short real training run on Fashion-MNIST (loss falls, accuracy over 70% within a fraction of an
  * epoch). */
 #include "common.h"
@@ -268,6 +269,285 @@ static void layer_options_checked_at_construction(void **state)
     tg_module_free(m);
 }
 
+/* ---- module trees ----------------------------------------------------------------------- */
+
+static tg_tensor passthrough(void *user, tg_module *m, tg_tensor x)
+{
+    (void)user, (void)m;
+    return x;
+}
+
+/* An attention-like block: a module "attn" owning in_proj_weight [6, 2] and in_proj_bias [6],
+ * with the children "out_proj" (Linear 2 -> 2) and "drop" (Dropout), as PyTorch names them,
+ * appended to `list`. (Built one at a time into the list: two such blocks standing alone at once
+ * would both name a parameter "attn.out_proj.weight", which the second adoption refuses.) */
+static void add_block(tg_ctx *ctx, tg_module *list)
+{
+    tg_module *attn, *out_proj, *drop, *blk;
+    assert_status(tg_module_custom_new(ctx, "attn", passthrough, NULL, &attn), TG_OK);
+    assert_status(tg_module_add_param(attn, "in_proj_weight", TG_F32, 2, (int64_t[]){6, 2}, NULL),
+                  TG_OK);
+    assert_status(tg_module_add_param(attn, "in_proj_bias", TG_F32, 1, (int64_t[]){6}, NULL),
+                  TG_OK);
+    assert_status(tg_linear_new(ctx, "anything", 2, 2, NULL, &out_proj), TG_OK);
+    assert_status(tg_module_add_child(attn, "out_proj", out_proj), TG_OK);
+    assert_status(tg_dropout_new(ctx, 0.5, 1, &drop), TG_OK);
+    assert_status(tg_module_add_child(attn, "drop", drop), TG_OK);
+    assert_status(tg_module_custom_new(ctx, "", passthrough, NULL, &blk), TG_OK);
+    assert_status(tg_module_add_child(blk, "attn", attn), TG_OK);
+    assert_string_equal(tg_param_name(tg_module_params(blk)[2]), "attn.out_proj.weight");
+    assert_status(tg_module_add_child(list, NULL, blk), TG_OK);
+}
+
+/* Containers build PyTorch's state_dict names at any depth, lookups follow dotted paths, lists
+ * stay right when a module deep inside gains or loses a child, and training mode reaches every
+ * descendant. */
+static void hierarchical_names_and_lookup(void **state)
+{
+    fixture *f = *state;
+    tg_module *list, *head, *model;
+    assert_status(tg_module_list_new(f->ctx, "blocks", 0, NULL, &list), TG_OK);
+    for (int i = 0; i < 3; i++)
+        add_block(f->ctx, list);
+    assert_string_equal(tg_param_name(tg_module_params(list)[10]), "blocks.2.attn.out_proj.weight");
+    assert_status(tg_linear_new(f->ctx, "head", 2, 1, NULL, &head), TG_OK);
+    assert_status(tg_module_dict_new(f->ctx, "", 2, (const char *[]){"blocks", "head"},
+                                     (tg_module *[]){list, head}, &model),
+                  TG_OK);
+    /* PyTorch's parameters() order: each module's own, then its children's, depth first. */
+    const char *names[] = {"blocks.0.attn.in_proj_weight", "blocks.0.attn.in_proj_bias",
+                           "blocks.0.attn.out_proj.weight", "blocks.0.attn.out_proj.bias",
+                           "blocks.1.attn.in_proj_weight"};
+    assert_int_equal(tg_module_param_count(model), 14);
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(tg_param_name(tg_module_params(model)[i]), names[i]);
+    assert_string_equal(tg_param_name(tg_module_params(model)[13]), "head.bias");
+    /* Lookup. */
+    tg_module *attn = tg_module_find(model, "blocks.2.attn");
+    assert_non_null(attn);
+    assert_string_equal(tg_module_name(attn), "blocks.2.attn");
+    assert_string_equal(tg_module_key(attn), "attn");
+    assert_string_equal(tg_module_key(tg_module_child(model, 0)), "blocks");
+    assert_int_equal(tg_module_child_count(model), 2);
+    assert_null(tg_module_child(model, 2));
+    assert_ptr_equal(tg_module_find(model, ""), model);
+    assert_ptr_equal(tg_module_find(tg_module_find(model, "blocks"), "2.attn"), attn);
+    tg_param *w = tg_param_find(f->ctx, "blocks.2.attn.in_proj_weight");
+    assert_non_null(w);
+    assert_ptr_equal(tg_module_find_param(model, "blocks.2.attn.in_proj_weight"), w);
+    assert_ptr_equal(tg_module_find_param(attn, "in_proj_weight"), w);
+    assert_ptr_equal(tg_module_find_param(attn, "out_proj.bias"),
+                     tg_param_find(f->ctx, "blocks.2.attn.out_proj.bias"));
+    const char *missing[] = {"blocks.3.attn", "blocks..2", "blocks.2.", ".blocks", "head.weight"};
+    for (int i = 0; i < 5; i++)
+        assert_null(tg_module_find(model, missing[i]));
+    assert_null(tg_module_find_param(model, "blocks.2.attn.nothing"));
+    assert_null(tg_module_find_param(model, ".in_proj_weight"));
+    assert_null(tg_module_find_param(attn, "out_proj"));
+    /* Training mode reaches the dropout three levels down. */
+    tg_module *drop = tg_module_find(model, "blocks.1.attn.drop");
+    assert_true(tg_module_training(drop));
+    tg_module_set_training(model, false);
+    assert_false(tg_module_training(drop));
+    /* A list or dict holds modules; it does not run them. */
+    assert_false(tg_ok(tg_forward(list, tg_ones(f->tp, TG_F32, 1, (int64_t[]){2}))));
+    assert_contains(tg_tape_error(f->tp), "tg_forward(blocks): a ModuleList has no forward");
+    /* A child added deep inside shows in every ancestor's lists, in tree order; freeing it
+     * takes it out again. */
+    tg_module *extra;
+    assert_status(tg_linear_new(f->ctx, "x", 2, 3, NULL, &extra), TG_OK);
+    tg_module *attn1 = tg_module_find(model, "blocks.1.attn");
+    assert_status(tg_module_add_child(attn1, NULL, extra), TG_OK);
+    assert_string_equal(tg_module_name(extra), "blocks.1.attn.2");
+    assert_int_equal(tg_module_param_count(model), 16);
+    assert_string_equal(tg_param_name(tg_module_params(model)[8]), "blocks.1.attn.2.weight");
+    assert_string_equal(tg_param_name(tg_module_params(tg_module_find(model, "blocks"))[8]),
+                        "blocks.1.attn.2.weight");
+    size_t before = tg_param_count(f->ctx);
+    tg_module_free(extra);
+    assert_int_equal(tg_param_count(f->ctx), before - 2);
+    assert_int_equal(tg_module_param_count(model), 14);
+    assert_int_equal(tg_module_child_count(attn1), 2);
+    assert_string_equal(tg_param_name(tg_module_params(model)[8]), "blocks.2.attn.in_proj_weight");
+    /* Freed from the middle of a list, a child leaves its index taken: appending refuses it
+     * rather than naming two children "2". */
+    tg_module_free(tg_module_child(list, 1));
+    assert_int_equal(tg_module_child_count(list), 2);
+    assert_string_equal(tg_module_key(tg_module_child(list, 1)), "2");
+    tg_module *late;
+    assert_status(tg_activation_new(f->ctx, TG_ACT_RELU, &late), TG_OK);
+    assert_status(tg_module_add_child(list, NULL, late), TG_EXISTS);
+    assert_contains(tg_ctx_error(f->ctx), "already has a member named \"2\"");
+    tg_module_free(model);
+    assert_int_equal(tg_param_count(f->ctx), 0);
+}
+
+/* Names must stay unique: a repeated key, a name already in the context or a member name used
+ * twice are refused at creation, with the modules taken (freed) as the containers promise, and
+ * modules that are not the call's to take (in a tree, of another context, repeated) kept. */
+static void duplicate_names_are_refused(void **state)
+{
+    fixture *f = *state;
+    tg_module *a, *b, *m = (tg_module *)1;
+    assert_status(tg_linear_new(f->ctx, "a", 2, 2, NULL, &a), TG_OK);
+    assert_status(tg_linear_new(f->ctx, "b", 2, 2, NULL, &b), TG_OK);
+    assert_status(
+        tg_module_dict_new(f->ctx, "d", 2, (const char *[]){"k", "k"}, (tg_module *[]){a, b}, &m),
+        TG_EXISTS);
+    assert_null(m);
+    assert_contains(tg_ctx_error(f->ctx), "tg_module_dict_new(d): key \"k\" appears twice");
+    assert_int_equal(tg_param_count(f->ctx), 0); /* both taken, also on failure */
+
+    tg_module *standing;
+    assert_status(tg_linear_new(f->ctx, "enc.0", 2, 2, NULL, &standing), TG_OK);
+    assert_status(tg_linear_new(f->ctx, "a", 2, 2, NULL, &a), TG_OK);
+    assert_status(tg_module_list_new(f->ctx, "enc", 1, &a, &m), TG_EXISTS);
+    assert_contains(tg_ctx_error(f->ctx),
+                    "\"enc.0.weight\" would name two parameters or buffers of the context");
+    assert_int_equal(tg_param_count(f->ctx), 2); /* the standing module's */
+    assert_string_equal(tg_param_name(tg_module_params(standing)[0]), "enc.0.weight");
+
+    /* Keys: valid and unused by the module's parameters, buffers and children. */
+    assert_status(tg_linear_new(f->ctx, "a", 2, 2, NULL, &a), TG_OK);
+    assert_status(tg_module_add_child(standing, "weight", a), TG_EXISTS);
+    assert_contains(tg_ctx_error(f->ctx), "already has a member named \"weight\"");
+    assert_status(tg_linear_new(f->ctx, "a", 2, 2, NULL, &a), TG_OK);
+    assert_status(tg_module_add_child(standing, "x.y", a), TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "\"x.y\" is not a valid name");
+    assert_int_equal(tg_param_count(f->ctx), 2);
+    assert_status(tg_module_add_param(standing, "bias", TG_F32, 0, NULL, NULL), TG_EXISTS);
+    assert_status(tg_module_add_buffer(standing, "", TG_F32, 0, NULL, NULL), TG_INVALID);
+    assert_status(tg_module_add_param(standing, "n", TG_I64, 0, NULL, NULL), TG_DTYPE);
+    assert_int_equal(tg_module_state_count(standing), 2);
+
+    /* Not the call's to take: kept. A module twice in one list is taken once. */
+    tg_module *inner, *outer, *twice;
+    assert_status(tg_linear_new(f->ctx, "i", 2, 2, NULL, &inner), TG_OK);
+    assert_status(tg_sequential_new(f->ctx, "outer", 1, &inner, &outer), TG_OK);
+    assert_status(tg_module_list_new(f->ctx, "l", 1, &inner, &m), TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "(outer.0) already has a parent");
+    assert_ptr_equal(tg_module_find(outer, "0"), inner);
+    assert_status(tg_module_add_child(inner, "loop", outer), TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "contains the container");
+    tg_ctx *other;
+    assert_status(tg_ctx_new(&other, NULL), TG_OK);
+    tg_module *foreign;
+    assert_status(tg_linear_new(other, "f", 2, 2, NULL, &foreign), TG_OK);
+    assert_status(tg_linear_new(f->ctx, "t", 2, 2, NULL, &twice), TG_OK);
+    assert_status(tg_module_list_new(f->ctx, "l", 3, (tg_module *[]){twice, foreign, twice}, &m),
+                  TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "module 1 is of another context");
+    assert_int_equal(tg_param_count(other), 2);
+    assert_status(tg_module_list_new(f->ctx, "l", 2, (tg_module *[]){NULL, NULL}, &m), TG_INVALID);
+    /* A list naming a tree and a module inside it, in either order: the tree is taken (with what
+     * it holds); which modules are taken is settled before any is freed. */
+    for (int order = 0; order < 2; order++) {
+        tg_module *leaf, *tree;
+        assert_status(tg_linear_new(f->ctx, "leaf", 2, 2, NULL, &leaf), TG_OK);
+        assert_status(tg_sequential_new(f->ctx, "tree", 1, &leaf, &tree), TG_OK);
+        tg_module *pair[2] = {order ? leaf : tree, order ? tree : leaf};
+        assert_status(tg_module_list_new(f->ctx, "l", 2, pair, &m), TG_INVALID);
+        assert_contains(tg_ctx_error(f->ctx), "(tree.0) already has a parent");
+    }
+    assert_status(tg_module_dict_new(f->ctx, "d", 1, NULL, &standing, &m), TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "keys is NULL");
+    assert_int_equal(tg_param_count(f->ctx), 2); /* outer's: the dict took standing */
+    tg_module_free(foreign);
+    tg_ctx_free(other);
+    tg_module_free(outer);
+    assert_int_equal(tg_param_count(f->ctx), 0);
+}
+
+/* Buffers: state with the parameters, without gradients. A module lists them after its
+ * parameters; optimisers and clipping refuse them; a tape reads a copy; stores check what they
+ * are given and change nothing when they fail. */
+static void buffers_in_modules(void **state)
+{
+    fixture *f = *state;
+    tg_module *m;
+    tg_param *w, *mean, *count;
+    assert_status(tg_module_custom_new(f->ctx, "norm", passthrough, NULL, &m), TG_OK);
+    assert_status(tg_module_add_buffer(m, "running_mean", TG_F32, 1, (int64_t[]){3}, &mean), TG_OK);
+    assert_status(tg_module_add_param(m, "weight", TG_F32, 1, (int64_t[]){3}, &w), TG_OK);
+    assert_status(tg_module_add_buffer(m, "count", TG_I64, 0, NULL, &count), TG_OK);
+    assert_int_equal(tg_module_param_count(m), 1);
+    assert_int_equal(tg_module_buffer_count(m), 2);
+    assert_ptr_equal(tg_module_params(m)[0], w);
+    assert_ptr_equal(tg_module_buffers(m)[0], mean);
+    assert_ptr_equal(tg_module_state(m)[2], count);
+    assert_string_equal(tg_param_name(mean), "norm.running_mean");
+    assert_ptr_equal(tg_param_find(f->ctx, "norm.count"), count);
+    assert_ptr_equal(tg_module_find_param(m, "running_mean"), mean);
+    assert_null(tg_param_grad(mean));
+    tg_param_zero_grad(mean);
+    tg_zero_grad(f->ctx);
+    /* Optimisers and clipping refuse a buffer. */
+    tg_optim *opt = (tg_optim *)1;
+    tg_adam_options ao = TG_ADAM_DEFAULTS;
+    assert_status(tg_adam_new(f->ctx, tg_module_state_count(m), tg_module_state(m), &ao, &opt),
+                  TG_INVALID);
+    assert_null(opt);
+    assert_contains(tg_ctx_error(f->ctx), "parameter 1 (norm.running_mean) is a buffer");
+    assert_true(isnan(tg_clip_grad_norm(2, (tg_param *[]){w, mean}, 1.0, 2.0)));
+    assert_contains(tg_ctx_error(f->ctx), "parameter 1 is a buffer");
+    assert_status(tg_adam_new(f->ctx, tg_module_param_count(m), tg_module_params(m), &ao, &opt),
+                  TG_OK);
+    /* A tape reads a copy that needs no gradient: backward reaches the parameter only. */
+    assert_status(tg_param_fill(w, 2.0), TG_OK);
+    assert_status(tg_param_set(mean, (float[]){1, 2, 3}), TG_OK);
+    tg_tensor b = tg_param_tensor(f->tp, mean);
+    assert_true(tg_data(b) != tg_param_data(mean));
+    tg_tensor loss = tg_sum_all(tg_mul(tg_param_tensor(f->tp, w), b));
+    assert_status(tg_buffer_store(mean, tg_mul_scalar(b, 10.0)), TG_OK); /* before backward */
+    assert_status(tg_backward(loss), TG_OK);
+    const float *gw = tg_param_grad(w), *mv = tg_param_data(mean);
+    assert_true(gw[0] == 1 && gw[1] == 2 && gw[2] == 3);
+    assert_true(mv[0] == 10 && mv[2] == 30);
+    assert_status(tg_optim_step(opt, f->tp), TG_OK);
+    assert_true(mv[0] == 10); /* the optimiser never sees the buffer */
+    assert_false(tg_ok(tg_param_grad_tensor(f->tp, mean)));
+    assert_contains(tg_tape_error(f->tp), "tg_param_grad_tensor(norm.running_mean): a buffer has");
+    /* Stores that fail change nothing. */
+    tg_tape_reset(f->tp);
+    uint64_t version = tg_param_version(mean);
+    assert_status(tg_buffer_store(w, tg_zeros(f->tp, TG_F32, 1, (int64_t[]){3})), TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx),
+                    "tg_buffer_store(norm.weight): a parameter, not a buffer");
+    assert_status(tg_buffer_store(mean, tg_zeros(f->tp, TG_F64, 1, (int64_t[]){3})), TG_DTYPE);
+    assert_contains(tg_ctx_error(f->ctx), "the value is f64, the buffer f32");
+    assert_status(tg_buffer_store(mean, (tg_tensor){0}), TG_INVALID);
+    tg_tensor old = tg_zeros(f->tp, TG_F32, 1, (int64_t[]){3});
+    tg_tape_reset(f->tp);
+    assert_status(tg_buffer_store(mean, old), TG_STALE);
+    assert_status(tg_buffer_store(NULL, old), TG_INVALID);
+    tg_ctx *other;
+    tg_tape *otp;
+    assert_status(tg_ctx_new(&other, NULL), TG_OK);
+    assert_status(tg_tape_new(other, &otp), TG_OK);
+    assert_status(tg_buffer_store(mean, tg_zeros(otp, TG_F32, 1, (int64_t[]){3})), TG_INVALID);
+    assert_contains(tg_ctx_error(f->ctx), "another context");
+    tg_tape_free(otp);
+    tg_ctx_free(other);
+    assert_int_equal(tg_param_version(mean), version);
+    assert_true(mv[0] == 10);
+    /* i64 buffers hold integers. */
+    assert_status(tg_param_fill(count, 41), TG_OK);
+    assert_int_equal(*(const int64_t *)tg_param_data(count), 41);
+    assert_status(tg_param_fill(count, NAN), TG_RANGE);
+    assert_status(tg_param_uniform(count, 0, 1, 1), TG_DTYPE);
+    assert_status(tg_param_normal(count, 0, 1, 1), TG_DTYPE);
+    assert_int_equal(*(const int64_t *)tg_param_data(count), 41);
+    tg_tensor c = tg_param_tensor(f->tp, count);
+    assert_int_equal(tg_tensor_dtype(c), TG_I64);
+    assert_status(tg_buffer_store(count, tg_constant(f->tp, TG_I64, 42)), TG_OK);
+    assert_int_equal(*(const int64_t *)tg_param_data(count), 42);
+    assert_status(tg_buffer_new(f->ctx, "x", TG_I64, 1, NULL, &count), TG_SHAPE);
+    assert_status(tg_buffer_new(f->ctx, "x", (tg_dtype)9, 0, NULL, &count), TG_DTYPE);
+    tg_optim_free(opt);
+    tg_module_free(m);
+    assert_int_equal(tg_param_count(f->ctx), 0);
+}
+
 /* A short real run: 120 Adam steps of batch 64 on Fashion-MNIST (about an eighth of an epoch). */
 static void short_training_run(void **state)
 {
@@ -356,6 +636,9 @@ int main(void)
         FIXTURE_TEST(other_layers),
         FIXTURE_TEST(custom_module_and_bad_arguments),
         FIXTURE_TEST(layer_options_checked_at_construction),
+        FIXTURE_TEST(hierarchical_names_and_lookup),
+        FIXTURE_TEST(duplicate_names_are_refused),
+        FIXTURE_TEST(buffers_in_modules),
         FIXTURE_TEST(short_training_run),
     };
     return cmocka_run_group_tests_name("nn", tests, NULL, NULL);

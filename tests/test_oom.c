@@ -43,14 +43,14 @@ static bool count_ready(void *user, tg_param *p, const void *grad)
     return false;
 }
 
-/* What a small program does: context, parameters, two training steps (the second with a
- * gradient-ready hook), scalars, a functional gradient, Hessians. Returns the first non-OK
- * status seen (or TG_OK); must never crash. */
+/* What a small program does: context, parameters, a token stream, two training steps (the
+ * second with a gradient-ready hook), scalars, a functional gradient, Hessians. Returns the first
+ * non-OK status seen (or TG_OK); must never crash. */
 static tg_status scenario(counting *c, char *message, size_t size)
 {
     tg_ctx *ctx = NULL;
     tg_tape *tp = NULL;
-    tg_param *w = NULL, *b = NULL;
+    tg_param *w = NULL, *b = NULL, *running_mean = NULL, *running_var = NULL;
     tg_ctx_options opts = {.alloc = counting_alloc, .alloc_user = c};
     tg_status st = tg_ctx_new(&ctx, &opts);
     if (st) { /* no context: the status is the whole report */
@@ -62,6 +62,10 @@ static tg_status scenario(counting *c, char *message, size_t size)
         st = tg_param_new(ctx, "b", TG_F32, 1, (int64_t[]){4}, &b);
     if (!st)
         st = tg_param_uniform(w, -0.5, 0.5, 1);
+    if (!st)
+        st = tg_param_new(ctx, "running_mean", TG_F32, 1, (int64_t[]){4}, &running_mean);
+    if (!st)
+        st = tg_param_new(ctx, "running_var", TG_F32, 1, (int64_t[]){4}, &running_var);
     if (!st)
         st = tg_tape_new(ctx, &tp);
     /* The nn layer on the same allocator: a small Sequential and its Adam optimiser. */
@@ -80,6 +84,32 @@ static tg_status scenario(counting *c, char *message, size_t size)
     tg_adam_options ao = TG_ADAM_DEFAULTS;
     if (!st)
         st = tg_adam_new(ctx, tg_module_param_count(net), tg_module_params(net), &ao, &opt);
+    /* A token stream from a directory of the source tree (listing, sorting, reading). */
+    tg_text *text = NULL;
+    if (!st)
+        st = tg_text_load(ctx, 1, (const char *[]){TG_SOURCE_DIR "/docs"},
+                          &(tg_text_options){.char_vocab = true}, &text);
+    /* A module tree of recurrent layers: a dict of a 2-layer GRU and a list holding an LSTM
+     * cell, with buffers for the GRU's state and for a cache that grows every step. */
+    tg_module *parts[2] = {NULL, NULL}, *rnn = NULL, *cell_list = NULL;
+    tg_param *hidden = NULL, *cache = NULL;
+    if (!st)
+        st =
+            tg_rnn_new(ctx, "gru", TG_RNN_GRU, 3, 4, &(tg_rnn_options){.num_layers = 2}, &parts[0]);
+    if (!st)
+        st = tg_rnn_cell_new(ctx, "cell", TG_RNN_LSTM, 4, 4, NULL, &cell_list);
+    if (!st) {
+        st = tg_module_list_new(ctx, "", 1, &cell_list, &parts[1]);
+        cell_list = NULL; /* owned by the list, even on failure */
+    }
+    if (!st) {
+        st = tg_module_dict_new(ctx, "seq", 2, (const char *[]){"enc", "dec"}, parts, &rnn);
+        parts[0] = parts[1] = NULL;
+    }
+    if (!st)
+        st = tg_module_add_buffer(rnn, "hidden", TG_F32, 3, (int64_t[]){2, 2, 4}, &hidden);
+    if (!st)
+        st = tg_module_add_buffer(rnn, "cache", TG_F32, 2, (int64_t[]){0, 4}, &cache);
     if (st)
         snprintf(message, size, "%s", tg_ctx_error(ctx));
     for (int step = 0; step < 2 && !st; step++) {
@@ -104,6 +134,46 @@ static tg_status scenario(counting *c, char *message, size_t size)
             tg_tape_set_grad_ready(tp, NULL, NULL);
             if (!st)
                 st = tg_optim_step(opt, tp);
+            tg_tensor tokens, next;
+            if (!st)
+                st = tg_text_batch(text, tp, step, 8, 64, 3, step, &tokens, &next);
+        }
+        if (!st) { /* attention (P kept, then row statistics for 100 keys) to second order */
+            for (int64_t t = 8; t <= 100 && !st; t += 92) {
+                int64_t shape[3] = {2, t, 4};
+                tg_tensor qkv[2] = {tg_uniform(tp, TG_F32, 3, shape, -1, 1, 6),
+                                    tg_uniform(tp, TG_F32, 3, shape, -1, 1, 7)};
+                tg_tensor mask = tg_tril(tg_ones(tp, TG_I64, 2, (int64_t[]){t, t}), 0);
+                tg_tensor y = tg_sum_all(
+                    tg_scaled_dot_product_attention(qkv[0], qkv[1], qkv[1], mask, true, 0));
+                tg_tensor g[2];
+                st = tg_grad(1, &y, NULL, 2, qkv, g, TG_CREATE_GRAPH);
+                if (!st)
+                    st = tg_grad(1, (tg_tensor[]){tg_sum_all(tg_mul(g[0], g[1]))}, NULL, 2, qkv, g,
+                                 0);
+            }
+        }
+        if (!st) { /* batch_norm updating running statistics, and its backward */
+            tg_tensor x = tg_uniform(tp, TG_F32, 4, (int64_t[]){4, 4, 3, 3}, -1, 1, 6);
+            tg_tensor y = tg_batch_norm(tg_requires_grad(x), running_mean, running_var,
+                                        tg_param_tensor(tp, b), (tg_tensor){0}, true, 0.1, 1e-5);
+            st = tg_backward(tg_sum_all(tg_square(y)));
+        }
+        if (!st) { /* a chunk of truncated BPTT and a cell step, the state kept in buffers */
+            tg_tensor x = tg_uniform(tp, TG_F32, 3, (int64_t[]){5, 2, 3}, -1, 1, 6), out, hn, h, c;
+            st = tg_rnn_run(tg_module_find(rnn, "enc"), x, tg_param_tensor(tp, hidden),
+                            (tg_tensor){0}, &out, &hn, NULL);
+            if (!st)
+                st = tg_rnn_cell_step(tg_module_find(rnn, "dec.0"),
+                                      tg_reshape(hn, 2, (int64_t[]){4, 4}), (tg_tensor){0},
+                                      (tg_tensor){0}, &h, &c);
+            if (!st)
+                st = tg_buffer_store(hidden, hn);
+            tg_tensor grown = tg_concat(2, (tg_tensor[]){tg_param_tensor(tp, cache), h}, 0);
+            if (!st)
+                st = tg_buffer_store(cache, grown);
+            if (!st)
+                st = tg_backward(tg_add(tg_sum_all(out), tg_sum_all(tg_mul(h, c))));
         }
         if (!st) {
             tg_tensor v = tg_uniform(tp, TG_F64, 1, (int64_t[]){2000}, -1, 1, 3), g;
@@ -131,7 +201,12 @@ static tg_status scenario(counting *c, char *message, size_t size)
         snprintf(message, size, "%s", tg_ctx_error(ctx));
     for (int i = 0; i < 3; i++)
         tg_module_free(layers[i]);
+    tg_module_free(parts[0]);
+    tg_module_free(parts[1]);
+    tg_module_free(cell_list);
+    tg_module_free(rnn);
     tg_optim_free(opt);
+    tg_text_free(text);
     tg_module_free(net);
     tg_tape_free(tp);
     tg_ctx_free(ctx);

@@ -55,6 +55,8 @@ static const op_case cases[] = {
     {TG__VM_SIGMOID, "sigmoid", 1, -80, 80, 0, 0, false, 0, 0},
     {TG__VM_GELU, "gelu", 1, -9, 9, 0, 0, false, 0, 0},
     {TG__VM_SOFTPLUS, "softplus", 1, -80, 80, 0, 0, false, 0, 0},
+    {TG__VM_SILU, "silu", 1, -80, 80, 0, 0, false, 0, 0},
+    {TG__VM_GELU_ERF, "gelu_erf", 1, -9, 9, 0, 0, false, 0, 0},
     {TG__VM_ADD, "add", 2, -100, 100, -100, 100, true, 0, 0},
     {TG__VM_SUB, "sub", 2, -100, 100, -100, 100, true, 0, 0},
     {TG__VM_MUL, "mul", 2, -100, 100, -100, 100, true, 0, 0},
@@ -65,6 +67,8 @@ static const op_case cases[] = {
     {TG__VM_SIGMOID_BACKWARD, "sigmoid_backward", 2, -2, 2, 0, 1, true, 0, 0},
     {TG__VM_RELU_BACKWARD, "relu_backward", 2, -2, 2, -1, 1, true, 0, 0},
     {TG__VM_GELU_BACKWARD, "gelu_backward", 2, -2, 2, -9, 9, false, 0, 0},
+    {TG__VM_SILU_BACKWARD, "silu_backward", 2, -2, 2, -40, 40, false, 0, 0},
+    {TG__VM_GELU_ERF_BACKWARD, "gelu_erf_backward", 2, -2, 2, -9, 9, false, 0, 0},
     {TG__VM_ADD_SCALAR, "add_scalar", 1, -100, 100, 0, 0, true, 0.1, 0},
     {TG__VM_MUL_SCALAR, "mul_scalar", 1, -100, 100, 0, 0, true, -0.3, 0},
     {TG__VM_SUB2, "sub2", 1, -100, 100, 0, 0, true, 1.7, 2.9},
@@ -79,8 +83,12 @@ static const op_case cases[] = {
 static double reference(tg__vm_op op, double a, double b, double *scale)
 {
     *scale = 0;
-    double x = op == TG__VM_GELU_BACKWARD ? b : a; /* gelu's argument */
+    bool backward =
+        op == TG__VM_GELU_BACKWARD || op == TG__VM_SILU_BACKWARD || op == TG__VM_GELU_ERF_BACKWARD;
+    double x = backward ? b : a; /* the function's argument */
     double u = K0 * (x + K1 * x * x * x), du = K0 * (1 + 3 * K1 * x * x);
+    double s = 1 / (1 + exp(-x)), cdf = 0.5 * erfc(-x / sqrt(2.0));
+    double pdf = exp(-0.5 * x * x) * 0.39894228040143267794; /* / sqrt(2 pi) */
     switch (op) {
     case TG__VM_EXP:
         return exp(a);
@@ -108,6 +116,21 @@ static double reference(tg__vm_op op, double a, double b, double *scale)
         *scale = fabs(a) * (1 + fabs(b) * du) * (1 + 2 * fabs(u));
         return a * (0.5 * (1 + t) + 0.5 * b * (1 - t * t) * du);
     }
+    case TG__VM_SILU:
+        return a * s;
+    case TG__VM_SILU_BACKWARD:
+        /* 1 + x (1 - s) cancels near x = -1.28, to about eps (1 + |x|) of its terms. */
+        *scale = fabs(a) * s * (1 + fabs(b));
+        return a * s * (1 + b * (1 - s));
+    case TG__VM_GELU_ERF:
+        /* 1 + erf(x / sqrt 2) cancels for x < 0, to about eps |x| (as in PyTorch's form). */
+        *scale = a < 0 ? -a : 0;
+        return a * cdf;
+    case TG__VM_GELU_ERF_BACKWARD:
+        /* Phi + x phi cancels for x < 0 (to 0 near -0.75); exp(-x^2 / 2) inherits x^2's
+         * rounding. */
+        *scale = fabs(a) * (b < 0 ? 1 + fabs(b) * pdf * (1 + b * b) : b * pdf * b * b);
+        return a * (cdf + b * pdf);
     default:
         return NAN;
     }
@@ -274,6 +297,21 @@ static void special_values(void **state)
                 double v = IN(i), g = GOT(i);
                 if (isnan(v) ? !isnan(g) : isfinite(v) ? !isfinite(g) : v > 0 && g != v)
                     fail_msg("gelu(%g) = %g on %s %s", v, g, isa_names[isa], tg_dtype_name(dt));
+            }
+            /* silu and exact gelu: NaN stays NaN, +inf stays +inf, finite stays finite, and -inf
+             * gives NaN as in PyTorch (-inf times a zero factor). */
+            const tg__vm_op exact_ops[] = {TG__VM_SILU, TG__VM_GELU_ERF};
+            for (int o = 0; o < 2; o++) {
+                assert_true(tg__vm_map_isa(isa, exact_ops[o], dt, NS, x, NULL, 0, 0, y));
+                for (int i = 0; i < NS; i++) {
+                    double v = IN(i), g = GOT(i);
+                    bool ok = isnan(v) || v == -INFINITY ? isnan(g)
+                              : v == INFINITY            ? g == v
+                                                         : isfinite(g);
+                    if (!ok)
+                        fail_msg("%s(%g) = %g on %s %s", o ? "gelu_erf" : "silu", v, g,
+                                 isa_names[isa], tg_dtype_name(dt));
+                }
             }
             /* max/min propagate NaN from either side. */
             double nanv = NAN, one = 1;

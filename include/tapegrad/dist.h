@@ -66,10 +66,12 @@ typedef struct tg_dist_options {
 /* Collective over opts->comm (duplicated: tapegrad's traffic never meets yours). A handle to
  * train the n parameters data-parallel, as torch.nn.parallel.DistributedDataParallel wraps a
  * model: checks that every rank passed the same list (names, dtypes, shapes; TG_SHAPE naming the
- * first difference), then copies rank 0's values to every rank (tg_dist_broadcast). Gradients are
- * averaged in buckets of at most bucket_bytes (a larger parameter gets one of its own), filled in
- * the reverse order of `params`: the order backward finishes them when `params` is in forward
- * order (DDP's rule); a bucket starts once it and every bucket before it are complete. On failure
+ * first difference), then copies rank 0's values to every rank (tg_dist_broadcast). The list may
+ * hold buffers too (tg_module_state): they are broadcast, and have no gradient to average. The
+ * parameters' gradients are averaged in buckets of at most bucket_bytes (a larger parameter gets
+ * one of its own), filled in the reverse order of `params`: the order backward finishes them when
+ * `params` is in forward order (DDP's rule); a bucket starts once it and every bucket before it
+ * are complete. On failure
  * *out is NULL on every rank and no parameter changed. MPI not initialised (or finalised), an
  * intercommunicator, parameters of another context or repeated: TG_INVALID. Free with
  * tg_dist_free. */
@@ -85,8 +87,8 @@ int tg_dist_size(const tg_dist *d);
  * Owned by the handle, valid until tg_dist_free. MPI_COMM_NULL for NULL. */
 MPI_Comm tg_dist_comm(const tg_dist *d);
 
-/* Collective. Copies rank 0's values of n parameters to every rank (torch.distributed's
- * broadcast from rank 0; buffers too: state kept in parameters without gradients). Each rank
+/* Collective. Copies rank 0's values of n parameters or buffers (any dtype) to every rank
+ * (torch.distributed's broadcast from rank 0; DDP's broadcast_buffers). Each rank
  * receives a whole parameter before writing it. Lists that differ between ranks: TG_SHAPE, as
  * in tg_dist_new, with nothing changed. */
 tg_status tg_dist_broadcast(tg_dist *d, size_t n, tg_param *const *params);

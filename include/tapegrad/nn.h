@@ -59,6 +59,32 @@ tg_tensor tg_avg_pool2d(tg_tensor x, const tg_pool2d_params *p);
 /* Layer normalisation over the last `naxes` dims: (x - mean) / sqrt(var + eps) * weight + bias,
  * biased variance; weight and bias (shape of those dims) may be none. */
 tg_tensor tg_layer_norm(tg_tensor x, int naxes, tg_tensor weight, tg_tensor bias, double eps);
+/* Batch normalisation, torch.nn.functional.batch_norm: x [N, C, ...] (e.g. [N, C] or
+ * [N, C, H, W]) normalised per channel over every axis but 1, (x - mean) / sqrt(var + eps) *
+ * weight + bias, with weight and bias [C] (x's dtype) or none.
+ * - training: mean and var are the batch's (biased variance, computed in double), and the
+ *   gradient flows through them. When running_mean and running_var are given (parameters of
+ *   x's context used as buffers: x's dtype, shape [C]), they are updated as PyTorch does,
+ *     running = (1 - momentum) * running + momentum * batch statistic
+ *   (the unbiased variance for running_var), written through tg_param_write (their versions
+ *   move) when the op is recorded, as PyTorch's forward updates its buffers. An empty batch
+ *   updates nothing; one value per channel (N * H * W == 1) is TG_INVALID, as in PyTorch.
+ * - evaluation (training false): mean and var are the running statistics, then required, read
+ *   as constants (no gradient reaches them).
+ * Unlike PyTorch: give both running statistics or neither, of x's dtype; momentum is a number
+ * (no cumulative average) in [0, 1], checked in every mode (TG_RANGE). x needs 2 dims or more
+ * (TG_SHAPE); eps must be finite and >= 0 (TG_INVALID); a running statistic of the wrong dtype
+ * or shape is TG_DTYPE or TG_SHAPE. On any error, or on a tape already in error, the running
+ * statistics are left untouched; an error later in the step does not undo an update that was
+ * made (as in PyTorch): keep a copy to roll a failed step back. */
+tg_tensor tg_batch_norm(tg_tensor x, tg_param *running_mean, tg_param *running_var,
+                        tg_tensor weight, tg_tensor bias, bool training, double momentum,
+                        double eps);
+/* RMS normalisation over the last dim: x / sqrt(mean(x^2) + eps) * weight, the mean of squares
+ * taken in double; weight [last dim] (x's dtype) or none. torch.nn.functional.rms_norm (PyTorch
+ * >= 2.4) with normalized_shape = [last dim], except that eps is always given (PyTorch's None
+ * means the dtype's machine epsilon). x must have a dim; eps must be finite and >= 0. */
+tg_tensor tg_rms_norm(tg_tensor x, tg_tensor weight, double eps);
 
 /* Rows of `table` [V, D] picked by `indices` (i64, any shape): output indices.shape + [D]. */
 tg_tensor tg_embedding(tg_tensor table, tg_tensor indices);
@@ -67,6 +93,17 @@ tg_tensor tg_embedding(tg_tensor table, tg_tensor indices);
  * mask that depends only on (seed, element index). training == false or p == 0: returns x itself
  * (no node). */
 tg_tensor tg_dropout(tg_tensor x, double p, bool training, uint64_t seed);
+
+/* The recurrence of one recurrent layer over a sequence, given its input projections: the op
+ * behind tg_rnn_new (PyTorch computes the same inside nn.RNN, nn.GRU and nn.LSTM). gates_x
+ * [T, B, G*H] holds x_t W_ih^T + b_ih for each step t, with G and the gate order of `mode` (see
+ * the recurrent layers below); weight_hh [G*H, H]; bias_hh [G*H] or none; h0 [B, H]; c0 [B, H]
+ * for TG_RNN_LSTM, none for the other modes. All of one float dtype. Returns [T, B, S, H]:
+ * h_t of every step (S = 1), and for LSTM h_t then c_t (S = 2). Differentiable to any order: its
+ * backward runs the adjoint recurrence as one fused op. T >= 1, B, H >= 1. */
+typedef enum tg_rnn_mode { TG_RNN_TANH, TG_RNN_RELU, TG_RNN_GRU, TG_RNN_LSTM } tg_rnn_mode;
+tg_tensor tg_rnn_scan(tg_rnn_mode mode, tg_tensor gates_x, tg_tensor weight_hh, tg_tensor bias_hh,
+                      tg_tensor h0, tg_tensor c0);
 
 /* ---------------------------------------------------------------------------------------------
  * Losses (graph ops). Labels are i64 class indices; a label out of range is a clear error.
@@ -103,9 +140,14 @@ tg_status tg_init_kaiming_uniform(tg_param *p, double a, tg_fan_mode mode, uint6
 tg_status tg_init_kaiming_normal(tg_param *p, double a, tg_fan_mode mode, uint64_t seed);
 
 /* ---------------------------------------------------------------------------------------------
- * Modules: layers with parameters, composable into a Sequential. A module's parameters are
- * context parameters named "<module>.<weight|bias>" (Sequential children "<seq>.<index>.…", as in
- * a PyTorch state_dict). Free a module (and what it owns) with tg_module_free before the context.
+ * Modules: layers with parameters, buffers and child modules, in a tree (PyTorch's nn.Module).
+ * Every parameter and buffer is a context parameter named by its path, as PyTorch's state_dict
+ * keys: a module named "blocks.2.attn" owning "in_proj_weight" and holding a child "out_proj"
+ * gives "blocks.2.attn.in_proj_weight" and "blocks.2.attn.out_proj.weight" (under a module
+ * named "" the path starts at the first key). A constructor names the module it makes; placing
+ * it in a container (tg_sequential_new, tg_module_list_new, tg_module_dict_new,
+ * tg_module_add_child) renames its whole subtree below the container's name. Free a module (and
+ * everything below it) with tg_module_free before the context.
  */
 typedef struct tg_module tg_module;
 
@@ -147,28 +189,123 @@ typedef enum tg_activation {
 } tg_activation;
 tg_status tg_activation_new(tg_ctx *ctx, tg_activation act, tg_module **out);
 
-/* Runs the modules in order. Takes ownership of the n modules (also on failure). `name` prefixes
- * the children's parameter names: child i's "weight" becomes "<name>.<i>.weight". */
+/* Containers. Each takes ownership of the n modules, also on failure (a failed call frees them,
+ * except those it may not take: NULL, of another context, already in a tree, or repeated in
+ * the list). A module placed in a container is renamed "<name>.<key>" with its subtree below it,
+ * and the call fails with TG_EXISTS when a resulting name is already a parameter's or buffer's
+ * of the context (or repeats a key), so names stay unique, as a state_dict's keys are (so
+ * build repeated blocks straight into their container, or name them apart: two standalone
+ * trees naming a parameter alike cannot both be placed).
+ * tg_sequential_new (nn.Sequential) runs the n >= 1 modules in order, keys "0", "1", ...:
+ * child i's "weight" becomes "<name>.<i>.weight". tg_module_list_new (nn.ModuleList; keys
+ * "0", "1", ...) and tg_module_dict_new (nn.ModuleDict; keys[i] for module i: not empty, no
+ * '.') only hold their modules (n >= 0): tg_forward on one is an error. */
 tg_status tg_sequential_new(tg_ctx *ctx, const char *name, int n, tg_module *const *modules,
                             tg_module **out);
+tg_status tg_module_list_new(tg_ctx *ctx, const char *name, int n, tg_module *const *modules,
+                             tg_module **out);
+tg_status tg_module_dict_new(tg_ctx *ctx, const char *name, int n, const char *const *keys,
+                             tg_module *const *modules, tg_module **out);
 
-/* A module of your own: forward(user, m, x) returns the output on x's tape. */
+/* A module of your own: forward(user, m, x) returns the output on x's tape. Give it parameters,
+ * buffers and children with the three calls below (m->forward finds them with
+ * tg_module_find_param and tg_module_find, or keeps the pointers they return). */
 typedef tg_tensor (*tg_module_forward_fn)(void *user, tg_module *m, tg_tensor x);
 tg_status tg_module_custom_new(tg_ctx *ctx, const char *name, tg_module_forward_fn forward,
                                void *user, tg_module **out);
+/* A new zero-filled parameter (f32 or f64) or buffer (also i64) owned by m, named
+ * "<module>.<name>" (PyTorch's register_parameter and register_buffer; buffers are saved with
+ * the state). `name` must be non-empty, without '.', and not yet a member (parameter, buffer or
+ * child) of m: else TG_INVALID or TG_EXISTS. *out (may be NULL) receives it, owned by m. */
+tg_status tg_module_add_param(tg_module *m, const char *name, tg_dtype dt, int ndim,
+                              const int64_t *shape, tg_param **out);
+tg_status tg_module_add_buffer(tg_module *m, const char *name, tg_dtype dt, int ndim,
+                               const int64_t *shape, tg_param **out);
+/* Makes `child` a child of m under `key` (NULL: its index among m's children, as appending to
+ * a list does; PyTorch's add_module), renaming its subtree; m may itself be inside a tree. Takes
+ * the child as the containers take their modules (also on failure); the same checks and errors
+ * (an index key is refused, TG_EXISTS, when a child freed from the list left it taken). */
+tg_status tg_module_add_child(tg_module *m, const char *key, tg_module *child);
 
 /* Applies the module to x (records on x's tape; error handle on failure, as any op). */
 tg_tensor tg_forward(tg_module *m, tg_tensor x);
-/* Training mode (dropout active) or evaluation mode; applies to children too. Default: training. */
+/* Training mode (dropout active) or evaluation mode, for m and every module below it. Default:
+ * training. */
 void tg_module_set_training(tg_module *m, bool training);
 bool tg_module_training(const tg_module *m);
+/* The module's full name ("blocks.2.attn"), and its key within its parent ("attn"; the full
+ * name for a module without parent). Owned by the module, valid until it is renamed or freed. */
 const char *tg_module_name(const tg_module *m);
-/* The module's parameters, children's included, in order; the array is owned by the module and
- * valid until it is freed. */
+const char *tg_module_key(const tg_module *m);
+/* Lists of the module's subtree, owned by the module and valid until it or a module below it
+ * changes (an entry or child added, a child freed) or it is freed: parameters (its own, in the
+ * order created, then each child's in order: PyTorch's parameters()), buffers (the same walk:
+ * buffers()), and the state, parameters then buffers (what a state_dict holds: pass it to
+ * tg_checkpoint_save/load to save or load a whole model). Optimisers take the parameters. */
 size_t tg_module_param_count(const tg_module *m);
 tg_param *const *tg_module_params(const tg_module *m);
-/* Frees the module, its children and their parameters. NULL is a no-op. */
+size_t tg_module_buffer_count(const tg_module *m);
+tg_param *const *tg_module_buffers(const tg_module *m);
+size_t tg_module_state_count(const tg_module *m);
+tg_param *const *tg_module_state(const tg_module *m);
+/* Children in order (NULL past the end), and the descendant at a dotted path of keys relative
+ * to m ("blocks.2.attn"; "" is m itself; NULL if there is none: PyTorch's get_submodule). */
+size_t tg_module_child_count(const tg_module *m);
+tg_module *tg_module_child(const tg_module *m, size_t i);
+tg_module *tg_module_find(const tg_module *m, const char *path);
+/* A parameter or buffer by its path relative to m: its local name for one of m's own
+ * ("weight_hh_l0"), or "<path of a descendant>.<local>" ("blocks.2.attn.in_proj_weight");
+ * NULL if there is none (PyTorch's get_parameter and get_buffer). */
+tg_param *tg_module_find_param(const tg_module *m, const char *path);
+/* Frees the module, everything below it and their parameters and buffers; a module inside a
+ * tree is taken out of its parent first (its siblings keep their names). NULL is a no-op. */
 void tg_module_free(tg_module *m);
+
+/* Recurrent layers: PyTorch's nn.RNN (tanh or relu), nn.GRU and nn.LSTM, and the cells
+ * nn.RNNCell, nn.GRUCell and nn.LSTMCell, with their parameter names, layouts, gate orders and
+ * default initialisation, so weights move between the two unchanged (through a checkpoint).
+ * With H the hidden size and G = 1 (tanh, relu), 3 (GRU: gates r, z, n) or 4 (LSTM: i, f, g, o):
+ *   a cell has weight_ih [G*H, I], weight_hh [G*H, H], bias_ih [G*H], bias_hh [G*H];
+ *   layer l of a multi-layer RNN has weight_ih_l<l> [G*H, I (layer 0) or H], weight_hh_l<l>,
+ *   bias_ih_l<l>, bias_hh_l<l> (in that order, layer by layer);
+ * every tensor initialised U(-1/sqrt(H), 1/sqrt(H)). The steps (x_t input, h hidden state):
+ *   tanh/relu: h' = act(W_ih x + b_ih + W_hh h + b_hh)
+ *   GRU:  r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz),
+ *         n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h
+ *   LSTM: i, f, o = sigmoid(...), g = tanh(...) of W_i* x + b_i* + W_h* h + b_h*,
+ *         c' = f * c + i * g,  h' = o * tanh(c')
+ * Not supported (no option for them): dropout between layers, bidirectional layers, LSTM
+ * projections (proj_size); inputs are always batched (for PyTorch's unbatched inputs, give
+ * B = 1). */
+typedef struct tg_rnn_options {
+    int num_layers;   /* layers of tg_rnn_new (0: 1); cells take 0 or 1 */
+    bool no_bias;     /* bias=False: no bias_ih / bias_hh */
+    bool batch_first; /* tg_rnn_new: input and output [B, T, .] (PyTorch's default is [T, B, .]);
+                         states stay [L, B, H] */
+    tg_dtype dtype;   /* of the parameters: TG_F32 (0 means f32) or TG_F64 */
+    uint64_t seed;    /* initialisation seed; 0: derived from the module's name */
+} tg_rnn_options;
+/* A cell (one step) or a multi-layer RNN over sequences; `opts` may be NULL. Sizes must be >= 1
+ * and the mode known, else TG_SHAPE / TG_INVALID. */
+tg_status tg_rnn_cell_new(tg_ctx *ctx, const char *name, tg_rnn_mode mode, int64_t input_size,
+                          int64_t hidden_size, const tg_rnn_options *opts, tg_module **out);
+tg_status tg_rnn_new(tg_ctx *ctx, const char *name, tg_rnn_mode mode, int64_t input_size,
+                     int64_t hidden_size, const tg_rnn_options *opts, tg_module **out);
+/* One step of a cell: from x [B, I], h [B, H] and (LSTM) c [B, H], where a none h or c means
+ * zeros, the next h (and for LSTM c) on x's tape. c must be none for the other modes, and *c_out
+ * is none for them. h_out and c_out may be NULL. tg_forward(cell, x) is h_out with zero state.
+ * Returns the tape's status: on failure (a wrong module, dtype or shape: the message names the
+ * module and the shapes) the outputs are error handles. */
+tg_status tg_rnn_cell_step(tg_module *cell, tg_tensor x, tg_tensor h, tg_tensor c, tg_tensor *h_out,
+                           tg_tensor *c_out);
+/* A multi-layer RNN over a sequence x [T, B, I] ([B, T, I] with batch_first) from the initial
+ * states h0 [L, B, H] and (LSTM) c0 [L, B, H] (none: zeros): output [T, B, H] ([B, T, H]), the
+ * last layer's h_t for every t, and the final states h_n and c_n [L, B, H]. Each layer projects
+ * its whole input with one matrix product and runs its recurrence as one tg_rnn_scan.
+ * tg_forward(rnn, x) is the output with zero initial states. Outputs may be NULL (*c_n is none
+ * for the other modes); errors as in tg_rnn_cell_step. */
+tg_status tg_rnn_run(tg_module *rnn, tg_tensor x, tg_tensor h0, tg_tensor c0, tg_tensor *output,
+                     tg_tensor *h_n, tg_tensor *c_n);
 
 /* ---------------------------------------------------------------------------------------------
  * Optimisers. Each algorithm has one update rule, followed two ways. tg_optim_step, the training
@@ -240,8 +377,9 @@ typedef struct tg_rmsprop_options {
  * they must outlive the optimiser). After the defaults are filled in, options are checked as
  * PyTorch checks them (lr, eps, momentum, weight_decay, alpha >= 0; 0 <= beta < 1; nesterov
  * needs momentum > 0 and dampening 0): a bad one fails with TG_RANGE or TG_INVALID and a message
- * in tg_ctx_error. Every parameter gets a gradient each step (zeros count as a gradient, unlike a
- * PyTorch parameter whose .grad is None). */
+ * in tg_ctx_error. A buffer in the list is refused (TG_INVALID): it has no gradient. Every
+ * parameter gets a gradient each step (zeros count as a gradient, unlike a PyTorch parameter
+ * whose .grad is None). */
 tg_status tg_sgd_new(tg_ctx *ctx, size_t n, tg_param *const *params, const tg_sgd_options *o,
                      tg_optim **out);
 tg_status tg_adam_new(tg_ctx *ctx, size_t n, tg_param *const *params, const tg_adam_options *o,
@@ -310,7 +448,8 @@ void tg_optim_set_steps(tg_optim *opt, int64_t steps);
  * clip_grad_value_). tg_clip_grad_norm: the total norm of all the gradients together (norm_type
  * p > 0, or INFINITY for the max-norm); when max_norm / (norm + 1e-6) < 1 every gradient is
  * multiplied by it. Returns the total norm before clipping (0 for n == 0), or NaN on bad
- * arguments (NULL parameter, max_norm < 0, norm_type <= 0), changing nothing.
+ * arguments (NULL parameter or a buffer, max_norm < 0, norm_type <= 0), changing nothing
+ * (tg_clip_grad_value likewise changes nothing then).
  * tg_clip_grad_value clamps every gradient element to [-clip, clip] (clip >= 0). */
 double tg_clip_grad_norm(size_t n, tg_param *const *params, double max_norm, double norm_type);
 void tg_clip_grad_value(size_t n, tg_param *const *params, double clip);
@@ -346,7 +485,8 @@ tg_status tg_checkpoint_load(tg_ctx *ctx, const char *path, size_t n, tg_param *
                              tg_optim *opt);
 
 /* ---------------------------------------------------------------------------------------------
- * Data: IDX files (the MNIST format), plain or gzip-compressed, and a shuffling batch iterator.
+ * Data: IDX files (the MNIST format), plain or gzip-compressed, and a shuffling batch iterator;
+ * text as a token stream.
  */
 typedef struct tg_dataset tg_dataset;
 /* Loads images (IDX u8, [N, H, W]) scaled to [0, 1] as f32, and labels (IDX u8, [N]) as i64.
@@ -385,6 +525,44 @@ int64_t tg_batches_start(tg_batches *b, int64_t epoch);
 /* The next batch as tensors on tp: x [B, sample shape...] f32, labels [B] i64. False at the end of
  * the epoch (x and labels untouched) or on error (the tape holds it). */
 bool tg_batches_next(tg_batches *b, tg_tape *tp, tg_tensor *x, tg_tensor *labels);
+
+/* A token stream for character-level language models: the bytes of text files as tokens, split
+ * into a training part (the first) and a validation part (the rest), and batches of random
+ * windows for next-token prediction (as nanoGPT's get_batch). */
+typedef struct tg_text tg_text;
+typedef struct tg_text_options {
+    double validation_fraction; /* 0: 0.1, the last tenth of the tokens (TG_OPTION_ZERO: none) */
+    bool char_vocab;            /* a vocabulary of the bytes that occur (sorted), not all 256 */
+} tg_text_options;
+/* Loads the bytes of n >= 1 paths in order. A file is read whole, whatever it holds; a directory
+ * stands for its regular files in name order (bytewise), skipping the binary ones, those that
+ * contain a NUL byte (fortune's .dat indexes), and what is not a regular file (subdirectories
+ * and symbolic links: Debian's fortunes links each file again as ".u8"). Tokens are bytes:
+ * vocabulary 256 (token = byte), or with char_vocab the sorted set of bytes present. The first
+ * floor((1 - f) * tokens) train, the rest validate. o may be NULL (defaults). Errors (message in
+ * tg_ctx_error): TG_IO naming the path and the errno text, TG_INVALID when there is no text,
+ * TG_RANGE for f outside [0, 1), TG_NOMEM; *out is then NULL and nothing leaks. Free the text
+ * with tg_text_free (before the context). */
+tg_status tg_text_load(tg_ctx *ctx, int n, const char *const *paths, const tg_text_options *o,
+                       tg_text **out);
+void tg_text_free(tg_text *t);
+/* The vocabulary's size, and the tokens of a split; -1 for a NULL text. */
+int64_t tg_text_vocab_size(const tg_text *t);
+int64_t tg_text_length(const tg_text *t, bool validation);
+/* A byte's token id (-1 if not in the vocabulary), and a token's byte (-1 if out of range). */
+int64_t tg_text_encode(const tg_text *t, unsigned char byte);
+int tg_text_decode(const tg_text *t, int64_t token);
+/* `batch` random windows of context + 1 contiguous tokens of a split: inputs [batch, context]
+ * (the first context tokens of each) and targets [batch, context] (the next token after each
+ * input position), i64 leaves on tp. Window starts are uniform over the split and a pure
+ * function of (seed, split, step, window), so a run resumed at step s draws what the
+ * uninterrupted run drew (the two splits draw independently). On failure both are error
+ * handles and the tape holds the error: a split of at most `context` tokens, batch or context
+ * < 1, step < 0 (TG_RANGE), a NULL argument (TG_INVALID). Returns the tape's status. It only
+ * reads the text: tapes in several threads may draw from one text at once. */
+tg_status tg_text_batch(const tg_text *t, tg_tape *tp, bool validation, int64_t batch,
+                        int64_t context, uint64_t seed, int64_t step, tg_tensor *inputs,
+                        tg_tensor *targets);
 
 #ifdef __cplusplus
 }

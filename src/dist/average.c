@@ -9,10 +9,10 @@
 
 #include "dist_internal.h"
 
-/* The entry of parameter p, or NULL when p is not the handle's. */
+/* The entry of parameter p, or NULL when p is not the handle's (or a buffer). */
 static tg__dist_entry *entry_of(tg_dist *d, const tg_param *p)
 {
-    size_t lo = 0, hi = d->nentries;
+    size_t lo = 0, hi = d->nkeys;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if ((uintptr_t)d->keys[mid].param < (uintptr_t)p)
@@ -20,7 +20,9 @@ static tg__dist_entry *entry_of(tg_dist *d, const tg_param *p)
         else
             hi = mid;
     }
-    return lo < d->nentries && d->keys[lo].param == p ? &d->entries[d->keys[lo].entry] : NULL;
+    if (lo == d->nkeys || d->keys[lo].param != p || d->keys[lo].entry == SIZE_MAX)
+        return NULL;
+    return &d->entries[d->keys[lo].entry];
 }
 
 /* The entry's slice of its bucket = its gradient + this backward's (when given): the gradient

@@ -338,12 +338,13 @@ static int by_address(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The entries (the parameters in reverse), their lookup keys, and the buckets: consecutive
- * entries of one dtype up to `cap` bytes. */
+/* The entries (the parameters in reverse; buffers have no gradient and get none), the lookup
+ * keys (buffers too, to refuse repeats), and the buckets: consecutive entries of one dtype up to
+ * `cap` bytes. */
 static tg_status lay_out(tg_dist *d, size_t n, tg_param *const *params, size_t cap, char *message)
 {
     tg_ctx *ctx = d->ctx;
-    d->nentries = n; /* the arrays' size, also when an allocation fails */
+    d->capacity = n; /* the arrays' size, also when an allocation fails */
     d->entries = tg_alloc(ctx, (n ? n : 1) * sizeof *d->entries);
     d->keys = tg_alloc(ctx, (n ? n : 1) * sizeof *d->keys);
     d->buckets = tg_alloc(ctx, (n ? n : 1) * sizeof *d->buckets);
@@ -353,9 +354,12 @@ static tg_status lay_out(tg_dist *d, size_t n, tg_param *const *params, size_t c
     }
     for (size_t i = 0; i < n; i++) {
         tg_param *p = params[n - 1 - i];
-        d->entries[i] = (tg__dist_entry){p, 0, 0, tg_param_numel(p), false};
-        d->keys[i] = (tg__dist_key){p, i};
+        bool buffer = tg_param_is_buffer(p);
+        d->keys[i] = (tg__dist_key){p, buffer ? SIZE_MAX : d->nentries};
+        if (!buffer)
+            d->entries[d->nentries++] = (tg__dist_entry){p, 0, 0, tg_param_numel(p), false};
     }
+    d->nkeys = n;
     qsort(d->keys, n, sizeof *d->keys, by_address);
     for (size_t i = 1; i < n; i++)
         if (d->keys[i].param == d->keys[i - 1].param) {
@@ -363,7 +367,7 @@ static tg_status lay_out(tg_dist *d, size_t n, tg_param *const *params, size_t c
                      tg_param_name(d->keys[i].param));
             return TG_INVALID;
         }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < d->nentries; i++) {
         tg__dist_entry *e = &d->entries[i];
         tg_dtype dt = tg_param_dtype(e->param);
         size_t bytes = (size_t)e->numel * tg_dtype_size(dt);
@@ -411,7 +415,7 @@ static tg_status allocate_buckets(tg_dist *d, char *message)
 static void release(tg_dist *d)
 {
     tg_ctx *ctx = d->ctx;
-    size_t n = d->nentries ? d->nentries : 1;
+    size_t n = d->capacity ? d->capacity : 1;
     for (size_t i = 0; d->buckets && i < d->nbuckets; i++)
         tg_free(ctx, d->buckets[i].data, d->buckets[i].bytes ? d->buckets[i].bytes : 1);
     tg_free(ctx, d->requests, (d->nrequests ? d->nrequests : 1) * sizeof *d->requests);

@@ -28,7 +28,8 @@ typedef struct tg__dist_bucket {
     size_t req_first, nreq; /* its requests in the handle's array */
 } tg__dist_bucket;
 
-/* A parameter's entry, for the hook's lookup: sorted by the parameter's address. */
+/* A parameter's entry (SIZE_MAX for a buffer), for the hook's lookup: sorted by the
+ * parameter's address. */
 typedef struct tg__dist_key {
     const tg_param *param;
     size_t entry;
@@ -41,8 +42,9 @@ struct tg_dist {
     MPI_Comm comm;
     int rank, size;
     bool after_backward;
-    int64_t max_count; /* most elements per MPI call (counts are ints) */
-    size_t nentries;
+    int64_t max_count;      /* most elements per MPI call (counts are ints) */
+    size_t capacity;        /* entries, keys and buckets allocated: the list's length */
+    size_t nentries, nkeys; /* the parameters; the parameters and buffers */
     tg__dist_entry *entries;
     tg__dist_key *keys;
     size_t nbuckets, next; /* next: the first bucket not started this step */

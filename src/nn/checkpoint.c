@@ -653,6 +653,69 @@ typedef struct loader {
 #define LOAD_FAIL(L, status, ...) tg_ctx_fail((L)->ctx, (status), __VA_ARGS__)
 
 /* Validates one header entry into *e. */
+/* The entry's "shape": its dims into e (the first TG_MAX_DIMS) and its element count. */
+static tg_status parse_shape(const loader *L, const json_t *shape, entry *e, uint64_t *numel)
+{
+    static const char fn[] = "tg_checkpoint_load";
+    if (!json_is_array(shape))
+        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": shape is not an array", fn, L->path,
+                         e->name);
+    bool overflow = false;
+    *numel = 1;
+    for (size_t k = 0; k < json_array_size(shape); k++) {
+        uint64_t d;
+        if (!json_uint(json_array_get(shape, k), &d))
+            return LOAD_FAIL(L, TG_FORMAT,
+                             "%s(%s): tensor \"%s\": shape entry %d is not an integer in [0, "
+                             "2^53]",
+                             fn, L->path, e->name, e->ndim);
+        if (e->ndim < TG_MAX_DIMS)
+            e->shape[e->ndim] = (int64_t)d;
+        if (e->ndim == INT_MAX)
+            return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": too many dims", fn, L->path,
+                             e->name);
+        e->ndim++;
+        if (d != 0 && *numel > UINT64_MAX / d)
+            overflow = true;
+        else
+            *numel *= d;
+    }
+    if (*numel == 0)
+        overflow = false; /* a zero dim makes any product empty */
+    if (overflow || *numel > UINT64_MAX / dtypes[e->dtype].size)
+        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": the shape's size overflows", fn,
+                         L->path, e->name);
+    return TG_OK;
+}
+
+/* The entry's "data_offsets": a pair inside the data section spanning exactly numel elements. */
+static tg_status parse_offsets(const loader *L, const json_t *range, uint64_t numel, entry *e)
+{
+    static const char fn[] = "tg_checkpoint_load";
+    size_t esize = dtypes[e->dtype].size;
+    if (!json_is_array(range) || json_array_size(range) != 2
+        || !json_uint(json_array_get(range, 0), &e->begin)
+        || !json_uint(json_array_get(range, 1), &e->end))
+        return LOAD_FAIL(L, TG_FORMAT,
+                         "%s(%s): tensor \"%s\": data_offsets is not a pair of integers [begin, "
+                         "end]",
+                         fn, L->path, e->name);
+    if (e->begin > e->end || e->end > L->data_size)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         "%s(%s): tensor \"%s\": data_offsets [%llu, %llu] lie outside the %llu "
+                         "bytes of data",
+                         fn, L->path, e->name, (unsigned long long)e->begin,
+                         (unsigned long long)e->end, (unsigned long long)L->data_size);
+    if (e->end - e->begin != numel * esize)
+        return LOAD_FAIL(L, TG_FORMAT,
+                         "%s(%s): tensor \"%s\": data_offsets span %llu bytes, but %llu elements "
+                         "of %s need %llu",
+                         fn, L->path, e->name, (unsigned long long)(e->end - e->begin),
+                         (unsigned long long)numel, dtypes[e->dtype].name,
+                         (unsigned long long)(numel * esize));
+    return TG_OK;
+}
+
 static tg_status parse_entry(const loader *L, const char *name, const json_t *t, entry *e)
 {
     static const char fn[] = "tg_checkpoint_load";
@@ -674,57 +737,9 @@ static tg_status parse_entry(const loader *L, const char *name, const json_t *t,
         return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\" has an unknown dtype %s%s%s", fn,
                          L->path, name, dname ? "\"" : "", dname ? dname : "(not a string)",
                          dname ? "\"" : "");
-    if (!json_is_array(shape))
-        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": shape is not an array", fn, L->path,
-                         name);
-    uint64_t numel = 1;
-    bool overflow = false;
-    for (size_t k = 0; k < json_array_size(shape); k++) {
-        const json_t *v = json_array_get(shape, k);
-        uint64_t d;
-        if (!json_uint(v, &d))
-            return LOAD_FAIL(L, TG_FORMAT,
-                             "%s(%s): tensor \"%s\": shape entry %d is not an integer in [0, "
-                             "2^53]",
-                             fn, L->path, name, e->ndim);
-        if (e->ndim < TG_MAX_DIMS)
-            e->shape[e->ndim] = (int64_t)d;
-        if (e->ndim == INT_MAX)
-            return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": too many dims", fn, L->path,
-                             name);
-        e->ndim++;
-        if (d != 0 && numel > UINT64_MAX / d)
-            overflow = true;
-        else
-            numel *= d;
-    }
-    size_t esize = dtypes[e->dtype].size;
-    if (numel == 0)
-        overflow = false; /* a zero dim makes any product empty */
-    if (overflow || numel > UINT64_MAX / esize)
-        return LOAD_FAIL(L, TG_FORMAT, "%s(%s): tensor \"%s\": the shape's size overflows", fn,
-                         L->path, name);
-    if (!json_is_array(range) || json_array_size(range) != 2
-        || !json_uint(json_array_get(range, 0), &e->begin)
-        || !json_uint(json_array_get(range, 1), &e->end))
-        return LOAD_FAIL(L, TG_FORMAT,
-                         "%s(%s): tensor \"%s\": data_offsets is not a pair of integers [begin, "
-                         "end]",
-                         fn, L->path, name);
-    if (e->begin > e->end || e->end > L->data_size)
-        return LOAD_FAIL(L, TG_FORMAT,
-                         "%s(%s): tensor \"%s\": data_offsets [%llu, %llu] lie outside the %llu "
-                         "bytes of data",
-                         fn, L->path, name, (unsigned long long)e->begin,
-                         (unsigned long long)e->end, (unsigned long long)L->data_size);
-    if (e->end - e->begin != numel * esize)
-        return LOAD_FAIL(L, TG_FORMAT,
-                         "%s(%s): tensor \"%s\": data_offsets span %llu bytes, but %llu elements "
-                         "of %s need %llu",
-                         fn, L->path, name, (unsigned long long)(e->end - e->begin),
-                         (unsigned long long)numel, dtypes[e->dtype].name,
-                         (unsigned long long)(numel * esize));
-    return TG_OK;
+    uint64_t numel = 0;
+    tg_status st = parse_shape(L, shape, e, &numel);
+    return st ? st : parse_offsets(L, range, numel, e);
 }
 
 /* Reads `bytes` at `offset` of f; 0 or an errno value (EIO-like -1 for a short read). */

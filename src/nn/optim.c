@@ -321,6 +321,10 @@ static tg_status make(tg_ctx *ctx, const char *fn, kind k, size_t n, tg_param *c
         if (tg_param_ctx(params[i]) != ctx)
             return tg_ctx_fail(ctx, TG_INVALID, "%s: parameter %zu (%s) is of another context", fn,
                                i, tg_param_name(params[i]));
+        if (tg_param_is_buffer(params[i]))
+            return tg_ctx_fail(ctx, TG_INVALID,
+                               "%s: parameter %zu (%s) is a buffer: it has no gradient to follow",
+                               fn, i, tg_param_name(params[i]));
         for (size_t j = 0; j < i; j++)
             if (params[j] == params[i])
                 return tg_ctx_fail(ctx, TG_INVALID,
@@ -729,16 +733,18 @@ static tg_ctx *ctx_of(size_t n, tg_param *const *params)
     return NULL;
 }
 
-/* The list is usable: no NULL entries. Records why not on a context when it can. */
+/* The list is usable: no NULL entries, no buffers (they have no gradient). Records why not on a
+ * context when it can. */
 static bool params_ok(size_t n, tg_param *const *params, const char *fn)
 {
     if (n && !params)
         return false;
     for (size_t i = 0; i < n; i++) {
-        if (!params[i]) {
+        if (!params[i] || tg_param_is_buffer(params[i])) {
             tg_ctx *ctx = ctx_of(n, params);
             if (ctx)
-                tg_ctx_fail(ctx, TG_INVALID, "%s: parameter %zu is NULL", fn, i);
+                tg_ctx_fail(ctx, TG_INVALID, "%s: parameter %zu %s", fn, i,
+                            params[i] ? "is a buffer (it has no gradient)" : "is NULL");
             return false;
         }
     }

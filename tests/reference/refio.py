@@ -1,6 +1,6 @@
-"""refio.py — what generate.py, generate_nn.py and generate_optim.py share: collecting tensors
-as lines of the reference format (described in generate.py) and writing the file, and two
-helpers for building inputs.
+"""refio.py — what generate.py, generate_nn.py, generate_optim.py and generate_normact.py share:
+collecting tensors as lines of the reference format (described in generate.py) and writing the
+file, and two helpers for building inputs.
 
 The scripts import it from their own directory (they put it on sys.path first), so they run
 from any working directory.
