@@ -111,7 +111,7 @@ tg_status tg__dist_same(tg_dist *d, size_t count, uint64_t *values, size_t *firs
 
 uint64_t tg__dist_hash(uint64_t h, const void *data, size_t bytes)
 {
-    /* Eight bytes a step, each mixed by a multiply and a rotation; the tail byte by byte. */
+    /* Eight bytes a step, each mixed in by a multiply and a shift; the tail byte by byte. */
     const unsigned char *p = data;
     const uint64_t k = 0x9e3779b97f4a7c15ull;
     size_t i = 0;
