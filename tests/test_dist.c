@@ -1125,7 +1125,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* A rank stuck in a collective after the other one failed ends here: the run fails. */
-    alarm(240);
+    alarm(540);
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
