@@ -1,11 +1,15 @@
 /* tg_train.c — tg-train: trains a classifier on Fashion-MNIST (an MLP 784-256-128-10 by default,
  * or a small CNN), reporting per-epoch loss, test accuracy and throughput, with checkpoints, a
- * CSV log, early stopping on a validation split and image augmentation.
+ * CSV log, early stopping on a validation split and image augmentation. Started by mpirun (in a
+ * build with MPI), it trains data-parallel: each process takes its shard of every epoch in
+ * batches of --batch, the gradients are averaged over the processes (tapegrad/dist.h), and rank
+ * 0 prints and writes the checkpoints and the log.
  *
  *   tg-train [--model mlp|cnn] [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N]
  *            [--data DIR] [--save PATH] [--resume PATH] [--limit N]
  *            [--log FILE] [--log-every N] [--valid N] [--early-stop PATIENCE]
  *            [--augment-crop PIXELS] [--augment-flip]
+ *   mpirun -np 2 tg-train [same options]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -17,6 +21,9 @@
 #include <unistd.h>
 
 #include <tapegrad.h>
+#ifdef TG_TRAIN_MPI
+#include <tapegrad/dist.h>
+#endif
 
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 
@@ -180,7 +187,9 @@ static tg_status synthetic(tg_ctx *ctx, int64_t n, uint64_t seed, uint64_t noise
     return st;
 }
 
-static tg_status load_data(tg_ctx *ctx, const config *c, tg_dataset **train, tg_dataset **test)
+/* Fashion-MNIST, or the synthetic task (saying so when `talk`). */
+static tg_status load_data(tg_ctx *ctx, const config *c, tg_dataset **train, tg_dataset **test,
+                           bool talk)
 {
     char ti[1024], tl[1024], vi[1024], vl[1024];
     snprintf(ti, sizeof ti, "%s/train-images-idx3-ubyte.gz", c->data);
@@ -188,10 +197,11 @@ static tg_status load_data(tg_ctx *ctx, const config *c, tg_dataset **train, tg_
     snprintf(vi, sizeof vi, "%s/t10k-images-idx3-ubyte.gz", c->data);
     snprintf(vl, sizeof vl, "%s/t10k-labels-idx1-ubyte.gz", c->data);
     if (!exists(ti) || !exists(vi)) {
-        printf("Fashion-MNIST not found in %s.\n"
-               "Install it with: apt-get install dataset-fashion-mnist\n"
-               "Training on a built-in synthetic task instead.\n",
-               c->data);
+        if (talk)
+            printf("Fashion-MNIST not found in %s.\n"
+                   "Install it with: apt-get install dataset-fashion-mnist\n"
+                   "Training on a built-in synthetic task instead.\n",
+                   c->data);
         tg_status st = synthetic(ctx, 12000, c->seed, 1, train);
         return st ? st : synthetic(ctx, 2000, c->seed, 2, test);
     }
@@ -265,6 +275,119 @@ static tg_tensor as_images(tg_tensor x)
     return tg_reshape(x, 4, (int64_t[]){tg_dim(x, 0), 1, 28, 28});
 }
 
+/* ---- one process, or one of several -------------------------------------------------------- */
+
+/* The processes that train together: several when an MPI launcher started this one (in a build
+ * with MPI), each with its shard of the data and the gradients averaged; otherwise this one. */
+typedef struct group {
+    int rank, size;
+#ifdef TG_TRAIN_MPI
+    tg_dist *dist; /* NULL: alone */
+#endif
+} group;
+
+static void group_start(group *g, int *argc, char ***argv)
+{
+    g->rank = 0;
+    g->size = 1;
+#ifdef TG_TRAIN_MPI
+    g->dist = NULL;
+    /* Processes started together share the machine's cores: each one's OpenBLAS gets one
+     * thread unless OPENBLAS_NUM_THREADS says otherwise. OpenBLAS reads it when it loads, before
+     * main, hence the restart (tg-bench does the same). */
+    if (tg_dist_launched() && !getenv("OPENBLAS_NUM_THREADS")) {
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        execv("/proc/self/exe", *argv);
+        unsetenv("OPENBLAS_NUM_THREADS"); /* could not restart: carry on as we are */
+    }
+    /* OpenMPI's non-blocking allreduce (tapegrad's, during backward) reached 27 % to 67 % of
+     * its blocking one's bandwidth on 2 processes with its default algorithm, and 53 % to 97 %
+     * with its ring (bench/README.md): ask for the ring unless the user chose. OpenMPI reads
+     * this when MPI starts; other MPIs ignore it. */
+    if (tg_dist_launched() && !getenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm"))
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 1);
+    if (tg_dist_launched() && MPI_Init(argc, argv) == MPI_SUCCESS) {
+        MPI_Comm_rank(MPI_COMM_WORLD, &g->rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &g->size);
+    }
+#else
+    (void)argc, (void)argv;
+#endif
+}
+
+/* Rank 0's parameters on every process. */
+static tg_status group_join(group *g, tg_ctx *ctx, tg_module *net)
+{
+#ifdef TG_TRAIN_MPI
+    if (g->size > 1)
+        return tg_dist_new(ctx, tg_module_param_count(net), tg_module_params(net), NULL, &g->dist);
+#endif
+    (void)g, (void)ctx, (void)net;
+    return TG_OK;
+}
+
+/* This process's batches: its shard of every epoch, or all of them. */
+static tg_status group_batches(group *g, const tg_dataset *d, int64_t batch, bool shuffle,
+                               uint64_t seed, tg_batches **out)
+{
+#ifdef TG_TRAIN_MPI
+    if (g->dist)
+        return tg_dist_batches_new(g->dist, d, batch, shuffle, seed, false, out);
+#endif
+    return tg_batches_new(d, batch, shuffle, seed, false, out);
+}
+
+static tg_status group_backward(group *g, tg_tensor loss)
+{
+#ifdef TG_TRAIN_MPI
+    if (g->dist)
+        return tg_dist_backward(g->dist, loss);
+#endif
+    return tg_backward(loss);
+}
+
+/* Means over the processes (of a loss, of counts). */
+static tg_status group_mean(group *g, size_t n, double *values)
+{
+#ifdef TG_TRAIN_MPI
+    if (g->dist)
+        return tg_dist_mean(g->dist, n, values);
+#endif
+    (void)g, (void)n, (void)values;
+    return TG_OK;
+}
+
+static tg_status group_save(group *g, tg_ctx *ctx, const char *path, tg_module *net,
+                            const tg_optim *opt)
+{
+    size_t n = tg_module_param_count(net);
+#ifdef TG_TRAIN_MPI
+    if (g->dist)
+        return tg_dist_checkpoint_save(g->dist, path, n, tg_module_params(net), opt);
+#endif
+    return tg_checkpoint_save(ctx, path, n, tg_module_params(net), opt);
+}
+
+static tg_status group_load(group *g, tg_ctx *ctx, const char *path, tg_module *net, tg_optim *opt)
+{
+    size_t n = tg_module_param_count(net);
+#ifdef TG_TRAIN_MPI
+    if (g->dist)
+        return tg_dist_checkpoint_load(g->dist, path, n, tg_module_params(net), opt);
+#endif
+    return tg_checkpoint_load(ctx, path, n, tg_module_params(net), opt);
+}
+
+static void group_end(group *g)
+{
+#ifdef TG_TRAIN_MPI
+    tg_dist_free(g->dist);
+    if (g->size > 1 || tg_dist_launched())
+        MPI_Finalize();
+#endif
+    (void)g;
+}
+
 /* ---- training ---------------------------------------------------------------------------------
  */
 
@@ -282,13 +405,14 @@ static void progress(int epoch, int epochs, int64_t done, int64_t total, double 
 }
 
 /* Accuracy on a dataset (and the mean cross-entropy into *loss, when not NULL), in evaluation
- * mode without recording. */
-static double evaluate(tg_module *net, bool cnn, const tg_dataset *d, tg_tape *tp, double *loss)
+ * mode without recording; each process evaluates its shard and the figures are of all of them. */
+static double evaluate(group *g, tg_module *net, bool cnn, const tg_dataset *d, tg_tape *tp,
+                       double *loss)
 {
     tg_batches *b;
     if (loss)
         *loss = NAN;
-    if (tg_batches_new(d, 1000, false, 0, false, &b))
+    if (group_batches(g, d, 1000, false, 0, &b))
         return NAN;
     tg_module_set_training(net, false);
     int64_t correct = 0, seen = 0;
@@ -317,9 +441,12 @@ static double evaluate(tg_module *net, bool cnn, const tg_dataset *d, tg_tape *t
     tg_batches_free(b);
     tg_tape_reset(tp);
     tg_module_set_training(net, true);
-    if (loss && seen)
-        *loss = loss_sum / (double)seen;
-    return seen ? (double)correct / (double)seen : NAN;
+    double counts[3] = {(double)correct, (double)seen, loss_sum};
+    if (group_mean(g, 3, counts) || !counts[1])
+        return NAN;
+    if (loss)
+        *loss = counts[2] / counts[1];
+    return counts[0] / counts[1];
 }
 
 /* ---- validation, augmentation, the log ------------------------------------------------------
@@ -364,7 +491,13 @@ int main(int argc, char **argv)
     config c = {.model = "mlp", .batch = 128, .lr = 1e-3, .seed = 1, .data = DEFAULT_DATA};
     if (parse(argc, argv, &c))
         return 2;
-    bool cnn = !strcmp(c.model, "cnn"), tty = isatty(fileno(stderr));
+    group g;
+    group_start(&g, &argc, &argv);
+    bool talk = g.rank == 0; /* rank 0 prints */
+    bool cnn = !strcmp(c.model, "cnn"), tty = talk && isatty(fileno(stderr));
+    char who[32] = "";
+    if (g.size > 1)
+        snprintf(who, sizeof who, " (rank %d)", g.rank);
     tg_ctx *ctx = NULL;
     tg_tape *tp = NULL;
     tg_dataset *train = NULL, *valid = NULL, *test = NULL;
@@ -378,7 +511,7 @@ int main(int argc, char **argv)
     if (!st)
         st = tg_tape_new(ctx, &tp);
     if (!st)
-        st = load_data(ctx, &c, &train, &test);
+        st = load_data(ctx, &c, &train, &test, talk);
     if (!st)
         st = hold_out(ctx, &c, &train, &valid);
     if (!st)
@@ -387,67 +520,82 @@ int main(int argc, char **argv)
     ao.lr = c.lr;
     if (!st)
         st = tg_adam_new(ctx, tg_module_param_count(net), tg_module_params(net), &ao, &opt);
-    int64_t n = tg_dataset_size(train);
-    if (!st && c.limit && c.limit < n)
-        n = c.limit;
-    if (!st)
-        st = tg_batches_new(train, c.batch, true, c.seed, false, &batches);
-    if (!st)
-        st = augment(&c, batches);
     if (!st && c.patience)
         st = tg_early_stopping_new(ctx, tg_module_param_count(net), tg_module_params(net),
                                    &(tg_early_stopping_options){.patience = c.patience}, &es);
-    if (!st && c.log)
+    if (!st && c.log && talk) /* rank 0 writes the log */
         st = tg_train_log_open(ctx, c.log, "samples", &log);
-    int64_t per_epoch = (n + c.batch - 1) / c.batch;
+    /* Together from here: a process that failed above still joins (without a context), so that
+     * the others hear of it instead of waiting for it. */
+    tg_status joined = group_join(&g, st ? NULL : ctx, net);
+    st = st ? st : joined;
+    int64_t n = st ? 0 : tg_dataset_size(train);
+    if (!st && c.limit && c.limit < n)
+        n = c.limit;
+    if (!st)
+        st = group_batches(&g, train, c.batch, true, c.seed, &batches);
+    if (!st)
+        st = augment(&c, batches);
+    int64_t step_samples = c.batch * g.size; /* samples per step, over every process */
+    int64_t per_epoch = (n + step_samples - 1) / step_samples;
     int first = 1;
     if (!st && c.resume) {
-        st = tg_checkpoint_load(ctx, c.resume, tg_module_param_count(net), tg_module_params(net),
-                                opt);
+        st = group_load(&g, ctx, c.resume, net, opt);
         if (!st) {
             first = (int)(tg_optim_steps(opt) / per_epoch) + 1;
-            printf("resumed from %s after %lld steps (epoch %d)\n", c.resume,
-                   (long long)tg_optim_steps(opt), first - 1);
+            if (talk)
+                printf("resumed from %s after %lld steps (epoch %d)\n", c.resume,
+                       (long long)tg_optim_steps(opt), first - 1);
         }
     }
     if (st) {
-        fprintf(stderr, "tg-train: %s: %s\n", tg_status_name(st), ctx ? tg_ctx_error(ctx) : "");
+        fprintf(stderr, "tg-train%s: %s: %s\n", who, tg_status_name(st),
+                ctx ? tg_ctx_error(ctx) : "");
         goto done;
     }
-    printf("tg-train: %s, %lld training and %lld test samples, batch %lld, Adam lr %g, "
-           "%d epochs\n",
-           c.model, (long long)n, (long long)tg_dataset_size(test), (long long)c.batch, c.lr,
-           c.epochs);
-    if (valid)
-        printf("validation: %lld samples held out%s\n", (long long)tg_dataset_size(valid),
-               es ? ", early stopping on their loss" : "");
-    if (c.crop || c.flip)
-        printf("augmentation: random crops with padding %d, horizontal flips %s\n", c.crop,
-               c.flip ? "on" : "off");
+    if (talk) {
+        printf("tg-train: %s, %lld training and %lld test samples, batch %lld, Adam lr %g, "
+               "%d epochs\n",
+               c.model, (long long)n, (long long)tg_dataset_size(test), (long long)c.batch, c.lr,
+               c.epochs);
+        if (g.size > 1)
+            printf("data-parallel on %d processes: each takes its shard of every epoch in "
+                   "batches of %lld (%lld samples a step in all), gradients averaged over them\n",
+                   g.size, (long long)c.batch, (long long)step_samples);
+        if (valid)
+            printf("validation: %lld samples held out%s\n", (long long)tg_dataset_size(valid),
+                   es ? ", early stopping on their loss" : "");
+        if (c.crop || c.flip)
+            printf("augmentation: random crops with padding %d, horizontal flips %s\n", c.crop,
+                   c.flip ? "on" : "off");
+    }
 
     for (int epoch = first; epoch <= c.epochs; epoch++) {
         double t0 = now(), loss_sum = 0, interval_t0 = t0, interval_loss = 0;
         int64_t seen = 0, steps = 0, interval_seen = 0, interval_steps = 0;
         tg_batches_start(batches, epoch);
-        tg_tensor x, y;
         for (;;) {
+            tg_tensor x = {0}, y = {0};
             tg_tape_reset(tp);
-            if (seen >= n || !tg_batches_next(batches, tp, &x, &y))
+            /* The end of the epoch; a batch that failed goes on, so that backward reports it
+             * (to every process). */
+            if (seen >= n || (!tg_batches_next(batches, tp, &x, &y) && tg_tape_status(tp) == TG_OK))
                 break;
             tg_tensor logits = tg_forward(net, cnn ? as_images(x) : x);
             tg_tensor loss = tg_cross_entropy(logits, y, TG_REDUCE_MEAN, 0.0);
-            st = tg_backward(loss);
+            st = group_backward(&g, loss);
             if (!st)
                 st = tg_optim_step(opt, tp);
             if (st) {
-                fprintf(stderr, "\ntg-train: %s: %s\n", tg_status_name(st), tg_tape_error(tp));
+                fprintf(stderr, "\ntg-train%s: %s: %s\n", who, tg_status_name(st),
+                        tg_tape_error(tp));
                 goto done;
             }
             tg_optim_zero_grad(opt);
             loss_sum += tg_item(loss);
             interval_loss += tg_item(loss);
-            seen += tg_dim(x, 0);
-            interval_seen += tg_dim(x, 0);
+            seen += tg_dim(x, 0) * g.size;
+            interval_seen += tg_dim(x, 0) * g.size;
             steps++;
             interval_steps++;
             if (c.log_every && interval_steps == c.log_every && seen < n) {
@@ -464,15 +612,20 @@ int main(int argc, char **argv)
         }
         double dt = now() - t0, train_loss = loss_sum / (double)(steps ? steps : 1);
         double valid_loss = NAN,
-               valid_acc = valid ? evaluate(net, cnn, valid, tp, &valid_loss) : NAN;
-        double acc = evaluate(net, cnn, test, tp, NULL);
+               valid_acc = valid ? evaluate(&g, net, cnn, valid, tp, &valid_loss) : NAN;
+        double acc = evaluate(&g, net, cnn, test, tp, NULL);
+        if ((st = group_mean(&g, 1, &train_loss))) {
+            fprintf(stderr, "tg-train%s: %s: %s\n", who, tg_status_name(st), tg_ctx_error(ctx));
+            goto done;
+        }
         if (tty)
             fprintf(stderr, "\r%*s\r", 90, "");
         char valid_text[64] = "";
         if (valid)
             snprintf(valid_text, sizeof valid_text, "valid loss %.4f  ", valid_loss);
-        printf("epoch %2d  train loss %.4f  %stest accuracy %.2f%%  %.0f samples/s  (%.1fs)\n",
-               epoch, train_loss, valid_text, 100 * acc, (double)seen / dt, dt);
+        if (talk)
+            printf("epoch %2d  train loss %.4f  %stest accuracy %.2f%%  %.0f samples/s  (%.1fs)\n",
+                   epoch, train_loss, valid_text, 100 * acc, (double)seen / dt, dt);
         fflush(stdout);
         /* Like every row, the epoch's covers the steps since the row before (the whole epoch
          * without --log-every), its time without the evaluations. */
@@ -483,10 +636,9 @@ int main(int argc, char **argv)
         if (st)
             goto failed;
         if (c.save) {
-            st = tg_checkpoint_save(ctx, c.save, tg_module_param_count(net), tg_module_params(net),
-                                    opt);
+            st = group_save(&g, ctx, c.save, net, opt);
             if (st) {
-                fprintf(stderr, "tg-train: saving %s: %s\n", c.save, tg_ctx_error(ctx));
+                fprintf(stderr, "tg-train%s: saving %s: %s\n", who, c.save, tg_ctx_error(ctx));
                 goto done;
             }
         }
@@ -494,8 +646,9 @@ int main(int argc, char **argv)
         if (es && (st = tg_early_stopping_update(es, valid_loss, &stop)))
             goto failed;
         if (stop) {
-            printf("early stopping: no better validation loss for %lld epochs\n",
-                   (long long)tg_early_stopping_wait(es));
+            if (talk)
+                printf("early stopping: no better validation loss for %lld epochs\n",
+                       (long long)tg_early_stopping_wait(es));
             break;
         }
     }
@@ -503,15 +656,15 @@ int main(int argc, char **argv)
         /* The best epoch's parameters, as the run's result (and its checkpoint). */
         if ((st = tg_early_stopping_restore(es)))
             goto failed;
-        printf("restored epoch %d (validation loss %.4f): test accuracy %.2f%%\n",
-               first + (int)tg_early_stopping_best_index(es), tg_early_stopping_best(es),
-               100 * evaluate(net, cnn, test, tp, NULL));
-        if (c.save
-            && (st = tg_checkpoint_save(ctx, c.save, tg_module_param_count(net),
-                                        tg_module_params(net), opt)))
+        double acc = evaluate(&g, net, cnn, test, tp, NULL);
+        if (talk)
+            printf("restored epoch %d (validation loss %.4f): test accuracy %.2f%%\n",
+                   first + (int)tg_early_stopping_best_index(es), tg_early_stopping_best(es),
+                   100 * acc);
+        if (c.save && (st = group_save(&g, ctx, c.save, net, opt)))
             goto failed;
     }
-    if (c.save)
+    if (c.save && talk)
         printf("checkpoint saved to %s\n", c.save);
     st = tg_train_log_close(log);
     log = NULL;
@@ -520,7 +673,7 @@ int main(int argc, char **argv)
     goto done;
 
 failed:
-    fprintf(stderr, "tg-train: %s: %s\n", tg_status_name(st), tg_ctx_error(ctx));
+    fprintf(stderr, "tg-train%s: %s: %s\n", who, tg_status_name(st), tg_ctx_error(ctx));
 done:
     tg_train_log_close(log);
     tg_early_stopping_free(es);
@@ -531,6 +684,7 @@ done:
     tg_dataset_free(valid);
     tg_dataset_free(test);
     tg_tape_free(tp);
+    group_end(&g);
     tg_ctx_free(ctx);
     return st ? 1 : 0;
 }

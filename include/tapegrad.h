@@ -77,7 +77,9 @@ extern "C" {
     X(EXISTS, "name already registered")                                                           \
     X(NOT_FOUND, "not found")                                                                      \
     X(IO, "input/output error")                                                                    \
-    X(FORMAT, "malformed data")
+    X(FORMAT, "malformed data")                                                                    \
+    X(COMM, "communication between processes failed")                                              \
+    X(PEER, "another process failed this step or holds different state")
 
 typedef enum tg_status {
 #define TG__STATUS_ENUM(name, msg) TG_##name,
@@ -195,8 +197,8 @@ int tg_ctx_threads(const tg_ctx *ctx);
  * every thread; exact once the threads that used the context have been joined. */
 uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx);
 /* How this build of the library computes, for benchmark reports: a static string such as
- * "vmath=avx512f gemm=openblas openmp=yes" (the vector-math instruction set chosen on this CPU,
- * the GEMM backend, and whether kernels can use threads). */
+ * "vmath=avx512f gemm=openblas openmp=yes mpi=yes" (the vector-math instruction set chosen on
+ * this CPU, the GEMM backend, whether kernels can use threads, whether tapegrad/dist.h is in). */
 const char *tg_build_info(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -213,7 +215,8 @@ void tg_tape_free(tg_tape *tp);
  * untouched. It switches gradient recording back on (tg_tape_set_grad(tp, true)), whatever the
  * last step left: each step starts as a fresh tape does, so a step that failed inside a no-grad
  * section cannot leave the next one silently unrecorded. An evaluation loop turns recording off
- * again after each reset. */
+ * again after each reset. Called during a backward on the tape (from a rule or a hook), it
+ * resets nothing and records TG_INVALID. */
 void tg_tape_reset(tg_tape *tp);
 /* The memory a tape may use between two resets (its arena, tg_tape_bytes, plus its node and
  * scalar tables). It exists to catch a training loop that forgets tg_tape_reset: the tape then
@@ -416,6 +419,22 @@ tg_status tg_backward(tg_tensor loss);
 /* Same with an explicit seed (same shape as `out`; none allowed only for one element) and
  * flags (TG_RETAIN_GRAPH, TG_CREATE_GRAPH). */
 tg_status tg_backward_ex(tg_tensor out, tg_tensor seed, unsigned flags);
+
+/* Gradient-ready hook, for code that acts on gradients while backward still runs (tapegrad/dist.h
+ * starts averaging them over processes). In every backward on `tp` that adds into parameter
+ * gradients (tg_backward, tg_backward_ex, tg_s_backward; never tg_grad), fn(user, p, grad) is
+ * called once per parameter p that receives a gradient, as soon as that gradient is final: when
+ * the reverse sweep has passed every use of p on the tape (a parameter used several times gets
+ * one call, with the sum), while the nodes recorded before them still wait. `grad` is what this
+ * backward adds into p (tg_param_numel(p) elements of its dtype, not yet added), read-only,
+ * owned by the tape until its next reset. Returning true takes the gradient over: backward will
+ * not add it into tg_param_grad(p) (the hook's owner does, e.g. once averaged); false leaves it
+ * to backward, which adds it at its end as without a hook. Either way a backward that fails
+ * after calling fn changes no parameter gradient. fn must not record on, reset, free or
+ * backpropagate this tape. The hook stays set across resets; fn NULL removes it. NULL tp:
+ * TG_INVALID. Mirrors torch.Tensor.register_post_accumulate_grad_hook (before accumulation). */
+typedef bool (*tg_grad_ready_fn)(void *user, tg_param *p, const void *grad);
+tg_status tg_tape_set_grad_ready(tg_tape *tp, tg_grad_ready_fn fn, void *user);
 /* Functional gradient: grads[i] = d(sum_j <seeds[j], outputs[j]>)/d inputs[i], as new tensors on
  * the tape (zeros where an input does not affect the outputs). Touches no parameter or leaf
  * gradient. `seeds` may be NULL (every output must then have one element). Any tensor may be an

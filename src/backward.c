@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "vmath.h"
 
@@ -237,6 +238,38 @@ static bool entry_swept(const struct tg__bw *bw, uint32_t id)
     return id >= bw->scalar_low && id < bw->scalar_high && bw->scalar_needed[id];
 }
 
+/* The parameter node `id` among bw->param_nodes (sorted by id); it is there. */
+static const tg__param_node *param_node(const struct tg__bw *bw, uint32_t id)
+{
+    uint32_t lo = 0, hi = bw->nparam_nodes;
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (bw->param_nodes[mid].id <= id)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return &bw->param_nodes[lo];
+}
+
+/* With a gradient-ready hook: a parameter's gradients gather in its lowest node, which the sweep
+ * reaches last; there the gradient is final and the hook hears of it. A gradient the hook takes
+ * leaves its slot, so that deliver does not add it. */
+static tg_status param_ready(struct tg__bw *bw, uint32_t id, tg__node *n, uint32_t g)
+{
+    tg_tape *tp = bw->tp;
+    const tg__param_node *pn = param_node(bw, id);
+    uint32_t *s = slot(bw, id);
+    if (pn->first != id) {
+        bool owned = *s & OWNED;
+        *s = 0;
+        return accumulate(bw, pn->first, tg__handle(tp, g), owned, NULL);
+    }
+    if (tp->grad_ready(tp->grad_ready_user, n->param, tg__node_at(tp, g)->v.data))
+        *s = 0;
+    return tp->status; /* a hook that misused the tape has failed the backward */
+}
+
 static tg_status process_special(struct tg__bw *bw, uint32_t id, tg__node *n, uint32_t g)
 {
     tg_tape *tp = bw->tp;
@@ -247,7 +280,7 @@ static tg_status process_special(struct tg__bw *bw, uint32_t id, tg__node *n, ui
                             "parameter '%s' was modified after it was used on "
                             "the tape (node %u); recompute the forward pass",
                             n->param->name ? n->param->name : "", id);
-        return TG_OK;
+        return bw->param_nodes ? param_ready(bw, id, n, g) : TG_OK;
     case TG__FROM_SCALAR:
         /* The gradient goes back into the entry (as a recorded entry under TG_CREATE_GRAPH),
          * unless a functional backward stops here: the node is an input, its entry below. */
@@ -579,6 +612,51 @@ static tg_status allocate_slots(struct tg__bw *bw, const job *jb)
     return TG_OK;
 }
 
+/* Orders parameter nodes by parameter, then id: a parameter's nodes become neighbours. */
+static int by_param(const void *a, const void *b)
+{
+    const tg__param_node *x = a, *y = b;
+    uintptr_t px = (uintptr_t)x->param, py = (uintptr_t)y->param;
+    if (px != py)
+        return px < py ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Phase 2b, with a gradient-ready hook (accumulating backwards only): the parameter nodes of the
+ * range by id, each knowing the lowest node of its parameter. One sort of the parameter nodes;
+ * nothing at all without a hook. */
+static tg_status group_params(struct tg__bw *bw, const job *jb)
+{
+    tg_tape *tp = bw->tp;
+    uint32_t count = 0;
+    for (uint32_t i = bw->low; !nodes_empty(bw) && i <= bw->high; i++)
+        count += tg__node_at(tp, i)->kind == TG__PARAM;
+    if (!count)
+        return TG_OK;
+    size_t bytes = 2 * (size_t)count * sizeof(tg__param_node);
+    tg__param_node *nodes = scratch(bw, jb, bytes, bytes);
+    if (!nodes)
+        return tp->status;
+    tg__param_node *sorted = nodes + count;
+    uint32_t k = 0;
+    for (uint32_t i = bw->low; i <= bw->high; i++) {
+        tg__node *n = tg__node_at(tp, i);
+        if (n->kind == TG__PARAM) {
+            sorted[k] = (tg__param_node){i, k, n->param}; /* `first` holds the index for now */
+            k++;
+        }
+    }
+    qsort(sorted, count, sizeof *sorted, by_param);
+    for (uint32_t j = 0, first = 0; j < count; j++) {
+        if (j == 0 || sorted[j].param != sorted[j - 1].param)
+            first = sorted[j].id;
+        nodes[sorted[j].first] = (tg__param_node){sorted[j].id, first, sorted[j].param};
+    }
+    bw->param_nodes = nodes;
+    bw->nparam_nodes = count;
+    return TG_OK;
+}
+
 /* Phase 3, the seeds: 1 into a scalar output's adjoint, or each tensor output's seed. */
 static tg_status seed(struct tg__bw *bw, const job *jb)
 {
@@ -696,6 +774,8 @@ static tg_status run(tg_tape *tp, const job *jb)
     if (tp->backward_passes < UINT32_MAX)
         tp->backward_passes++;
     if ((st = find_range(&bw, jb)) || (st = allocate_slots(&bw, jb)))
+        return st;
+    if (jb->accumulate && tp->grad_ready && (st = group_params(&bw, jb)))
         return st;
     bool grad_mode = tp->grad_enabled;
     tp->grad_enabled = bw.create; /* rules are recorded only under TG_CREATE_GRAPH */

@@ -219,7 +219,12 @@ uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx)
 #else
 #define BUILD_OPENMP "no"
 #endif
-#define BUILD_INFO(vm, gemm) "vmath=" vm " gemm=" gemm " openmp=" BUILD_OPENMP
+#ifdef TG_HAVE_MPI
+#define BUILD_MPI "yes"
+#else
+#define BUILD_MPI "no"
+#endif
+#define BUILD_INFO(vm, gemm) "vmath=" vm " gemm=" gemm " openmp=" BUILD_OPENMP " mpi=" BUILD_MPI
 
 /* One literal per combination: nothing is formatted, so nothing needs writable storage. */
 const char *tg_build_info(void)

@@ -223,6 +223,8 @@ struct tg_tape {
     const tg__scope *scope;         /* innermost open scope (NULL: none, or its push failed) */
     uint32_t scope_depth;           /* pushes not yet popped, failed pushes included */
     uint32_t scope_count;           /* scopes opened since the last reset */
+    tg_grad_ready_fn grad_ready;    /* tg_tape_set_grad_ready; kept across resets */
+    void *grad_ready_user;
     char error[TG__MESSAGE];
 };
 
@@ -335,6 +337,13 @@ bool tg__broadcast_shape(int n, const tg_view *const *in, int *ndim, int64_t *sh
 size_t tg__loop_scratch_bytes(int ninputs);
 
 /* ---- the backward driver (backward.c) and its scalar side (scalar.c) ------------------------ */
+/* A parameter node in a backward with a gradient-ready hook, and the lowest node of the same
+ * parameter in the swept range, where the parameter's gradients gather. */
+typedef struct tg__param_node {
+    uint32_t id, first;
+    tg_param *param;
+} tg__param_node;
+
 struct tg__bw {
     tg_tape *tp;
     uint32_t low, high; /* node range swept: [low, high] */
@@ -345,6 +354,8 @@ struct tg__bw {
     uint32_t scalar_floor;            /* functional: lowest entry a first-order sweep writes */
     double *scalar_adjoints;   /* numeric adjoints by entry id; NULL: the tape's (tg_s_grad's) */
     uint32_t *adjoint_entries; /* TG_CREATE_GRAPH: each entry's adjoint as an entry id, 0 = none */
+    tg__param_node *param_nodes; /* with a gradient-ready hook: parameter nodes by id, else NULL */
+    uint32_t nparam_nodes;
     bool create, retain, accumulate;
 };
 

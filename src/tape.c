@@ -43,6 +43,10 @@ void tg_tape_reset(tg_tape *tp)
 {
     if (!tp)
         return;
+    if (tp->in_backward) { /* from a rule or a hook: the sweep still reads the nodes */
+        tg__fail(tp, TG_INVALID, "tg_tape_reset: called during a backward on this tape");
+        return;
+    }
     tp->gen = tp->gen + 1 ? tp->gen + 1 : 1;
     tp->status = TG_OK;
     tp->scalar_limit = tp->scalar_capacity;
@@ -74,6 +78,15 @@ bool tg_tape_set_grad(tg_tape *tp, bool enabled)
 }
 
 bool tg_tape_grad_enabled(const tg_tape *tp) { return tp ? tp->grad_enabled : false; }
+
+tg_status tg_tape_set_grad_ready(tg_tape *tp, tg_grad_ready_fn fn, void *user)
+{
+    if (!tp)
+        return TG_INVALID;
+    tp->grad_ready = fn;
+    tp->grad_ready_user = fn ? user : NULL;
+    return TG_OK;
+}
 
 tg_ctx *tg_tape_ctx(const tg_tape *tp) { return tp ? tp->ctx : NULL; }
 

@@ -5,7 +5,9 @@
 #      meson.override_dependency);
 #   2. an installed tapegrad (meson install into a staging prefix) found through pkg-config,
 #      linked shared (tapegrad.pc: the program needs libtapegrad.so) and static
-#      (tapegrad-static.pc: it does not), with Cflags that carry only the include directory.
+#      (tapegrad-static.pc: it does not), with Cflags that carry only the include directory
+#      (and MPI's flags in a build with MPI, which <tapegrad/dist.h> needs);
+#   3. in a build with MPI, a program of tapegrad/dist.h through the same pkg-config file.
 set -eu
 src=$1
 build=$2
@@ -65,10 +67,14 @@ for name in tapegrad tapegrad-static; do
     sed "s|^prefix=.*|prefix=$work/stage$prefix|" "$(dirname "$pc")/$name.pc" >"$work/$name.pc"
 done
 export PKG_CONFIG_PATH="$work"
-# The public header needs its own directory and nothing else (no OpenBLAS include path).
-flags=$(echo $(pkg-config --cflags tapegrad))
-[ "$flags" = "-I$work/stage$prefix/include" ] || {
-    echo "pkg-config --cflags tapegrad gives '$flags'"
+# The public header needs its own directory and nothing else (no OpenBLAS include path); with
+# MPI, <tapegrad/dist.h> also needs MPI's flags. Compared as sorted words.
+words() { printf '%s\n' $* | sort | tr '\n' ' '; }
+want="-I$work/stage$prefix/include"
+[ "$(pkg-config --variable=mpi tapegrad)" = yes ] && want="$want $(pkg-config --cflags ompi-c)"
+flags=$(pkg-config --cflags tapegrad)
+[ "$(words $flags)" = "$(words $want)" ] || {
+    echo "pkg-config --cflags tapegrad gives '$flags', not '$want'"
     exit 1
 }
 needs_libtapegrad() { readelf -d "$1" | grep -q 'NEEDED.*libtapegrad'; }
@@ -81,4 +87,34 @@ needs_libtapegrad "$work/shared"
 if needs_libtapegrad "$work/static"; then
     echo "the program linked through tapegrad-static.pc needs libtapegrad.so"
     exit 1
+fi
+
+# 3. With MPI: tapegrad/dist.h through the same .pc (which says mpi=yes and brings MPI's flags).
+if [ "$(pkg-config --variable=mpi tapegrad)" = yes ]; then
+    cat >"$work/dist.c" <<'C'
+#include <stdio.h>
+#include <tapegrad/dist.h>
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    tg_ctx *ctx;
+    tg_param *w;
+    tg_dist *d = NULL;
+    tg_status st = tg_ctx_new(&ctx, NULL);
+    if (!st)
+        st = tg_param_new(ctx, "w", TG_F32, 1, (int64_t[]){4}, &w);
+    if (!st)
+        st = tg_dist_new(ctx, 1, &w, NULL, &d);
+    printf("dist consumer: %s, rank %d of %d\n", tg_status_name(st), tg_dist_rank(d),
+           tg_dist_size(d));
+    tg_dist_free(d);
+    tg_ctx_free(ctx);
+    MPI_Finalize();
+    return st != TG_OK;
+}
+C
+    "$@" -std=c11 $cflags "$work/dist.c" $(pkg-config --cflags --libs tapegrad) \
+        -Wl,-rpath,"$libdir" -o "$work/dist"
+    # Full stacks under AddressSanitizer, so that OpenMPI's own leaks meet their suppressions.
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0" "$work/dist"
 fi

@@ -1,9 +1,9 @@
 #!/bin/sh
 # static_program.sh SOURCE_ROOT COMPILER_ID CC... — a fully static program, as the README's
-# "Linking" section builds one: tapegrad configured without SLEEF and OpenBLAS (Debian ships no
-# static SLEEF, and a static OpenBLAS needs libgfortran's archive) and, with clang, without
-# OpenMP (Debian ships no static libomp), installed with its shared library beside the archive,
-# then `cc -static` with `pkg-config --static`. The program runs, and has neither a program
+# "Linking" section builds one: tapegrad configured without SLEEF, OpenBLAS and MPI (Debian
+# ships no static SLEEF or MPI, and a static OpenBLAS needs libgfortran's archive) and, with
+# clang, without OpenMP (Debian ships no static libomp), installed with its shared library
+# beside the archive, then `cc -static` with `pkg-config --static`. The program runs, and has neither a program
 # interpreter nor a dynamic section.
 set -eu
 src=$1
@@ -13,7 +13,7 @@ shift 2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-options="-Dsleef=disabled -Dblas=disabled"
+options="-Dsleef=disabled -Dblas=disabled -Dmpi=disabled"
 [ "$compiler" != clang ] || options="$options -Dopenmp=disabled"
 # shellcheck disable=SC2086 # options is a list of words
 CC="$*" meson setup "$work/build" "$src" $options -Dprefix=/usr/local -Dbuildtype=release \

@@ -446,6 +446,79 @@ static void batches_cover_every_sample(void **state)
     tg_dataset_free(d);
 }
 
+/* Shards (tg_batches_new_shard): disjoint slices of the same order, interleaved, so that batch k
+ * of every shard together is batch k of one iterator of nshards times the batch size. */
+static void shards_split_each_epoch(void **state)
+{
+    fixture *f = *state;
+    enum { N = 103, SHARDS = 3, BS = 5 };
+    tg_dataset *d = index_set(f->ctx, N);
+    int64_t whole[N], part[SHARDS][N], nb, last, count[SHARDS];
+    for (int shuffle = 0; shuffle < 2; shuffle++) {
+        for (int drop = 0; drop < 2; drop++) {
+            tg_batches *one, *shards[SHARDS];
+            assert_status(tg_batches_new(d, N, shuffle, 5, false, &one), TG_OK);
+            assert_int_equal(run_epoch(f, one, 2, N, whole, &nb, &last), N);
+            tg_batches_free(one);
+            for (int r = 0; r < SHARDS; r++) {
+                assert_status(tg_batches_new_shard(d, BS, shuffle, 5, drop, r, SHARDS, &shards[r]),
+                              TG_OK);
+                count[r] = run_epoch(f, shards[r], 2, BS, part[r], &nb, &last);
+                /* 103 / 3 = 34 samples each, one left out; in batches of 5: 6 full, 1 of 4. */
+                assert_int_equal(count[r], drop ? 30 : 34);
+                assert_int_equal(nb, drop ? 6 : 7);
+                assert_int_equal(last, drop ? 5 : 4);
+                for (int64_t i = 0; i < count[r]; i++)
+                    assert_int_equal(part[r][i], whole[i * SHARDS + r]);
+                tg_batches_free(shards[r]);
+            }
+            /* Disjoint, and batch k of the three is batch k of one iterator of 15. */
+            tg_batches *wide;
+            assert_status(tg_batches_new(d, BS * SHARDS, shuffle, 5, false, &wide), TG_OK);
+            tg_batches_start(wide, 2);
+            int64_t seen[N] = {0};
+            tg_tensor x, y;
+            for (int64_t k = 0; k * BS < count[0]; k++) {
+                assert_true(tg_batches_next(wide, f->tp, &x, &y));
+                const int64_t *labels = tg_data(y);
+                int64_t rows = tg_dim(y, 0), in_wide[N] = {0};
+                for (int64_t i = 0; i < rows; i++)
+                    in_wide[labels[i]] = 1;
+                for (int r = 0; r < SHARDS; r++)
+                    for (int64_t i = k * BS; i < (k + 1) * BS && i < count[r]; i++) {
+                        assert_true(in_wide[part[r][i]]);
+                        assert_int_equal(seen[part[r][i]]++, 0);
+                    }
+                tg_tape_reset(f->tp);
+            }
+            tg_batches_free(wide);
+        }
+    }
+    /* One shard is tg_batches_new; a shard out of range is refused. */
+    tg_batches *b;
+    assert_status(tg_batches_new_shard(d, BS, true, 9, false, 0, 1, &b), TG_OK);
+    assert_int_equal(run_epoch(f, b, 1, BS, part[0], &nb, &last), N);
+    tg_batches_free(b);
+    assert_status(tg_batches_new(d, BS, true, 9, false, &b), TG_OK);
+    run_epoch(f, b, 1, BS, whole, &nb, &last);
+    assert_memory_equal(part[0], whole, sizeof whole);
+    tg_batches_free(b);
+    const int64_t bad[][2] = {{3, 3}, {-1, 3}, {0, 0}};
+    for (int i = 0; i < 3; i++) {
+        b = (tg_batches *)1;
+        assert_status(tg_batches_new_shard(d, BS, true, 9, false, bad[i][0], bad[i][1], &b),
+                      TG_INVALID);
+        assert_null(b);
+        assert_contains(tg_ctx_error(f->ctx), "tg_batches_new_shard: shard");
+    }
+    /* More shards than samples: every shard is empty. */
+    assert_status(tg_batches_new_shard(d, BS, true, 9, false, 7, 200, &b), TG_OK);
+    assert_int_equal(run_epoch(f, b, 0, BS, part[0], &nb, &last), 0);
+    assert_int_equal(nb, 0);
+    tg_batches_free(b);
+    tg_dataset_free(d);
+}
+
 /* Shuffle quality, roughly: over many epochs each sample lands in each position about equally. */
 static void shuffle_is_uniform(void **state)
 {
@@ -573,6 +646,7 @@ int main(void)
         TMPDIR_TEST(allocation_failures),
         FIXTURE_TEST(dataset_from_memory),
         FIXTURE_TEST(batches_cover_every_sample),
+        FIXTURE_TEST(shards_split_each_epoch),
         FIXTURE_TEST(shuffle_is_uniform),
         FIXTURE_TEST(batches_steady_state_and_errors),
         FIXTURE_TEST(fashion_mnist),

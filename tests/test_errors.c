@@ -397,6 +397,7 @@ static void every_function_on_errored_tape(void **state)
     assert_status(tg_tape_pop_scope(tp), TG_SHAPE);
     assert_status(tg_tape_set_memory_limit(tp, tg_tape_memory_limit(tp)), TG_OK);
     /* Tape-level calls. */
+    assert_status(tg_tape_set_grad_ready(tp, NULL, NULL), TG_OK); /* a setting, kept as it is */
     assert_true(tg_tape_set_grad(tp, false));
     assert_false(tg_tape_grad_enabled(tp));
     assert_ptr_equal(tg_tape_ctx(tp), f->ctx);

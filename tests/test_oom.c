@@ -35,9 +35,17 @@ static void *counting_alloc(void *user, void *ptr, size_t old_size, size_t new_s
     return p;
 }
 
-/* What a small program does: context, parameters, a token stream, two training steps, scalars,
- * a functional gradient, Hessians. Returns the first non-OK status seen (or TG_OK); must never
- * crash. */
+/* A gradient-ready hook that counts its calls and leaves every gradient to backward. */
+static bool count_ready(void *user, tg_param *p, const void *grad)
+{
+    (void)p, (void)grad;
+    ++*(int *)user;
+    return false;
+}
+
+/* What a small program does: context, parameters, a token stream, two training steps (the
+ * second with a gradient-ready hook), scalars, a functional gradient, Hessians. Returns the first
+ * non-OK status seen (or TG_OK); must never crash. */
 static tg_status scenario(counting *c, char *message, size_t size)
 {
     tg_ctx *ctx = NULL;
@@ -118,7 +126,12 @@ static tg_status scenario(counting *c, char *message, size_t size)
         if (!st) {
             tg_tensor x = tg_uniform(tp, TG_F32, 2, (int64_t[]){4, 8}, -1, 1, 5);
             tg_tensor y = tg_tensor_from(tp, TG_I64, 1, (int64_t[]){4}, (int64_t[]){0, 1, 2, 1});
+            int ready = 0;
+            tg_tape_set_grad_ready(tp, step ? count_ready : NULL, &ready);
             st = tg_backward(tg_cross_entropy(tg_forward(net, x), y, TG_REDUCE_MEAN, 0.0));
+            if (!st && step && ready != 4)
+                st = tg_tape_fail(tp, TG_INVALID, "the hook heard of %d parameters, not 4", ready);
+            tg_tape_set_grad_ready(tp, NULL, NULL);
             if (!st)
                 st = tg_optim_step(opt, tp);
             tg_tensor tokens, next;

@@ -515,6 +515,17 @@ tg_status tg_dataset_split(const tg_dataset *d, int64_t second_size, uint64_t se
 typedef struct tg_batches tg_batches;
 tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, uint64_t seed,
                          bool drop_last, tg_batches **out);
+/* Shard `shard` of `nshards` of every epoch, for data-parallel training (PyTorch's
+ * DistributedSampler with drop_last=True under a DataLoader): the epoch's order (tg_batches_new's
+ * for the same seed) is cut to a multiple of nshards, leaving out n mod nshards samples
+ * (different ones each epoch when shuffled), and the shard serves its elements shard,
+ * shard + nshards, shard + 2 nshards, ... in batches of batch_size (drop_last: its last partial
+ * batch dropped). The shards of one seed are disjoint, each serves the same number of samples
+ * and batches, and batch k of every shard together holds the samples of batch k of a
+ * tg_batches_new of batch_size * nshards (when n is a multiple of nshards). nshards 1 is
+ * tg_batches_new; shard outside [0, nshards): TG_INVALID. */
+tg_status tg_batches_new_shard(const tg_dataset *d, int64_t batch_size, bool shuffle, uint64_t seed,
+                               bool drop_last, int64_t shard, int64_t nshards, tg_batches **out);
 void tg_batches_free(tg_batches *b);
 /* Starts epoch `epoch` (reshuffling); batches per epoch. */
 int64_t tg_batches_start(tg_batches *b, int64_t epoch);

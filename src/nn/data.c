@@ -36,16 +36,20 @@ struct tg_batches {
     int64_t batch;
     bool shuffle, drop_last;
     uint64_t seed;
-    int64_t *perm; /* n entries (shuffle only) */
-    float *xstage; /* one batch of samples, gathered (shuffle or augmentation) */
+    int64_t shard, nshards; /* this iterator serves order[shard], order[shard + nshards], ... */
+    int64_t *perm;          /* the epoch's order, n entries (staged only) */
+    float *xstage;          /* one batch of samples, gathered (staged, or augmented) */
     int64_t *lstage;
     size_t perm_bytes, xstage_bytes, lstage_bytes;
-    int64_t pos; /* next sample of the epoch */
-    int64_t end; /* samples served this epoch */
+    int64_t pos; /* next sample of the shard's epoch */
+    int64_t end; /* samples the shard serves this epoch */
     int64_t epoch;
     bool started;
     tg_augment_options augment; /* all zero: none */
 };
+
+/* Whether batches are gathered through perm (shuffled or sharded) rather than read in place. */
+static bool staged(const tg_batches *b) { return b->shuffle || b->nshards > 1; }
 
 /* Largest payload accepted from a file, in elements: far above any real dataset, far below
  * anything whose byte count could overflow. */
@@ -508,7 +512,13 @@ static void permute(int64_t *perm, int64_t n, uint64_t seed, uint64_t epoch)
 tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, uint64_t seed,
                          bool drop_last, tg_batches **out)
 {
-    static const char fn[] = "tg_batches_new";
+    return tg_batches_new_shard(d, batch_size, shuffle, seed, drop_last, 0, 1, out);
+}
+
+tg_status tg_batches_new_shard(const tg_dataset *d, int64_t batch_size, bool shuffle, uint64_t seed,
+                               bool drop_last, int64_t shard, int64_t nshards, tg_batches **out)
+{
+    static const char fn[] = "tg_batches_new_shard";
     if (!d)
         return TG_INVALID;
     tg_ctx *ctx = d->ctx;
@@ -518,6 +528,9 @@ tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, 
     if (batch_size < 1)
         return tg_ctx_fail(ctx, TG_INVALID, "%s: batch size %lld (need >= 1)", fn,
                            (long long)batch_size);
+    if (nshards < 1 || shard < 0 || shard >= nshards)
+        return tg_ctx_fail(ctx, TG_INVALID, "%s: shard %lld of %lld (need 0 <= shard < nshards)",
+                           fn, (long long)shard, (long long)nshards);
     tg_batches *b = tg_alloc(ctx, sizeof *b);
     if (!b)
         return tg_ctx_fail(ctx, TG_NOMEM, "%s: out of memory", fn);
@@ -528,9 +541,12 @@ tg_status tg_batches_new(const tg_dataset *d, int64_t batch_size, bool shuffle, 
     b->shuffle = shuffle;
     b->seed = seed;
     b->drop_last = drop_last;
-    if (shuffle) {
+    b->shard = shard;
+    b->nshards = nshards;
+    if (staged(b)) {
         /* Allocated once: no allocator call while iterating. */
-        int64_t rows = batch_size < d->n ? batch_size : d->n;
+        int64_t count = d->n / nshards, rows = batch_size < count ? batch_size : count;
+        rows = rows > 0 ? rows : 1;
         b->perm_bytes = (size_t)d->n * sizeof *b->perm;
         b->xstage_bytes = (size_t)(rows * d->sample_numel) * sizeof *b->xstage;
         b->lstage_bytes = (size_t)rows * sizeof *b->lstage;
@@ -564,11 +580,15 @@ int64_t tg_batches_start(tg_batches *b, int64_t epoch)
     int64_t n = b->d->n;
     if (b->shuffle)
         permute(b->perm, n, b->seed, (uint64_t)epoch);
+    else if (staged(b))
+        for (int64_t i = 0; i < n; i++)
+            b->perm[i] = i;
     b->epoch = epoch;
+    int64_t count = n / b->nshards; /* the order cut to a multiple of nshards, per shard */
     b->pos = 0;
-    b->end = b->drop_last ? n / b->batch * b->batch : n;
+    b->end = b->drop_last ? count / b->batch * b->batch : count;
     b->started = true;
-    return b->drop_last ? n / b->batch : (n + b->batch - 1) / b->batch;
+    return b->drop_last ? count / b->batch : (count + b->batch - 1) / b->batch;
 }
 
 /* ---- augmentation ------------------------------------------------------------------------ */
@@ -655,9 +675,9 @@ bool tg_batches_next(tg_batches *b, tg_tape *tp, tg_tensor *x, tg_tensor *labels
     int64_t sn = d->sample_numel;
     const float *xs = d->x + b->pos * sn;
     const int64_t *ls = d->labels + b->pos;
-    if (b->shuffle || augmenting(b)) {
+    if (staged(b) || augmenting(b)) {
         for (int64_t r = 0; r < rows; r++) {
-            int64_t s = b->shuffle ? b->perm[b->pos + r] : b->pos + r;
+            int64_t s = staged(b) ? b->perm[(b->pos + r) * b->nshards + b->shard] : b->pos + r;
             if (augmenting(b))
                 augment_sample(b, s, b->xstage + r * sn);
             else if (sn > 0)
