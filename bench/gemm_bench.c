@@ -67,12 +67,21 @@ typedef struct operands {
 static void call(const operands *o, bool portable)
 {
     const shape *s = o->s;
-    if (portable)
-        tg__gemm_portable(o->dt, s->ta, s->tb, s->m, s->n, s->k, o->a, o->lda, o->b, o->ldb, 0.0,
-                          o->c, s->n, o->threads);
-    else
+    if (portable) {
         tg__gemm(o->dt, s->ta, s->tb, s->m, s->n, s->k, o->a, o->lda, o->b, o->ldb, 0.0, o->c, s->n,
                  o->threads);
+        return;
+    }
+#ifdef TG_HAVE_CBLAS
+    enum CBLAS_TRANSPOSE ta = s->ta ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE tb = s->tb ? CblasTrans : CblasNoTrans;
+    if (o->dt == TG_F32)
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)s->m, (int)s->n, (int)s->k, 1.0f, o->a, (int)o->lda,
+                    o->b, (int)o->ldb, 0.0f, o->c, (int)s->n);
+    else
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)s->m, (int)s->n, (int)s->k, 1.0, o->a, (int)o->lda,
+                    o->b, (int)o->ldb, 0.0, o->c, (int)s->n);
+#endif
 }
 
 /* Seconds per call, timed over `calls` calls. */
@@ -126,14 +135,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "gemm-bench: bad --threads or --repeats\n");
         return 2;
     }
-    bool blas = !strcmp(tg__gemm_backend(), "openblas");
 #ifdef TG_HAVE_CBLAS
+    bool blas = true;
     openblas_set_num_threads(threads);
+#else
+    bool blas = false;
 #endif
-    printf("gemm-bench: portable (%s kernels) vs %s, %d thread%s, median of %d repeats, GFLOP/s\n",
+    printf("gemm-bench: tapegrad (%s kernels) vs %s, %d thread%s, median of %d repeats, GFLOP/s\n",
            tg__gemm_isa_name(TG__GEMM_BEST), blas ? "OpenBLAS" : "nothing (no BLAS in this build)",
            threads, threads == 1 ? "" : "s", repeats);
-    printf("%-4s %-36s %16s %16s %6s\n", "", "product", "portable (best)", "openblas (best)",
+    printf("%-4s %-36s %16s %16s %6s\n", "", "product", "tapegrad (best)", "openblas (best)",
            "ratio");
     double *samples = malloc((size_t)repeats * sizeof(double));
     if (!samples)

@@ -190,8 +190,8 @@ int tg_ctx_threads(const tg_ctx *ctx);
  * every thread; exact once the threads that used the context have been joined. */
 uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx);
 /* How this build of the library computes, for benchmark reports: a static string such as
- * "vmath=avx512f gemm=openblas openmp=yes" (the vector-math instruction set chosen on this CPU,
- * the GEMM backend, and whether kernels can use threads). */
+ * "vmath=avx512f gemm=avx512f openmp=yes" (the instruction sets of the vector-math and GEMM
+ * kernels chosen on this CPU, and whether kernels can use threads). */
 const char *tg_build_info(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -529,7 +529,8 @@ typedef struct tg_view {
 
 /* What a check callback sees. It validates inputs and attributes and sets out->dtype, out->ndim
  * and out->shape (numel and data are the engine's). It may ask for scratch kept for backward
- * (saved_bytes), or make the output share input `alias`'s buffer (for views such as reshape). */
+ * (saved_bytes), or make the output share input `alias`'s buffer (for views such as reshape).
+ * `threads` is what the forward kernel will get as tg_kernel.threads, for scratch per thread. */
 typedef struct tg_check {
     int ninputs;
     const tg_view *const *in;
@@ -539,6 +540,7 @@ typedef struct tg_check {
     int alias;          /* -1 by default */
     char *message_;     /* engine-owned; write through tg_check_fail */
     size_t message_size_;
+    int threads; /* >= 1 */
 } tg_check;
 
 /* Records why a check failed and returns `status` (return it from the check). The engine adds

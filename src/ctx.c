@@ -5,7 +5,6 @@
 #include <stdlib.h>
 
 #include "../ops/ops.h"
-#include "gemm.h"
 #include "vmath.h"
 
 /* ---- per-thread messages ------------------------------------------------------------------
@@ -206,22 +205,20 @@ uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx)
 #else
 #define BUILD_OPENMP "no"
 #endif
-#define BUILD_INFO(vm, gemm) "vmath=" vm " gemm=" gemm " openmp=" BUILD_OPENMP
+#define BUILD_INFO(isa) "vmath=" isa " gemm=" isa " openmp=" BUILD_OPENMP
 
-/* One literal per combination: nothing is formatted, so nothing needs writable storage. */
+/* One literal per instruction set: nothing is formatted, so nothing needs writable storage.
+ * Vector math and the GEMM pick their kernels by the same CPU features. */
 const char *tg_build_info(void)
 {
-    const char *vm = tg__vm_isa(), *gemm = tg__gemm_backend();
-    bool blas = !strcmp(gemm, "openblas"), portable = !strcmp(gemm, "portable");
-    if (!blas && !portable)
-        return BUILD_INFO("?", "?");
+    const char *vm = tg__vm_isa();
     if (!strcmp(vm, "avx512f"))
-        return blas ? BUILD_INFO("avx512f", "openblas") : BUILD_INFO("avx512f", "portable");
+        return BUILD_INFO("avx512f");
     if (!strcmp(vm, "avx2"))
-        return blas ? BUILD_INFO("avx2", "openblas") : BUILD_INFO("avx2", "portable");
+        return BUILD_INFO("avx2");
     if (!strcmp(vm, "scalar"))
-        return blas ? BUILD_INFO("scalar", "openblas") : BUILD_INFO("scalar", "portable");
-    return blas ? BUILD_INFO("?", "openblas") : BUILD_INFO("?", "portable");
+        return BUILD_INFO("scalar");
+    return BUILD_INFO("?");
 }
 
 /* ---- registry ------------------------------------------------------------------------------ */

@@ -1,11 +1,19 @@
-/* gemm.c — matrix multiply: CBLAS (OpenBLAS) when the build has it; otherwise, and always as
- * tg__gemm_portable, a blocked and packed GEMM in the manner of GotoBLAS and BLIS. This file
- * holds the dispatch, the cache blocking, the packing and the threading. The micro-kernels are
- * in gemm_simd.h (AVX-512F and AVX2+FMA, chosen by the CPU at run time, like vmath) and here
- * (a scalar one for other CPUs).
+/* gemm.c — matrix multiply: a blocked and packed GEMM in the manner of GotoBLAS and BLIS, the
+ * only one tapegrad uses. This file holds the dispatch, the cache blocking, the packing and the
+ * threading. The micro-kernels are in gemm_simd.h (AVX-512F and AVX2+FMA, chosen by the CPU at
+ * run time, like vmath) and here (a scalar one for other CPUs).
+ *
+ * Why not OpenBLAS (which tapegrad called through CBLAS until it had these kernels): its pool of
+ * threads is process-wide and sized by OpenBLAS, not by the context, so with tapegrad's own
+ * threads two pools spun for the same cores (two threads ran slower than one), and setting it
+ * per context is a global write racing with other contexts and with the user's own use of
+ * OpenBLAS. Sharing a product among the context's threads here keeps one pool. The kernels
+ * cost nothing for it: on the development machine (AMD EPYC, family 26, AVX-512) the AVX-512F
+ * kernel ran the MLP's and the CNN's products at 1.6 to 1.8 times Debian's OpenBLAS 0.3.21,
+ * which runs its Haswell kernel there, and the AVX2 kernel at 0.85 to 0.9 times it (best of 7,
+ * one thread; bench/README.md has gemm-bench's figures).
  *
  * Blocking, for one thread's part of C (rows i0..i1, columns j0..j1):
- *
  *   for each block of NB columns                        B block: KC x NB, stays in L2
  *     for each KC-deep slice of the product
  *       pack op(B)[slice, block] into NR-column panels
@@ -38,10 +46,6 @@
 #include <emmintrin.h>
 #endif
 
-#ifdef TG_HAVE_CBLAS
-#include <cblas.h>
-#endif
-
 #define A_PACK_BYTES ((int64_t)16 << 10)
 #define B_PACK_BYTES ((int64_t)192 << 10)
 
@@ -51,15 +55,6 @@
  * operand). Measured on Zen 4: 64^3 ran slower on 2 threads than on 1, 80^3 and 128x128x16
  * faster. */
 #define PARALLEL_WORK ((double)(1 << 19))
-
-const char *tg__gemm_backend(void)
-{
-#ifdef TG_HAVE_CBLAS
-    return "openblas";
-#else
-    return "portable";
-#endif
-}
 
 /* ---- The scalar micro-kernel (any CPU) ------------------------------------------------- */
 
@@ -332,9 +327,9 @@ static bool trivial(tg_dtype dt, int64_t m, int64_t n, int64_t k, double beta, v
     return true;
 }
 
-void tg__gemm_portable_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n,
-                           int64_t k, const void *a, int64_t lda, const void *b, int64_t ldb,
-                           double beta, void *c, int64_t ldc, int threads)
+void tg__gemm_with_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n,
+                       int64_t k, const void *a, int64_t lda, const void *b, int64_t ldb,
+                       double beta, void *c, int64_t ldc, int threads)
 {
     if (trivial(dt, m, n, k, beta, c, ldc))
         return;
@@ -354,8 +349,13 @@ void tg__gemm_portable_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int6
              .beta = beta != 0,
              .by_rows = true};
     /* A narrow C (n well under a tile's NR columns, m long) wastes most of each tile: compute
-     * C^T = op(B)^T op(A)^T instead, the kernel storing its tiles transposed. */
-    if (padded(n, kern.mr) * padded(m, kern.nr) * 5 < padded(m, kern.mr) * padded(n, kern.nr) * 4) {
+     * C^T = op(B)^T op(A)^T instead, the kernel storing its tiles transposed. Only for C
+     * narrower than a tile: transposed tiles are stored an element at a time, which for a
+     * shallow product costs more than the padding saves ([32 x 25088] by depth 9 ran at 5
+     * GFLOP/s transposed). */
+    if (n < kern.nr
+        && padded(n, kern.mr) * padded(m, kern.nr) * 5
+               < padded(m, kern.mr) * padded(n, kern.nr) * 4) {
         operand t = g.a;
         g.a = g.b, g.b = t;
         g.m = n, g.n = m;
@@ -375,33 +375,9 @@ void tg__gemm_portable_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int6
     tg__parallel_for(t, g.by_rows ? mt : nt, work, run_part, &g);
 }
 
-void tg__gemm_portable(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                       const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c,
-                       int64_t ldc, int threads)
-{
-    tg__gemm_portable_isa(TG__GEMM_BEST, dt, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc,
-                          threads);
-}
-
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
               int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc,
               int threads)
 {
-    if (trivial(dt, m, n, k, beta, c, ldc))
-        return;
-#ifdef TG_HAVE_CBLAS
-    if (m < INT32_MAX && n < INT32_MAX && k < INT32_MAX && lda < INT32_MAX && ldb < INT32_MAX
-        && ldc < INT32_MAX) {
-        enum CBLAS_TRANSPOSE tA = ta ? CblasTrans : CblasNoTrans;
-        enum CBLAS_TRANSPOSE tB = tb ? CblasTrans : CblasNoTrans;
-        if (dt == TG_F32)
-            cblas_sgemm(CblasRowMajor, tA, tB, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b,
-                        (int)ldb, (float)beta, c, (int)ldc);
-        else
-            cblas_dgemm(CblasRowMajor, tA, tB, (int)m, (int)n, (int)k, 1.0, a, (int)lda, b,
-                        (int)ldb, beta, c, (int)ldc);
-        return;
-    }
-#endif
-    tg__gemm_portable(dt, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, threads);
+    tg__gemm_with_isa(TG__GEMM_BEST, dt, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, threads);
 }
