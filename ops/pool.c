@@ -6,6 +6,7 @@
  * differentiable to any order. avg_pool2d and avg_pool2d_backward are each other's transpose. */
 #include "kernels.h"
 #include "ops.h"
+#include "parallel.h"
 #include "vmath.h"
 
 /* avg_pool2d_backward: `shape` is x's shape (the other ops take it from their inputs). */
@@ -263,12 +264,13 @@ PICK(double, pick_f64)
 #define POOL_2X2(T, I, pick, L, SFX, TARGET)                                                       \
     typedef T vec_##SFX __attribute__((vector_size(L * sizeof(T))));                               \
     typedef I mask_##SFX __attribute__((vector_size(L * sizeof(T))));                              \
-    static TARGET void select2_##SFX(const T *v, const T *x, T *y, const pgeom *g)                 \
+    static TARGET void select2_##SFX(const T *v, const T *x, T *y, const pgeom *g, int64_t p0,     \
+                                     int64_t p1)                                                   \
     {                                                                                              \
         typedef vec_##SFX V;                                                                       \
         typedef mask_##SFX J;                                                                      \
-        const int64_t w = g->w, ow = g->ow, rows = g->planes * g->oh, end = g->planes * g->h * w;  \
-        for (int64_t r = 0; r < rows; r++) { /* a row of windows */                                \
+        const int64_t w = g->w, ow = g->ow, rows = p1 * g->oh, end = p1 * g->h * w;                \
+        for (int64_t r = p0 * g->oh; r < rows; r++) { /* a row of windows */                       \
             int64_t top = (r / g->oh * g->h + 2 * (r % g->oh)) * w, q = 0;                         \
             const T *x0 = x + top, *x1 = x0 + w, *v0 = v + top, *v1 = v0 + w;                      \
             T *yr = y + r * ow;                                                                    \
@@ -295,12 +297,13 @@ PICK(double, pick_f64)
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
-    static TARGET void scatter2_##SFX(const T *gr, const T *x, T *dx, const pgeom *g)              \
+    static TARGET void scatter2_##SFX(const T *gr, const T *x, T *dx, const pgeom *g, int64_t p0,  \
+                                      int64_t p1)                                                  \
     {                                                                                              \
         typedef vec_##SFX V;                                                                       \
         typedef mask_##SFX J;                                                                      \
-        const int64_t w = g->w, ow = g->ow, rows = g->planes * g->oh, end = g->planes * g->h * w;  \
-        for (int64_t r = 0; r < rows; r++) {                                                       \
+        const int64_t w = g->w, ow = g->ow, rows = p1 * g->oh, end = p1 * g->h * w;                \
+        for (int64_t r = p0 * g->oh; r < rows; r++) {                                              \
             int64_t oy = r % g->oh, top = (r / g->oh * g->h + 2 * oy) * w, q = 0;                  \
             const T *x0 = x + top, *x1 = x0 + w, *gr_ = gr + r * ow;                               \
             T *d0 = dx + top, *d1 = d0 + w;                                                        \
@@ -344,14 +347,41 @@ POOL_2X2(double, int64_t, pick_f64, 8, f64_avx512, TG__TARGET_AVX512)
 POOL_2X2(double, int64_t, pick_f64, 4, f64_avx2, TG__TARGET_AVX2)
 POOL_2X2(double, int64_t, pick_f64, 2, f64_base, )
 
+/* The 2x2 loops on planes [lo, hi) of the job, on the threads the kernel has: each part's rows
+ * are its own, and its vectors keep within them (rows and end above are the part's). */
+typedef struct pool_job {
+    tg_dtype dt;
+    const void *a, *x; /* select: v and x; scatter: g and x */
+    void *out;
+    const pgeom *g;
+} pool_job;
+
+static void select2_planes(void *user, int64_t lo, int64_t hi)
+{
+    const pool_job *j = user;
+    if (j->dt == TG_F32)
+        TG__ISA_CALL(select2_f32, j->a, j->x, j->out, j->g, lo, hi);
+    else
+        TG__ISA_CALL(select2_f64, j->a, j->x, j->out, j->g, lo, hi);
+}
+
+static void scatter2_planes(void *user, int64_t lo, int64_t hi)
+{
+    const pool_job *j = user;
+    if (j->dt == TG_F32)
+        TG__ISA_CALL(scatter2_f32, j->a, j->x, j->out, j->g, lo, hi);
+    else
+        TG__ISA_CALL(scatter2_f64, j->a, j->x, j->out, j->g, lo, hi);
+}
+
 /* y = v at the argmax of x per window (v and x of one shape). */
-static void run_select(const tg_view *v, const tg_view *x, const tg_view *y, const pgeom *g)
+static void run_select(const tg_view *v, const tg_view *x, const tg_view *y, const pgeom *g,
+                       int threads)
 {
     bool f32 = y->dtype == TG_F32;
-    if (is_2x2(g) && f32)
-        TG__ISA_CALL(select2_f32, v->data, x->data, y->data, g);
-    else if (is_2x2(g))
-        TG__ISA_CALL(select2_f64, v->data, x->data, y->data, g);
+    pool_job j = {y->dtype, v->data, x->data, y->data, g};
+    if (is_2x2(g))
+        tg__parallel_for(threads, g->planes, (double)x->numel, select2_planes, &j);
     else
         f32 ? select_f32(v->data, x->data, y->data, g) : select_f64(v->data, x->data, y->data, g);
 }
@@ -378,7 +408,7 @@ static void max_pool2d_forward(const tg_kernel *k)
     const pool_attr *at = k->attr;
     pgeom g;
     pgeom_fill(&at->p, k->in[0]->shape, &g);
-    run_select(k->in[0], k->in[0], k->out, &g);
+    run_select(k->in[0], k->in[0], k->out, &g, k->threads);
 }
 static void max_pool2d_backward(const tg_backward_io *io)
 {
@@ -474,7 +504,7 @@ static void select_forward(const tg_kernel *k)
     const pool_attr *at = k->attr;
     pgeom g;
     pgeom_fill(&at->p, k->in[1]->shape, &g);
-    run_select(k->in[0], k->in[1], k->out, &g);
+    run_select(k->in[0], k->in[1], k->out, &g, k->threads);
 }
 static void select_backward(const tg_backward_io *io)
 {
@@ -524,10 +554,9 @@ static void max_pool2d_bw_forward(const tg_kernel *k)
     pgeom g;
     pgeom_fill(&at->p, x->shape, &g);
     bool f32 = dx->dtype == TG_F32;
-    if (is_2x2(&g) && f32)
-        TG__ISA_CALL(scatter2_f32, gr->data, x->data, dx->data, &g);
-    else if (is_2x2(&g))
-        TG__ISA_CALL(scatter2_f64, gr->data, x->data, dx->data, &g);
+    pool_job j = {dx->dtype, gr->data, x->data, dx->data, &g};
+    if (is_2x2(&g))
+        tg__parallel_for(k->threads, g.planes, 2.0 * (double)x->numel, scatter2_planes, &j);
     else
         f32 ? scatter_f32(gr->data, x->data, dx->data, &g)
             : scatter_f64(gr->data, x->data, dx->data, &g);

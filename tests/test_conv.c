@@ -215,12 +215,51 @@ static void threads_agree(void **state)
             free(vals[run][i]);
 }
 
+/* 2x2 max pooling shares planes among threads (above TG__PARALLEL_MIN elements): the same
+ * values and gradient on one and on three threads, bit for bit (each element written by one). */
+static void pool_threads_agree(void **state)
+{
+    (void)state;
+    const int64_t shape[4] = {4, 8, 56, 58}, n = 4 * 8 * 56 * 58; /* 103,936 elements */
+    float *x0 = malloc((size_t)n * sizeof(float)), *out[2][2];
+    assert_non_null(x0);
+    for (int64_t i = 0; i < n; i++) /* steps of 1/4 in [-1, 1]: ties inside windows */
+        x0[i] = (float)((i * 2654435761u >> 7) % 9) / 4.0f - 1.0f;
+    tg_pool2d_params p = {.kernel = {2, 2}};
+    int64_t count[2] = {n / 4, n};
+    for (int run = 0; run < 2; run++) {
+        tg_ctx *ctx;
+        tg_tape *tp;
+        open_tape(run ? 3 : 1, &ctx, &tp);
+        tg_tensor x = tg_requires_grad(tg_tensor_from(tp, TG_F32, 4, shape, x0)), dx;
+        tg_tensor y = tg_max_pool2d(x, &p);
+        tg_tensor r = tg_uniform(tp, TG_F32, 4, tg_shape(y), -1, 1, 5);
+        tg_tensor loss = tg_sum_all(tg_mul(y, r));
+        assert_status(tg_grad(1, &loss, NULL, 1, &x, &dx, 0), TG_OK);
+        tg_tensor t[2] = {y, dx};
+        for (int i = 0; i < 2; i++) {
+            out[run][i] = malloc((size_t)count[i] * sizeof(float));
+            assert_non_null(out[run][i]);
+            assert_status(tg_read(t[i], TG_F32, out[run][i], count[i]), TG_OK);
+        }
+        tg_tape_free(tp);
+        tg_ctx_free(ctx);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_memory_equal(out[0][i], out[1][i], (size_t)count[i] * sizeof(float));
+    for (int run = 0; run < 2; run++)
+        for (int i = 0; i < 2; i++)
+            free(out[run][i]);
+    free(x0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(conv_against_pytorch),
         cmocka_unit_test(pool_against_pytorch),
         cmocka_unit_test(threads_agree),
+        cmocka_unit_test(pool_threads_agree),
     };
     printf("conv: %s\n", ISA_NOTE);
     int failed = cmocka_run_group_tests(tests, load_refs, ref_free);
