@@ -139,7 +139,17 @@ typedef struct tg_scalar {
  * Parameters are shared data: tapes in several threads may read one at once (forward passes),
  * but a call that writes a parameter's value or gradient (tg_backward reaching it, tg_param_set
  * and its siblings, tg_param_zero_grad, an optimiser's step) must not overlap any other use of
- * that parameter; give each thread its own parameters (or serialise the writes yourself). */
+ * that parameter; give each thread its own parameters (or serialise the writes yourself).
+ *
+ * Threads tapegrad runs: a context's kernels (GEMMs included; tapegrad does not use OpenBLAS, so
+ * OPENBLAS_NUM_THREADS and friends do not touch it) share large work among tg_ctx_threads
+ * threads of one pool, OpenMP's (libgomp's), the calling thread among them; 1, the default, runs
+ * everything on the calling thread. A program that runs tapes in threads of its own should give
+ * each context 1 thread, or split the cores among its contexts (threads x contexts <= cores):
+ * pools started from different threads do not share the cores. Within the program's own OpenMP
+ * parallel region tapegrad's loops run on the calling thread alone (libgomp's default of one
+ * active level). libgomp's idle workers spin a while before they sleep: where other work needs
+ * the cores between tapegrad's steps, set OMP_WAIT_POLICY=passive in the environment. */
 
 /* One allocator function, Lua-style: new_size == 0 frees `ptr` (returning NULL); otherwise it
  * returns a block of new_size bytes holding the first min(old,new) bytes of `ptr` (which may be
@@ -154,7 +164,7 @@ typedef void *(*tg_alloc_fn)(void *user, void *ptr, size_t old_size, size_t new_
 typedef struct tg_ctx_options {
     tg_alloc_fn alloc; /* default: realloc/free */
     void *alloc_user;  /* passed to alloc */
-    int threads;       /* worker threads for large kernels; 0: one */
+    int threads;       /* threads for large kernels, GEMMs included (see Threads); 0: one */
 } tg_ctx_options;
 
 /* Creates a context with every built-in op registered. `opts` may be NULL. On success *out owns
