@@ -45,6 +45,9 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#ifdef TG_GEMM_X86
+#include <immintrin.h>
+#endif
 
 #define A_PACK_BYTES ((int64_t)16 << 10)
 #define B_PACK_BYTES ((int64_t)192 << 10)
@@ -175,12 +178,12 @@ typedef void (*panel_fn)(const void *src, int64_t ld, int64_t len, int64_t kc, i
 PANELS(float, f32)
 PANELS(double, f64)
 
-static void interleave_panel_f32(const void *src, int64_t ld, int64_t len, int64_t kc, int64_t w,
-                                 void *dst)
+/* Rows x0..len of interleave_panel_f32: 4 x 4 blocks through SSE registers, then one element
+ * at a time. */
+static void interleave_sse_f32(const float *s, int64_t ld, int64_t x0, int64_t len, int64_t kc,
+                               int64_t w, float *d)
 {
-    const float *s = src;
-    float *d = dst;
-    int64_t x = 0;
+    int64_t x = x0;
 #ifdef __SSE2__
     for (; x + 4 <= len; x += 4) {
         const float *s0 = s + x * ld, *s1 = s0 + ld, *s2 = s1 + ld, *s3 = s2 + ld;
@@ -198,8 +201,56 @@ static void interleave_panel_f32(const void *src, int64_t ld, int64_t len, int64
     }
 #endif
     interleave_rest_f32(s, ld, x, len, 0, kc, w, d);
+}
+
+static void interleave_panel_f32(const void *src, int64_t ld, int64_t len, int64_t kc, int64_t w,
+                                 void *dst)
+{
+    interleave_sse_f32(src, ld, 0, len, kc, w, dst);
+    zero_tail_f32(dst, len, kc, w);
+}
+
+#ifdef TG_GEMM_X86
+/* The same with 8 x 8 blocks through AVX registers where a panel is 8 wide or more (the
+ * transposed operands of every product: the CNN's weight gradients pack both their operands
+ * this way, and the SSE blocks ran at about one element a cycle), for the AVX2 and AVX-512F
+ * kernel sets (a CPU with AVX-512F has AVX2). The 8 x 8 transpose is the usual one: pairs of
+ * rows interleaved, then pairs of pairs, then the 128-bit halves exchanged. */
+__attribute__((target("avx2"))) static void interleave_panel_f32_avx2(const void *src, int64_t ld,
+                                                                      int64_t len, int64_t kc,
+                                                                      int64_t w, void *dst)
+{
+    const float *s = src;
+    float *d = dst;
+    int64_t x = 0;
+    for (; x + 8 <= len && x + 8 <= w; x += 8) {
+        int64_t p = 0;
+        for (; p + 8 <= kc; p += 8) {
+            __m256 r[8], t[8], u[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm256_loadu_ps(s + (x + i) * ld + p);
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+                u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            for (int i = 0; i < 4; i++) {
+                _mm256_storeu_ps(d + (p + i) * w + x, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+                _mm256_storeu_ps(d + (p + 4 + i) * w + x,
+                                 _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+            }
+        }
+        interleave_rest_f32(s, ld, x, x + 8, p, kc, w, d);
+    }
+    interleave_sse_f32(s, ld, x, len, kc, w, d);
     zero_tail_f32(d, len, kc, w);
 }
+#endif
 
 static void interleave_panel_f64(const void *src, int64_t ld, int64_t len, int64_t kc, int64_t w,
                                  void *dst)
@@ -334,9 +385,15 @@ void tg__gemm_with_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int64_t 
     if (trivial(dt, m, n, k, beta, c, ldc))
         return;
     tg__gemm_kernel kern = kernel_for(isa, dt);
+    panel_fn interleave = dt == TG_F32 ? interleave_panel_f32 : interleave_panel_f64;
+#ifdef TG_GEMM_X86
+    tg__gemm_isa set = isa == TG__GEMM_BEST ? best_isa() : isa;
+    if (dt == TG_F32 && (set == TG__GEMM_AVX2 || set == TG__GEMM_AVX512))
+        interleave = interleave_panel_f32_avx2;
+#endif
     job g = {.kern = kern,
              .copy = dt == TG_F32 ? copy_panel_f32 : copy_panel_f64,
-             .interleave = dt == TG_F32 ? interleave_panel_f32 : interleave_panel_f64,
+             .interleave = interleave,
              .es = (int64_t)tg_dtype_size(dt),
              .m = m,
              .n = n,
