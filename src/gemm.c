@@ -7,11 +7,11 @@
  * threads is process-wide and sized by OpenBLAS, not by the context, so with tapegrad's own
  * threads two pools spun for the same cores (two threads ran slower than one), and setting it
  * per context is a global write racing with other contexts and with the user's own use of
- * OpenBLAS. Sharing a product among the context's threads here keeps one pool. The kernels
- * cost nothing for it: on the development machine (AMD EPYC, family 26, AVX-512) the AVX-512F
- * kernel ran the MLP's and the CNN's products at 1.6 to 1.8 times Debian's OpenBLAS 0.3.21,
- * which runs its Haswell kernel there, and the AVX2 kernel at 0.85 to 0.9 times it (best of 7,
- * one thread; bench/README.md has gemm-bench's figures).
+ * OpenBLAS. Sharing a product among the context's threads here keeps one pool. On the
+ * development machine (AMD EPYC, family 26, AVX-512) the AVX-512F kernel ran the MLP's and the
+ * CNN's products at 1.0 to 2.2 times Debian's OpenBLAS 0.3.21, which runs its Haswell kernel
+ * there; the AVX2 kernel, on the same machine, at 0.6 to 0.9 times it: on AVX2-only CPUs this
+ * costs speed (gemm-bench, one thread; bench/README.md has the figures).
  *
  * Blocking, for one thread's part of C (rows i0..i1, columns j0..j1):
  *   for each block of NB columns                        B block: KC x NB, stays in L2
