@@ -14,7 +14,7 @@
 typedef struct bench_options {
     int repeats;      /* timed runs per measurement */
     int warmup;       /* untimed runs before them */
-    int threads;      /* tapegrad's threads (and OpenBLAS's, set through the environment) */
+    int threads;      /* tapegrad's threads */
     bool json;        /* one JSON document instead of text */
     const char *data; /* Fashion-MNIST directory */
     const char *self; /* this program, for the memory suite's child processes */
@@ -60,6 +60,11 @@ void bench_note(const bench_options *o, const char *suite, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+
+/* How many cores the host gives two busy processes now: a fixed compute loop (no memory
+ * traffic) timed in one process, then in two at once; 2 * one / two (about 2 on two free cores,
+ * 1 when the host shares one between them). NaN if a process could not start. */
+double bench_core_probe(void);
 
 /* Creates a context with the options' thread count (exits on failure). */
 tg_ctx *bench_ctx(const bench_options *o);

@@ -15,10 +15,12 @@ charts it, without running anything.
 Use Debian's /usr/bin/python3 (python3-torch): another python3 on PATH may lack torch; the script
 looks for torch in its own interpreter and then in /usr/bin/python3.
 
-Threads: tapegrad runs with --threads T (its kernels and, through OPENBLAS_NUM_THREADS, the
-OpenBLAS pool its GEMMs use). PyTorch gets torch.set_num_threads(T) *and* OPENBLAS_NUM_THREADS=T
-(with OMP_NUM_THREADS=T) in the environment of the process that imports it: Debian's torch runs
-its GEMMs in OpenBLAS's own thread pool, which torch.set_num_threads does not limit.
+Threads: tapegrad runs with --threads T (every kernel, GEMMs included: tapegrad does not use
+OpenBLAS). PyTorch gets torch.set_num_threads(T) *and* OPENBLAS_NUM_THREADS=T (with
+OMP_NUM_THREADS=T) in the environment of the process that imports it: Debian's torch runs its
+GEMMs in OpenBLAS's own thread pool, which torch.set_num_threads does not limit. With T = 1 the
+training suite also measures tapegrad's CNN at batch 128 and MLP at batch 512 on two threads,
+beside a two-process compute probe of how many cores the host gave.
 
 Every figure is the median over the repeats after warm-up runs, as in tg-bench.
 """
@@ -636,13 +638,37 @@ def targets(rows_tg, rows_torch):
         if r["suite"] == "elementwise" and r["name"].endswith(", 16M") and "of_triad" in r:
             out.append((f"elementwise {r['name']} >= 70% of triad: {100 * r['of_triad']:.0f}% "
                         f"({r['median']:.1f} of {r['triad_GBs']:.1f} GB/s)", r["of_triad"] >= 0.7))
-    for batch, want in ((128, 1.4), (32, 2.0)):
-        k = ("training", f"mlp batch {batch}")
+    r, t = tg.get(("overhead", "forward + backward, 64 elem")), torch.get(
+        ("overhead", "forward + backward, 64 elem"))
+    if r and t:
+        x = t["median"] / r["median"]
+        out.append((f"tiny-tensor chain at 64 elements, forward + backward >= 60x PyTorch: "
+                    f"{x:.1f}x ({r['median']:.1f} vs {t['median']:,.0f} ns/op)", x >= 60))
+    for model, batch, want in (("mlp", 128, 1.4), ("mlp", 32, 2.0), ("mlp", 512, 1.5),
+                               ("cnn", 128, 2.0)):
+        k = ("training", f"{model} batch {batch}")
         if k in tg and k in torch:
             x = tg[k]["median"] / torch[k]["median"]
-            out.append((f"training MLP batch {batch} >= {want}x PyTorch: {x:.2f}x "
+            out.append((f"training {model.upper()} batch {batch} >= {want}x PyTorch: {x:.2f}x "
                         f"({tg[k]['median']:,.0f} vs {torch[k]['median']:,.0f} samples/s)",
                         x >= want))
+    r = tg.get(("training", "cnn batch 128, share of its GEMM floor"))
+    if r:
+        out.append((f"training CNN batch 128 >= 60% of its GEMM floor: {r['median']:.0f}% (floor "
+                    f"{r['floor_ms_per_step']:.1f} ms at {r['gemm_GFLOPs']:.0f} GFLOP/s, step "
+                    f"{r['step_ms']:.1f} ms)", r["median"] >= 60))
+    probe = tg.get(("training", "two-process compute probe"))
+    for name in ("cnn batch 128", "mlp batch 512"):
+        r = tg.get(("training", f"{name}, 2 threads over 1"))
+        if not r or not probe:
+            continue
+        cores = probe["median"]
+        text = (f"two threads >= 1.6x one, {name}: {r['median']:.2f}x (compute probe: the host "
+                f"gave {cores:.2f} cores)")
+        if cores < 1.8:
+            out.append((text + "; not applicable, the host did not give two cores", None))
+        else:
+            out.append((text, r["median"] >= 1.6))
     for r in rows_tg:
         if r["suite"] == "memory" and r["unit"] == "calls":
             out.append((f"0 allocator calls per steady-state step, {r['name'].split(', ')[1]}: "
@@ -791,8 +817,7 @@ def main():
         f"machine: {m['cpu']} (family {m['cpu_family']}, model {m['cpu_model']}), "
         f"{m['cores']} cores, {m['memory_gib']} GiB, {m['kernel']}; load average "
         f"{load_start:.2f} at the start, {load_end:.2f} at the end",
-        f"tapegrad {tg['version']}: {m['build']}; --threads {m['threads']}, "
-        f"OPENBLAS_NUM_THREADS={m['openblas_threads']}; {m['compiler']}",
+        f"tapegrad {tg['version']}: {m['build']}; --threads {m['threads']}; {m['compiler']}",
     ]
     if torch_res["info"]:
         i = torch_res["info"]
@@ -842,7 +867,7 @@ def main():
         print()
         print("Targets:")
         for text, met in goals:
-            print(f"- {'met' if met else 'NOT MET'}: {text}")
+            print(f"- {'n/a' if met is None else 'met' if met else 'NOT MET'}: {text}")
     if args.plot:
         plot(tg["rows"], torch_res["rows"], adolc["rows"], args.plot,
              f"tapegrad's speedups, compare.py {started.strftime('%Y-%m-%d %H:%M UTC')}, "

@@ -1,12 +1,15 @@
-/* gemm_bench.c — gemm-bench: GFLOP/s of tapegrad's portable GEMM (src/gemm.c) against OpenBLAS
- * (when the build has it), on the same number of threads: squares 256 to 2048, and the products
- * of an MLP 784-256-128-10 step on a batch of 128 (Linear's y = x W^T, then dx = g W and
- * dW = g^T x). Each figure is the median over the repeats, with the best beside it; a repeat
- * times enough calls to last about 20 ms. The ratio is portable / OpenBLAS, of the medians.
+/* gemm_bench.c — gemm-bench: GFLOP/s of tapegrad's GEMM (src/gemm.c) against OpenBLAS (when
+ * Meson found it), on the same number of threads: squares 256 to 2048, the products of an MLP
+ * 784-256-128-10 step on a batch of 128 (Linear's y = x W^T, then dx = g W and dW = g^T x), and
+ * the three products conv2d runs per image in the trainer's second layer (32 -> 64 channels,
+ * 3x3, 14x14: y = W cols, dcols = W^T g, dW = g cols^T). Each figure is the median over the
+ * repeats, with the best beside it; a repeat times enough calls to last about 20 ms. The ratio is
+ * tapegrad / OpenBLAS, of the medians.
  *
- * Usage: gemm-bench [--threads N] [--repeats N] [--f32|--f64] [--only TEXT]
- * (default: every processor OpenMP sees, 9 repeats, both dtypes, every product; --only runs the
- * products whose name contains TEXT). */
+ * Usage: gemm-bench [--threads N] [--repeats N] [--f32|--f64] [--only TEXT] [--isa SET]
+ * (default: every processor OpenMP sees, 9 repeats, both dtypes, every product, the best kernel
+ * set of this CPU; --only runs the products whose name contains TEXT; --isa avx512f, avx2 or
+ * scalar runs that set's micro-kernels, where the CPU has it). */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include <stdio.h>
@@ -41,6 +44,9 @@ static const shape shapes[] = {
     {"fc3 y = x W^T  [128x128][128x10]", 128, 10, 128, false, true},
     {"fc3 dx = g W   [128x10][10x128]", 128, 128, 10, false, false},
     {"fc3 dW = g^T x [10x128][128x128]", 10, 128, 128, true, false},
+    {"conv2 y = W cols [64x288][288x196]", 64, 196, 288, false, false},
+    {"conv2 dcols = W^T g [288x64][64x196]", 288, 196, 64, true, false},
+    {"conv2 dW = g cols^T [64x196][196x288]", 64, 288, 196, false, true},
 };
 
 static double now(void)
@@ -62,17 +68,27 @@ typedef struct operands {
     void *a, *b, *c;
     int64_t lda, ldb;
     int threads;
+    tg__gemm_isa isa;
 } operands;
 
 static void call(const operands *o, bool portable)
 {
     const shape *s = o->s;
-    if (portable)
-        tg__gemm_portable(o->dt, s->ta, s->tb, s->m, s->n, s->k, o->a, o->lda, o->b, o->ldb, 0.0,
-                          o->c, s->n, o->threads);
+    if (portable) {
+        tg__gemm_with_isa(o->isa, o->dt, s->ta, s->tb, s->m, s->n, s->k, o->a, o->lda, o->b, o->ldb,
+                          0.0, o->c, s->n, o->threads);
+        return;
+    }
+#ifdef TG_HAVE_CBLAS
+    enum CBLAS_TRANSPOSE ta = s->ta ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE tb = s->tb ? CblasTrans : CblasNoTrans;
+    if (o->dt == TG_F32)
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)s->m, (int)s->n, (int)s->k, 1.0f, o->a, (int)o->lda,
+                    o->b, (int)o->ldb, 0.0f, o->c, (int)s->n);
     else
-        tg__gemm(o->dt, s->ta, s->tb, s->m, s->n, s->k, o->a, o->lda, o->b, o->ldb, 0.0, o->c, s->n,
-                 o->threads);
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)s->m, (int)s->n, (int)s->k, 1.0, o->a, (int)o->lda,
+                    o->b, (int)o->ldb, 0.0, o->c, (int)s->n);
+#endif
 }
 
 /* Seconds per call, timed over `calls` calls. */
@@ -105,6 +121,7 @@ int main(int argc, char **argv)
 {
     int threads = tg__parallel_max(), repeats = 9, dtypes = 3;
     const char *only = "";
+    tg__gemm_isa isa = TG__GEMM_BEST;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -116,9 +133,19 @@ int main(int argc, char **argv)
             dtypes = 2;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
-        else {
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            const char *name = argv[++i];
+            isa = !strcmp(name, "avx512f")  ? TG__GEMM_AVX512
+                  : !strcmp(name, "avx2")   ? TG__GEMM_AVX2
+                  : !strcmp(name, "scalar") ? TG__GEMM_SCALAR
+                                            : (tg__gemm_isa)-1;
+            if (isa == (tg__gemm_isa)-1 || !tg__gemm_isa_ok(isa)) {
+                fprintf(stderr, "gemm-bench: kernel set %s unknown or not on this CPU\n", name);
+                return 2;
+            }
+        } else {
             fprintf(stderr, "usage: gemm-bench [--threads N] [--repeats N] [--f32|--f64] "
-                            "[--only TEXT]\n");
+                            "[--only TEXT] [--isa avx512f|avx2|scalar]\n");
             return 2;
         }
     }
@@ -126,14 +153,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "gemm-bench: bad --threads or --repeats\n");
         return 2;
     }
-    bool blas = !strcmp(tg__gemm_backend(), "openblas");
 #ifdef TG_HAVE_CBLAS
+    bool blas = true;
     openblas_set_num_threads(threads);
+#else
+    bool blas = false;
 #endif
-    printf("gemm-bench: portable (%s kernels) vs %s, %d thread%s, median of %d repeats, GFLOP/s\n",
-           tg__gemm_isa_name(TG__GEMM_BEST), blas ? "OpenBLAS" : "nothing (no BLAS in this build)",
-           threads, threads == 1 ? "" : "s", repeats);
-    printf("%-4s %-36s %16s %16s %6s\n", "", "product", "portable (best)", "openblas (best)",
+    printf("gemm-bench: tapegrad (%s kernels) vs %s, %d thread%s, median of %d repeats, GFLOP/s\n",
+           tg__gemm_isa_name(isa), blas ? "OpenBLAS" : "nothing (no BLAS in this build)", threads,
+           threads == 1 ? "" : "s", repeats);
+    printf("%-4s %-36s %16s %16s %6s\n", "", "product", "tapegrad (best)", "openblas (best)",
            "ratio");
     double *samples = malloc((size_t)repeats * sizeof(double));
     if (!samples)
@@ -147,7 +176,7 @@ int main(int argc, char **argv)
             const shape *s = &shapes[si];
             if (!strstr(s->name, only))
                 continue;
-            operands o = {.dt = dt, .s = s, .threads = threads};
+            operands o = {.dt = dt, .s = s, .threads = threads, .isa = isa};
             o.lda = s->ta ? s->m : s->k;
             o.ldb = s->tb ? s->k : s->n;
             o.a = malloc((size_t)(s->m * s->k) * es);

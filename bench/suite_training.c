@@ -190,6 +190,97 @@ static void train_run(void *user, double *times)
     times[0] = bench_now() - t0;
 }
 
+/* ---- the CNN's GEMM floor -------------------------------------------------------------------
+ * The CNN's step multiplies matrices worth CNN_FLOPS per sample: the convolutions' forward and
+ * weight gradients, the second one's input gradient (the first one's input needs none), and the
+ * two linear layers' three products each. Its floor is that work at the GEMM rate of the
+ * second convolution's products, one image's worth each (tg_matmul_t on the shapes the layer
+ * runs: y = W cols, dcols = W^T g, dW = g cols^T): the step cannot take less than the floor,
+ * and whatever it takes beyond it is spent outside those GEMMs. */
+#define CONV1_FLOPS (2.0 * 32 * 9 * 784)   /* 1 -> 32 channels, 3x3, 28x28 */
+#define CONV2_FLOPS (2.0 * 64 * 288 * 196) /* 32 -> 64 channels, 3x3, 14x14 */
+#define CNN_FLOPS                                                                                  \
+    (2 * CONV1_FLOPS + 3 * CONV2_FLOPS + 3 * (2.0 * 3136 * 128) + 3 * (2.0 * 128 * 10))
+
+typedef struct floor_job {
+    tg_tape *tp;
+    tg_param *w, *cols, *g; /* W [64, 288], columns [288, 196], gradient [64, 196] */
+    int inner;
+    tg_status status;
+} floor_job;
+
+static void floor_run(void *user, double *times)
+{
+    floor_job *j = user;
+    double t0 = bench_now();
+    for (int r = 0; r < j->inner; r++) {
+        tg_tape_reset(j->tp);
+        tg_tensor w = tg_param_tensor(j->tp, j->w), cols = tg_param_tensor(j->tp, j->cols);
+        tg_tensor g = tg_param_tensor(j->tp, j->g);
+        tg_matmul_t(w, cols, false, false); /* y = W cols */
+        tg_matmul_t(w, g, true, false);     /* dcols = W^T g */
+        tg_matmul_t(g, cols, false, true);  /* dW = g cols^T */
+        if (tg_tape_status(j->tp) != TG_OK && j->status == TG_OK) {
+            j->status = tg_tape_status(j->tp);
+            fprintf(stderr, "tg-bench training: %s\n", tg_tape_error(j->tp));
+        }
+    }
+    times[0] = bench_now() - t0;
+}
+
+/* The row "cnn GEMM rate at conv shapes" (GFLOP/s); returns its median. */
+static double gemm_rate_row(const bench_options *o, tg_ctx *ctx)
+{
+    floor_job j = {.inner = 1};
+    if (tg_tape_new(ctx, &j.tp) || tg_param_new(ctx, "w", TG_F32, 2, (int64_t[]){64, 288}, &j.w)
+        || tg_param_new(ctx, "cols", TG_F32, 2, (int64_t[]){288, 196}, &j.cols)
+        || tg_param_new(ctx, "g", TG_F32, 2, (int64_t[]){64, 196}, &j.g)) {
+        fprintf(stderr, "tg-bench training: %s\n", tg_ctx_error(ctx));
+        tg_tape_free(j.tp);
+        return 0;
+    }
+    tg_param_uniform(j.w, -1, 1, 1);
+    tg_param_uniform(j.cols, -1, 1, 2);
+    tg_param_uniform(j.g, -1, 1, 3);
+    double once;
+    floor_run(&j, &once);
+    j.inner = once < 5e-3 && once > 0 ? (int)(5e-3 / once) + 1 : 1; /* about 5 ms a sample */
+    bench_stats s;
+    bench_measure(o, floor_run, &j, 1, &s);
+    bench_extra ex[] = {{"flops_per_sample_of_cnn", CNN_FLOPS}};
+    bench_stats rate = bench_rate(s, 3 * CONV2_FLOPS * j.inner / 1e9);
+    bench_row(o, "training", "cnn GEMM rate at conv shapes", "GFLOP/s", rate, 1, ex);
+    tg_tape_free(j.tp);
+    tg_param_free(j.w);
+    tg_param_free(j.cols);
+    tg_param_free(j.g);
+    return j.status == TG_OK ? rate.median : 0;
+}
+
+/* One training case: its row (named `name`), and its median samples per second. */
+static double train_case(const bench_options *o, tg_ctx *ctx, const tg_dataset *d, bool cnn,
+                         int64_t batch, int steps, const char *name, int nextra,
+                         const bench_extra *extra, int *failed)
+{
+    trainer t;
+    if (!trainer_new(&t, ctx, d, cnn, batch)) {
+        trainer_free(&t);
+        *failed = 1;
+        return 0;
+    }
+    t.steps = steps;
+    bench_stats s;
+    bench_measure(o, train_run, &t, 1, &s);
+    bench_extra ex[4] = {{"steps_per_run", (double)steps}, {"ms_per_step", 1e3 * s.median / steps}};
+    for (int i = 0; i < nextra && i < 2; i++)
+        ex[2 + i] = extra[i];
+    bench_stats rate = bench_rate(s, (double)(steps * batch));
+    bench_row(o, "training", name, "samples/s", rate, 2 + (nextra < 2 ? nextra : 2), ex);
+    *failed |= t.status != TG_OK;
+    trainer_free(&t);
+    return t.status == TG_OK ? rate.median : 0;
+}
+
 int bench_training(const bench_options *o)
 {
     bench_suite(o, "training", "Adam steps on Fashion-MNIST batches in file order, samples/s");
@@ -209,25 +300,48 @@ int bench_training(const bench_options *o)
         int steps;
     } cases[] = {{false, 32, 256}, {false, 128, 64}, {false, 512, 16}, {true, 128, 2}};
     int failed = 0;
+    double rates[4];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        trainer t;
-        if (!trainer_new(&t, ctx, d, cases[i].cnn, cases[i].batch)) {
-            trainer_free(&t);
-            failed = 1;
-            continue;
-        }
-        t.steps = cases[i].steps;
-        bench_stats s;
-        bench_measure(o, train_run, &t, 1, &s);
         char name[64];
         snprintf(name, sizeof name, "%s batch %lld", cases[i].cnn ? "cnn" : "mlp",
                  (long long)cases[i].batch);
-        bench_extra ex[] = {{"steps_per_run", (double)t.steps},
-                            {"ms_per_step", 1e3 * s.median / t.steps}};
-        bench_row(o, "training", name, "samples/s",
-                  bench_rate(s, (double)(t.steps * cases[i].batch)), 2, ex);
-        failed |= t.status != TG_OK;
-        trainer_free(&t);
+        rates[i] = train_case(o, ctx, d, cases[i].cnn, cases[i].batch, cases[i].steps, name, 0,
+                              NULL, &failed);
+    }
+    /* The CNN's step against its GEMM floor, in the same run. */
+    double gemm = gemm_rate_row(o, ctx);
+    if (gemm > 0 && rates[3] > 0) {
+        double floor_s = CNN_FLOPS / (gemm * 1e9), step_s = 1.0 / rates[3];
+        bench_stats share = {100 * floor_s / step_s, 100 * floor_s / step_s, 100 * floor_s / step_s,
+                             1};
+        bench_extra ex[] = {{"floor_ms_per_step", 1e3 * floor_s * 128},
+                            {"step_ms", 1e3 * step_s * 128},
+                            {"gemm_GFLOPs", gemm}};
+        bench_row(o, "training", "cnn batch 128, share of its GEMM floor", "%", share, 3, ex);
+    }
+    /* Two threads against one (tapegrad's; OpenBLAS is not used), with the probe's reading of
+     * how many cores the host gave two busy processes just before. */
+    if (o->threads == 1) {
+        double cores = bench_core_probe();
+        bench_stats probe = {cores, cores, cores, 1};
+        bench_row(o, "training", "two-process compute probe", "cores", probe, 0, NULL);
+        tg_ctx_set_threads(ctx, 2);
+        static const int two[] = {3, 2}; /* cnn batch 128, mlp batch 512 */
+        for (int i = 0; i < 2; i++) {
+            int c = two[i];
+            char name[64];
+            snprintf(name, sizeof name, "%s batch %lld, 2 threads", cases[c].cnn ? "cnn" : "mlp",
+                     (long long)cases[c].batch);
+            bench_extra ex[] = {{"one_thread", rates[c]}, {"probe_cores", cores}};
+            double r = train_case(o, ctx, d, cases[c].cnn, cases[c].batch, cases[c].steps, name, 2,
+                                  ex, &failed);
+            bench_extra x[] = {{"probe_cores", cores}};
+            snprintf(name, sizeof name, "%s batch %lld, 2 threads over 1",
+                     cases[c].cnn ? "cnn" : "mlp", (long long)cases[c].batch);
+            double ratio = rates[c] > 0 ? r / rates[c] : 0;
+            bench_row(o, "training", name, "x", (bench_stats){ratio, ratio, ratio, 1}, 1, x);
+        }
+        tg_ctx_set_threads(ctx, 1);
     }
     tg_dataset_free(d);
     tg_ctx_free(ctx);

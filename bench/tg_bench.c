@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -170,6 +171,51 @@ tg_ctx *bench_ctx(const bench_options *o)
     return ctx;
 }
 
+/* xorshift64 steps, each depending on the last: the core's integer units and nothing else. */
+static uint64_t spin(uint64_t n)
+{
+    uint64_t x = 88172645463325252ull;
+    for (uint64_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    return x;
+}
+
+/* Seconds for `procs` processes to run the loop at once (-1 if one could not start). */
+static double probe_run(int procs)
+{
+    enum { STEPS = 100000000 }; /* about 0.1 s */
+    pid_t pid[2];
+    double t0 = bench_now();
+    int started = 0;
+    for (; started < procs; started++) {
+        fflush(stdout);
+        pid[started] = fork();
+        if (pid[started] < 0)
+            break;
+        if (pid[started] == 0)
+            _exit(spin(STEPS) == 0); /* the result, so the loop is not optimised away */
+    }
+    for (int i = 0; i < started; i++)
+        waitpid(pid[i], NULL, 0);
+    return started == procs ? bench_now() - t0 : -1;
+}
+
+double bench_core_probe(void)
+{
+    double best[2] = {0, 0};
+    for (int round = 0; round < 3; round++) /* the fastest of three of each */
+        for (int p = 1; p <= 2; p++) {
+            double t = probe_run(p);
+            if (t < 0)
+                return NAN;
+            best[p - 1] = round == 0 || t < best[p - 1] ? t : best[p - 1];
+        }
+    return 2 * best[0] / best[1];
+}
+
 /* ---- the machine ---------------------------------------------------------------------------- */
 
 typedef struct machine {
@@ -182,7 +228,6 @@ typedef struct machine {
     double load; /* 1-minute load average at the start: other work on the machine */
     const char *build;
     char vmath[32], gemm[32], openmp[8];
-    const char *blas_threads;
 } machine;
 
 /* Copies the value after "key<spaces>:" from the first line of `path` starting with key. */
@@ -240,9 +285,6 @@ static void machine_read(machine *m, const bench_options *o)
     build_field(m->build, "vmath=", m->vmath, sizeof m->vmath);
     build_field(m->build, "gemm=", m->gemm, sizeof m->gemm);
     build_field(m->build, "openmp=", m->openmp, sizeof m->openmp);
-    m->blas_threads = getenv("OPENBLAS_NUM_THREADS");
-    if (!m->blas_threads)
-        m->blas_threads = "default";
     (void)o;
 }
 
@@ -254,8 +296,8 @@ static void machine_print(const machine *m, const bench_options *o, int nsuites,
                TG_VERSION_MAJOR, TG_VERSION_MINOR, TG_VERSION_PATCH, o->repeats, o->warmup);
         printf("machine: %s (family %d, model %d), %ld cores, %.1f GiB, %s, load average %.2f\n",
                m->cpu, m->family, m->model, m->cores, m->mem_gib, m->kernel, m->load);
-        printf("tapegrad: %s; %d thread%s (OpenBLAS threads: %s); %s\n", m->build, o->threads,
-               o->threads == 1 ? "" : "s", m->blas_threads, m->date);
+        printf("tapegrad: %s; %d thread%s; %s\n", m->build, o->threads, o->threads == 1 ? "" : "s",
+               m->date);
         return;
     }
     printf("{\n  \"tool\": \"tg-bench\",\n  \"version\": \"%d.%d.%d\",\n", TG_VERSION_MAJOR,
@@ -266,10 +308,7 @@ static void machine_print(const machine *m, const bench_options *o, int nsuites,
            "\"kernel\": ",
            m->family, m->model, m->cores, m->mem_gib);
     json_string(m->kernel);
-    printf(", \"load_average\": %.2f, \"threads\": %d, \"openblas_threads\": ", m->load,
-           o->threads);
-    json_string(m->blas_threads);
-    printf(", \"build\": ");
+    printf(", \"load_average\": %.2f, \"threads\": %d, \"build\": ", m->load, o->threads);
     json_string(m->build);
     printf(", \"vmath\": ");
     json_string(m->vmath);
@@ -318,29 +357,8 @@ static void usage(FILE *f)
     for (int i = 0; i < NSUITES; i++)
         fprintf(f, " %s", suites[i].name);
     fprintf(f, " (default: all)\n"
-               "--threads N  tapegrad's threads and OpenBLAS's (default 1); OpenBLAS reads\n"
-               "             OPENBLAS_NUM_THREADS when it loads, so tg-bench sets it and\n"
-               "             restarts itself when it differs\n"
+               "--threads N  tapegrad's threads (default 1)\n"
                "--data DIR   Fashion-MNIST (default " DEFAULT_DATA ")\n");
-}
-
-/* OpenBLAS sizes its thread pool from OPENBLAS_NUM_THREADS when the library loads: before main.
- * tg-bench sets it to --threads and runs itself again when it differs, so GEMMs use the same
- * thread count as tapegrad's own kernels. */
-static void match_blas_threads(int threads, char **argv)
-{
-    char want[16];
-    snprintf(want, sizeof want, "%d", threads);
-    const char *have = getenv("OPENBLAS_NUM_THREADS");
-    if ((have && !strcmp(have, want)) || getenv("TG_BENCH_REEXEC"))
-        return;
-    setenv("OPENBLAS_NUM_THREADS", want, 1);
-    setenv("TG_BENCH_REEXEC", "1", 1);
-    execv("/proc/self/exe", argv);
-    /* Could not restart: carry on with OpenBLAS's own setting (the header shows it). */
-    unsetenv("OPENBLAS_NUM_THREADS");
-    if (have)
-        setenv("OPENBLAS_NUM_THREADS", have, 1);
 }
 
 int main(int argc, char **argv)
@@ -390,7 +408,6 @@ int main(int argc, char **argv)
         o.warmup = 1;
     if (o.threads < 1)
         o.threads = 1;
-    match_blas_threads(o.threads, argv);
     if (!nchosen)
         for (int k = 0; k < NSUITES; k++)
             chosen[nchosen++] = suites[k].name;

@@ -292,14 +292,6 @@ static void group_start(group *g, int *argc, char ***argv)
     g->size = 1;
 #ifdef TG_TRAIN_MPI
     g->dist = NULL;
-    /* Processes started together share the machine's cores: each one's OpenBLAS gets one
-     * thread unless OPENBLAS_NUM_THREADS says otherwise. OpenBLAS reads it when it loads, before
-     * main, hence the restart (tg-bench does the same). */
-    if (tg_dist_launched() && !getenv("OPENBLAS_NUM_THREADS")) {
-        setenv("OPENBLAS_NUM_THREADS", "1", 1);
-        execv("/proc/self/exe", *argv);
-        unsetenv("OPENBLAS_NUM_THREADS"); /* could not restart: carry on as we are */
-    }
     /* OpenMPI's non-blocking allreduce (tapegrad's, during backward) reached 27 % to 67 % of
      * its blocking one's bandwidth on 2 processes with its default algorithm, and 53 % to 97 %
      * with its ring (bench/README.md): ask for the ring unless the user chose. OpenMPI reads

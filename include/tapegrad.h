@@ -144,7 +144,17 @@ typedef struct tg_scalar {
  * but a call that writes a parameter's value or gradient (tg_backward reaching it, tg_param_set
  * and its siblings, tg_buffer_store, tg_param_zero_grad, an optimiser's step) must not overlap
  * any other use of that parameter; give each thread its own parameters (or serialise the writes
- * yourself). */
+ * yourself).
+ *
+ * Threads tapegrad runs: a context's kernels (GEMMs included; tapegrad does not use OpenBLAS, so
+ * OPENBLAS_NUM_THREADS and friends do not touch it) share large work among tg_ctx_threads
+ * threads of one pool, OpenMP's (libgomp's), the calling thread among them; 1, the default, runs
+ * everything on the calling thread. A program that runs tapes in threads of its own should give
+ * each context 1 thread, or split the cores among its contexts (threads x contexts <= cores):
+ * pools started from different threads do not share the cores. Within the program's own OpenMP
+ * parallel region tapegrad's loops run on the calling thread alone (libgomp's default of one
+ * active level). libgomp's idle workers spin a while before they sleep: where other work needs
+ * the cores between tapegrad's steps, set OMP_WAIT_POLICY=passive in the environment. */
 
 /* One allocator function, Lua-style: new_size == 0 frees `ptr` (returning NULL); otherwise it
  * returns a block of new_size bytes holding the first min(old,new) bytes of `ptr` (which may be
@@ -159,7 +169,7 @@ typedef void *(*tg_alloc_fn)(void *user, void *ptr, size_t old_size, size_t new_
 typedef struct tg_ctx_options {
     tg_alloc_fn alloc; /* default: realloc/free */
     void *alloc_user;  /* passed to alloc */
-    int threads;       /* worker threads for large kernels; 0: one */
+    int threads;       /* threads for large kernels, GEMMs included (see Threads); 0: one */
 } tg_ctx_options;
 
 /* Creates a context with every built-in op registered. `opts` may be NULL. On success *out owns
@@ -197,8 +207,9 @@ int tg_ctx_threads(const tg_ctx *ctx);
  * every thread; exact once the threads that used the context have been joined. */
 uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx);
 /* How this build of the library computes, for benchmark reports: a static string such as
- * "vmath=avx512f gemm=openblas openmp=yes mpi=yes" (the vector-math instruction set chosen on
- * this CPU, the GEMM backend, whether kernels can use threads, whether tapegrad/dist.h is in). */
+ * "vmath=avx512f gemm=avx512f openmp=yes mpi=yes" (the instruction sets of the vector-math and
+ * GEMM kernels chosen on this CPU, whether kernels can use threads, and whether tapegrad/dist.h
+ * is in). */
 const char *tg_build_info(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -689,7 +700,8 @@ typedef struct tg_view {
 
 /* What a check callback sees. It validates inputs and attributes and sets out->dtype, out->ndim
  * and out->shape (numel and data are the engine's). It may ask for scratch kept for backward
- * (saved_bytes), or make the output share input `alias`'s buffer (for views such as reshape). */
+ * (saved_bytes), or make the output share input `alias`'s buffer (for views such as reshape).
+ * `threads` is what the forward kernel will get as tg_kernel.threads, for scratch per thread. */
 typedef struct tg_check {
     int ninputs;
     const tg_view *const *in;
@@ -699,6 +711,7 @@ typedef struct tg_check {
     int alias;          /* -1 by default */
     char *message_;     /* engine-owned; write through tg_check_fail */
     size_t message_size_;
+    int threads; /* >= 1 */
 } tg_check;
 
 /* Records why a check failed and returns `status` (return it from the check). The engine adds

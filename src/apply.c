@@ -57,7 +57,9 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
         return tg__error_handle(tp);
     char msg[256];
     msg[0] = '\0';
-    tg_check c = {n, views, attr, &node->v, 0, -1, msg, sizeof msg};
+    /* Read once: the check sizes per-thread scratch by what the kernel will get. */
+    int threads = atomic_load_explicit(&tp->ctx->threads, memory_order_relaxed);
+    tg_check c = {n, views, attr, &node->v, 0, -1, msg, sizeof msg, threads};
     tg_status st = d->check(&c);
     if (st != TG_OK) {
         fail_check(tp, op, (unsigned)st < TG_STATUS_COUNT ? st : TG_INVALID, msg, n, views);
@@ -108,7 +110,7 @@ static tg_tensor apply(tg_tape *tp, const tg_op *op, int n, const tg_tensor *inp
     }
     node->saved = block + saved_off; /* never NULL, even without scratch (kernels offset it) */
     if (c.alias < 0) {
-        tg_kernel k = {n, views, &node->v, node->attr, node->saved, tp->ctx->threads, NULL};
+        tg_kernel k = {n, views, &node->v, node->attr, node->saved, threads, NULL};
         size_t loop_bytes = tg__loop_scratch_bytes(n);
         if (loop_bytes && !(k.loop_scratch_ = tg__arena_alloc(tp->ctx, &tp->arena, loop_bytes))) {
             tg__fail(tp, TG_NOMEM, "%s: out of memory for %d operands", op->name, n);

@@ -1,11 +1,11 @@
 /* ctx.c — the context: allocator hook, op registry, settings. */
 #include "internal.h"
+#include "gemm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "../ops/ops.h"
-#include "gemm.h"
 #include "vmath.h"
 
 /* ---- per-thread messages ------------------------------------------------------------------
@@ -225,21 +225,26 @@ uint64_t tg_ctx_alloc_calls(const tg_ctx *ctx)
 #define BUILD_MPI "no"
 #endif
 #define BUILD_INFO(vm, gemm) "vmath=" vm " gemm=" gemm " openmp=" BUILD_OPENMP " mpi=" BUILD_MPI
+/* The literal for vector-math set vm and GEMM level g (2: AVX-512F, 1: AVX2, 0: scalar). */
+#define BY_GEMM(vm, g)                                                                             \
+    ((g) == 2   ? BUILD_INFO(vm, "avx512f")                                                        \
+     : (g) == 1 ? BUILD_INFO(vm, "avx2")                                                           \
+                : BUILD_INFO(vm, "scalar"))
 
-/* One literal per combination: nothing is formatted, so nothing needs writable storage. */
+/* One literal per pair of instruction sets: nothing is formatted, so nothing needs writable
+ * storage. The vector math's set depends on the build too (none but the portable one without
+ * SLEEF); the GEMM's only on the CPU. */
 const char *tg_build_info(void)
 {
-    const char *vm = tg__vm_isa(), *gemm = tg__gemm_backend();
-    bool blas = !strcmp(gemm, "openblas"), portable = !strcmp(gemm, "portable");
-    if (!blas && !portable)
-        return BUILD_INFO("?", "?");
+    const char *vm = tg__vm_isa();
+    int g = tg__gemm_isa_ok(TG__GEMM_AVX512) ? 2 : tg__gemm_isa_ok(TG__GEMM_AVX2) ? 1 : 0;
     if (!strcmp(vm, "avx512f"))
-        return blas ? BUILD_INFO("avx512f", "openblas") : BUILD_INFO("avx512f", "portable");
+        return BY_GEMM("avx512f", g);
     if (!strcmp(vm, "avx2"))
-        return blas ? BUILD_INFO("avx2", "openblas") : BUILD_INFO("avx2", "portable");
+        return BY_GEMM("avx2", g);
     if (!strcmp(vm, "scalar"))
-        return blas ? BUILD_INFO("scalar", "openblas") : BUILD_INFO("scalar", "portable");
-    return blas ? BUILD_INFO("?", "openblas") : BUILD_INFO("?", "portable");
+        return BY_GEMM("scalar", g);
+    return BY_GEMM("?", g);
 }
 
 /* ---- registry ------------------------------------------------------------------------------ */

@@ -1,11 +1,19 @@
-/* gemm.c — matrix multiply: CBLAS (OpenBLAS) when the build has it; otherwise, and always as
- * tg__gemm_portable, a blocked and packed GEMM in the manner of GotoBLAS and BLIS. This file
- * holds the dispatch, the cache blocking, the packing and the threading. The micro-kernels are
- * in gemm_simd.h (AVX-512F and AVX2+FMA, chosen by the CPU at run time, like vmath) and here
- * (a scalar one for other CPUs).
+/* gemm.c — matrix multiply: a blocked and packed GEMM in the manner of GotoBLAS and BLIS, the
+ * only one tapegrad uses. This file holds the dispatch, the cache blocking, the packing and the
+ * threading. The micro-kernels are in gemm_simd.h (AVX-512F and AVX2+FMA, chosen by the CPU at
+ * run time, like vmath) and here (a scalar one for other CPUs).
+ *
+ * Why not OpenBLAS (which tapegrad called through CBLAS until it had these kernels): its pool of
+ * threads is process-wide and sized by OpenBLAS, not by the context, so with tapegrad's own
+ * threads two pools spun for the same cores (two threads ran slower than one), and setting it
+ * per context is a global write racing with other contexts and with the user's own use of
+ * OpenBLAS. Sharing a product among the context's threads here keeps one pool. On the
+ * development machine (AMD EPYC, family 26, AVX-512) the AVX-512F kernel ran the MLP's and the
+ * CNN's products at 1.0 to 2.2 times Debian's OpenBLAS 0.3.21, which runs its Haswell kernel
+ * there; the AVX2 kernel, on the same machine, at 0.6 to 0.9 times it: on AVX2-only CPUs this
+ * costs speed (gemm-bench, one thread; bench/README.md has the figures).
  *
  * Blocking, for one thread's part of C (rows i0..i1, columns j0..j1):
- *
  *   for each block of NB columns                        B block: KC x NB, stays in L2
  *     for each KC-deep slice of the product
  *       pack op(B)[slice, block] into NR-column panels
@@ -37,9 +45,8 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
-
-#ifdef TG_HAVE_CBLAS
-#include <cblas.h>
+#ifdef TG_GEMM_X86
+#include <immintrin.h>
 #endif
 
 #define A_PACK_BYTES ((int64_t)16 << 10)
@@ -51,15 +58,6 @@
  * operand). Measured on Zen 4: 64^3 ran slower on 2 threads than on 1, 80^3 and 128x128x16
  * faster. */
 #define PARALLEL_WORK ((double)(1 << 19))
-
-const char *tg__gemm_backend(void)
-{
-#ifdef TG_HAVE_CBLAS
-    return "openblas";
-#else
-    return "portable";
-#endif
-}
 
 /* ---- The scalar micro-kernel (any CPU) ------------------------------------------------- */
 
@@ -180,12 +178,12 @@ typedef void (*panel_fn)(const void *src, int64_t ld, int64_t len, int64_t kc, i
 PANELS(float, f32)
 PANELS(double, f64)
 
-static void interleave_panel_f32(const void *src, int64_t ld, int64_t len, int64_t kc, int64_t w,
-                                 void *dst)
+/* Rows x0..len of interleave_panel_f32: 4 x 4 blocks through SSE registers, then one element
+ * at a time. */
+static void interleave_sse_f32(const float *s, int64_t ld, int64_t x0, int64_t len, int64_t kc,
+                               int64_t w, float *d)
 {
-    const float *s = src;
-    float *d = dst;
-    int64_t x = 0;
+    int64_t x = x0;
 #ifdef __SSE2__
     for (; x + 4 <= len; x += 4) {
         const float *s0 = s + x * ld, *s1 = s0 + ld, *s2 = s1 + ld, *s3 = s2 + ld;
@@ -203,8 +201,56 @@ static void interleave_panel_f32(const void *src, int64_t ld, int64_t len, int64
     }
 #endif
     interleave_rest_f32(s, ld, x, len, 0, kc, w, d);
+}
+
+static void interleave_panel_f32(const void *src, int64_t ld, int64_t len, int64_t kc, int64_t w,
+                                 void *dst)
+{
+    interleave_sse_f32(src, ld, 0, len, kc, w, dst);
+    zero_tail_f32(dst, len, kc, w);
+}
+
+#ifdef TG_GEMM_X86
+/* The same with 8 x 8 blocks through AVX registers where a panel is 8 wide or more (the
+ * transposed operands of every product: the CNN's weight gradients pack both their operands
+ * this way, and the SSE blocks ran at about one element a cycle), for the AVX2 and AVX-512F
+ * kernel sets (a CPU with AVX-512F has AVX2). The 8 x 8 transpose is the usual one: pairs of
+ * rows interleaved, then pairs of pairs, then the 128-bit halves exchanged. */
+__attribute__((target("avx2"))) static void interleave_panel_f32_avx2(const void *src, int64_t ld,
+                                                                      int64_t len, int64_t kc,
+                                                                      int64_t w, void *dst)
+{
+    const float *s = src;
+    float *d = dst;
+    int64_t x = 0;
+    for (; x + 8 <= len && x + 8 <= w; x += 8) {
+        int64_t p = 0;
+        for (; p + 8 <= kc; p += 8) {
+            __m256 r[8], t[8], u[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm256_loadu_ps(s + (x + i) * ld + p);
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+                u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            for (int i = 0; i < 4; i++) {
+                _mm256_storeu_ps(d + (p + i) * w + x, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+                _mm256_storeu_ps(d + (p + 4 + i) * w + x,
+                                 _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+            }
+        }
+        interleave_rest_f32(s, ld, x, x + 8, p, kc, w, d);
+    }
+    interleave_sse_f32(s, ld, x, len, kc, w, d);
     zero_tail_f32(d, len, kc, w);
 }
+#endif
 
 static void interleave_panel_f64(const void *src, int64_t ld, int64_t len, int64_t kc, int64_t w,
                                  void *dst)
@@ -332,16 +378,22 @@ static bool trivial(tg_dtype dt, int64_t m, int64_t n, int64_t k, double beta, v
     return true;
 }
 
-void tg__gemm_portable_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n,
-                           int64_t k, const void *a, int64_t lda, const void *b, int64_t ldb,
-                           double beta, void *c, int64_t ldc, int threads)
+void tg__gemm_with_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n,
+                       int64_t k, const void *a, int64_t lda, const void *b, int64_t ldb,
+                       double beta, void *c, int64_t ldc, int threads)
 {
     if (trivial(dt, m, n, k, beta, c, ldc))
         return;
     tg__gemm_kernel kern = kernel_for(isa, dt);
+    panel_fn interleave = dt == TG_F32 ? interleave_panel_f32 : interleave_panel_f64;
+#ifdef TG_GEMM_X86
+    tg__gemm_isa set = isa == TG__GEMM_BEST ? best_isa() : isa;
+    if (dt == TG_F32 && (set == TG__GEMM_AVX2 || set == TG__GEMM_AVX512))
+        interleave = interleave_panel_f32_avx2;
+#endif
     job g = {.kern = kern,
              .copy = dt == TG_F32 ? copy_panel_f32 : copy_panel_f64,
-             .interleave = dt == TG_F32 ? interleave_panel_f32 : interleave_panel_f64,
+             .interleave = interleave,
              .es = (int64_t)tg_dtype_size(dt),
              .m = m,
              .n = n,
@@ -354,8 +406,13 @@ void tg__gemm_portable_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int6
              .beta = beta != 0,
              .by_rows = true};
     /* A narrow C (n well under a tile's NR columns, m long) wastes most of each tile: compute
-     * C^T = op(B)^T op(A)^T instead, the kernel storing its tiles transposed. */
-    if (padded(n, kern.mr) * padded(m, kern.nr) * 5 < padded(m, kern.mr) * padded(n, kern.nr) * 4) {
+     * C^T = op(B)^T op(A)^T instead, the kernel storing its tiles transposed. Only for C
+     * narrower than a tile: transposed tiles are stored an element at a time, which for a
+     * shallow product costs more than the padding saves ([32 x 25088] by depth 9 ran at 5
+     * GFLOP/s transposed). */
+    if (n < kern.nr
+        && padded(n, kern.mr) * padded(m, kern.nr) * 5
+               < padded(m, kern.mr) * padded(n, kern.nr) * 4) {
         operand t = g.a;
         g.a = g.b, g.b = t;
         g.m = n, g.n = m;
@@ -375,33 +432,9 @@ void tg__gemm_portable_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int6
     tg__parallel_for(t, g.by_rows ? mt : nt, work, run_part, &g);
 }
 
-void tg__gemm_portable(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                       const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c,
-                       int64_t ldc, int threads)
-{
-    tg__gemm_portable_isa(TG__GEMM_BEST, dt, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc,
-                          threads);
-}
-
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
               int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc,
               int threads)
 {
-    if (trivial(dt, m, n, k, beta, c, ldc))
-        return;
-#ifdef TG_HAVE_CBLAS
-    if (m < INT32_MAX && n < INT32_MAX && k < INT32_MAX && lda < INT32_MAX && ldb < INT32_MAX
-        && ldc < INT32_MAX) {
-        enum CBLAS_TRANSPOSE tA = ta ? CblasTrans : CblasNoTrans;
-        enum CBLAS_TRANSPOSE tB = tb ? CblasTrans : CblasNoTrans;
-        if (dt == TG_F32)
-            cblas_sgemm(CblasRowMajor, tA, tB, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b,
-                        (int)ldb, (float)beta, c, (int)ldc);
-        else
-            cblas_dgemm(CblasRowMajor, tA, tB, (int)m, (int)n, (int)k, 1.0, a, (int)lda, b,
-                        (int)ldb, beta, c, (int)ldc);
-        return;
-    }
-#endif
-    tg__gemm_portable(dt, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, threads);
+    tg__gemm_with_isa(TG__GEMM_BEST, dt, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, threads);
 }

@@ -1,4 +1,4 @@
-/* gemm.h — the engine's matrix multiply; the only layer that names BLAS. */
+/* gemm.h — the engine's matrix multiply: tapegrad's own blocked GEMM, on the context's threads. */
 #ifndef TG_GEMM_H
 #define TG_GEMM_H
 
@@ -8,25 +8,17 @@
 
 /* C[m,n] = op(A)[m,k] * op(B)[k,n] + beta * C, row-major, op = transpose when ta/tb.
  * lda/ldb/ldc are the row strides of A, B, C as stored. beta is 0 or 1 (with 0, C is only
- * written). Allocates nothing: its packing buffers, about 210 KiB, are on the stack of each
- * thread that works on the product (gemm.c says why and how they are bounded).
+ * written). A blocked, packed GEMM with the best micro-kernel this CPU runs. Allocates nothing:
+ * its packing buffers, about 210 KiB, are on the stack of each thread that works on the product
+ * (gemm.c says why and how they are bounded).
  *
- * `threads` (the kernel's tg_kernel.threads) is what the portable path may use; it stays on the
- * calling thread for small products. Built with CBLAS, the product runs on OpenBLAS's own
- * threads: their number is OpenBLAS's process-wide setting (OPENBLAS_NUM_THREADS,
- * openblas_set_num_threads), which tapegrad leaves alone, so `threads` is ignored there. */
+ * `threads` (the kernel's tg_kernel.threads) is how many threads it may share the product
+ * among, through tg__parallel_for: the context's setting governs every thread tapegrad runs, and
+ * no other pool (OpenBLAS's, whose kernels tapegrad does not use) wakes. Small products stay on
+ * the calling thread. */
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
               int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc,
               int threads);
-
-/* "openblas" or "portable": what tg__gemm uses. */
-const char *tg__gemm_backend(void);
-
-/* The portable path, in every build (tests and benchmarks compare it with CBLAS): a blocked,
- * packed GEMM with the best micro-kernel this CPU runs. Same contract as tg__gemm. */
-void tg__gemm_portable(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                       const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c,
-                       int64_t ldc, int threads);
 
 /* ---- Inside the GEMM layer: micro-kernel sets, for gemm.c, gemm_simd.h and the tests ---- */
 
@@ -42,10 +34,10 @@ typedef enum tg__gemm_isa {
 bool tg__gemm_isa_ok(tg__gemm_isa isa);
 const char *tg__gemm_isa_name(tg__gemm_isa isa);
 
-/* tg__gemm_portable with a given micro-kernel set (one that tg__gemm_isa_ok accepts). */
-void tg__gemm_portable_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n,
-                           int64_t k, const void *a, int64_t lda, const void *b, int64_t ldb,
-                           double beta, void *c, int64_t ldc, int threads);
+/* tg__gemm with a given micro-kernel set (one that tg__gemm_isa_ok accepts). */
+void tg__gemm_with_isa(tg__gemm_isa isa, tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n,
+                       int64_t k, const void *a, int64_t lda, const void *b, int64_t ldb,
+                       double beta, void *c, int64_t ldc, int threads);
 
 /* A micro-kernel: the mr x nr tile of C at c becomes (load ? C : 0) + A B, where A is a packed
  * panel of MR rows (a[p * MR + i], rows past mr zero) and B a packed panel of NR columns

@@ -1,4 +1,5 @@
-/* parallel.c — the parallel loop behind tg__parallel_for (OpenMP, or serial without it). */
+/* parallel.c — the parallel loops behind tg__parallel_for and tg__parallel_parts (OpenMP, or
+ * serial without it). */
 #include "parallel.h"
 
 #ifdef _OPENMP
@@ -38,4 +39,21 @@ void tg__parallel_for(int threads, int64_t n, double cost, tg__range_fn fn, void
     (void)cost;
 #endif
     fn(user, 0, n);
+}
+
+void tg__parallel_parts(int parts, tg__part_fn fn, void *user)
+{
+#ifdef _OPENMP
+    if (parts > 1) {
+#pragma omp parallel num_threads(parts)
+        {
+            int nt = omp_get_num_threads();
+            for (int part = omp_get_thread_num(); part < parts; part += nt)
+                fn(user, part, parts);
+        }
+        return;
+    }
+#endif
+    for (int part = 0; part < parts; part++)
+        fn(user, part, parts);
 }

@@ -11,6 +11,12 @@
 typedef void (*tg__range_fn)(void *user, int64_t begin, int64_t end);
 void tg__parallel_for(int threads, int64_t n, double cost, tg__range_fn fn, void *user);
 
+/* fn(user, part, parts) for every part in [0, parts), each part on a thread of its own when the
+ * build has OpenMP (a thread runs several in turn if OpenMP gives fewer threads). For kernels that
+ * give each thread its own slice of scratch: `parts` is at most the threads they sized it for. */
+typedef void (*tg__part_fn)(void *user, int part, int parts);
+void tg__parallel_parts(int parts, tg__part_fn fn, void *user);
+
 /* Work (in element-operations) below which a loop stays on one thread: about 30 us. */
 #define TG__PARALLEL_MIN 100000.0
 

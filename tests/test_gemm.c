@@ -1,4 +1,4 @@
-/* test_gemm.c — the portable GEMM (src/gemm.c) against a naive triple loop in double: every
+/* test_gemm.c — the GEMM (src/gemm.c) against a naive triple loop in double: every
  * micro-kernel set the CPU runs (scalar, AVX2, AVX-512), f32 and f64, all four transpose cases,
  * beta 0 (C holds NaN before, and must not be read) and 1, row strides larger than the rows, and
  * shapes from 1 to 70 in each dimension (primes, kernel tile sizes and their neighbours), plus
@@ -107,8 +107,8 @@ static void check(const problem *pr, int isa, int threads)
             tg__gemm(dt, pr->ta, pr->tb, m, n, k, pr->a, pr->lda, pr->b, pr->ldb, beta, c, ldc,
                      threads);
         else
-            tg__gemm_portable_isa((tg__gemm_isa)isa, dt, pr->ta, pr->tb, m, n, k, pr->a, pr->lda,
-                                  pr->b, pr->ldb, beta, c, ldc, threads);
+            tg__gemm_with_isa((tg__gemm_isa)isa, dt, pr->ta, pr->tb, m, n, k, pr->a, pr->lda, pr->b,
+                              pr->ldb, beta, c, ldc, threads);
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < ldc; j++) {
                 double got = get(dt, c, i * ldc + j);
@@ -204,13 +204,13 @@ static void empty_products(void **state)
             problem_free(&pr);
         }
     float c[4] = {1, 2, 3, 4}, a[1] = {0}, b[1] = {0};
-    tg__gemm_portable(TG_F32, false, false, 0, 2, 3, a, 1, b, 1, 0.0, c, 2, 1);
-    tg__gemm_portable(TG_F32, false, false, 2, 0, 3, a, 1, b, 1, 0.0, c, 2, 1);
+    tg__gemm(TG_F32, false, false, 0, 2, 3, a, 1, b, 1, 0.0, c, 2, 1);
+    tg__gemm(TG_F32, false, false, 2, 0, 3, a, 1, b, 1, 0.0, c, 2, 1);
     for (int i = 0; i < 4; i++)
         assert_true(c[i] == (float)(i + 1));
 }
 
-/* tg__gemm (OpenBLAS when the build has it) meets the same reference. */
+/* tg__gemm (the best kernel set, on two threads) meets the same reference. */
 static void dispatch_agrees(void **state)
 {
     (void)state;
@@ -229,8 +229,7 @@ static void dispatch_agrees(void **state)
 
 int main(void)
 {
-    printf("gemm: backend %s, best kernel set %s\n", tg__gemm_backend(),
-           tg__gemm_isa_name(TG__GEMM_BEST));
+    printf("gemm: best kernel set %s\n", tg__gemm_isa_name(TG__GEMM_BEST));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(small_shapes),
         cmocka_unit_test(blocked_shapes),

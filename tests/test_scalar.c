@@ -203,6 +203,11 @@ static tg_scalar pow3(tg_scalar a) { return tg_s_pow(a, 3); }
 static tg_scalar pow_half(tg_scalar a) { return tg_s_pow(a, 0.5); }
 static tg_scalar pow1(tg_scalar a) { return tg_s_pow(a, 1); }
 static tg_scalar pow0(tg_scalar a) { return tg_s_pow(a, 0); }
+static tg_scalar pow2(tg_scalar a) { return tg_s_pow(a, 2); }
+static tg_scalar pow_m1(tg_scalar a) { return tg_s_pow(a, -1); }
+static tg_scalar pow_m2(tg_scalar a) { return tg_s_pow(a, -2); }
+static tg_scalar pow_mhalf(tg_scalar a) { return tg_s_pow(a, -0.5); }
+static tg_scalar pow_2_5(tg_scalar a) { return tg_s_pow(a, 2.5); }
 static tg_scalar addc(tg_scalar a) { return tg_s_addc(a, 2.5); }
 static tg_scalar mulc(tg_scalar a) { return tg_s_mulc(a, -3); }
 
@@ -231,6 +236,11 @@ static void unary_second_derivatives(void **state)
         {"pow0.5", pow_half, 2.0, 0.5 / sqrt(2.0), -0.25 * pow(2.0, -1.5)},
         {"pow1", pow1, 2.0, 1, 0},
         {"pow0", pow0, 2.0, 0, 0},
+        {"pow2", pow2, -1.3, 2 * -1.3, 2},
+        {"pow-1", pow_m1, 1.7, -1 / (1.7 * 1.7), 2 / (1.7 * 1.7 * 1.7)},
+        {"pow-2", pow_m2, 1.7, -2 / pow(1.7, 3), 6 / pow(1.7, 4)},
+        {"pow-0.5", pow_mhalf, 2.0, -0.5 * pow(2.0, -1.5), 0.75 * pow(2.0, -2.5)},
+        {"pow2.5", pow_2_5, 1.9, 2.5 * pow(1.9, 1.5), 3.75 * pow(1.9, 0.5)},
     };
     double worst = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -252,6 +262,27 @@ static void unary_second_derivatives(void **state)
                      cases[i].d2);
     }
     printf("unary second derivatives: worst relative error %.3g\n", worst);
+}
+
+/* tg_s_pow's value as PyTorch's CPU kernel computes it: the exponents it special-cases by
+ * products, reciprocals and square roots (so a^3 is (a * a) * a, not the correctly rounded cube
+ * pow gives), the others by pow. */
+static void pow_values(void **state)
+{
+    fixture *f = *state;
+    const double x = 1.014000001; /* (x * x) * x differs from pow(x, 3) in the last bit */
+    const struct {
+        double c, want;
+    } cases[] = {{2, x * x},         {3, x * x * x},      {-1, 1 / x}, {-2, 1 / (x * x)},
+                 {0.5, sqrt(x)},     {-0.5, 1 / sqrt(x)}, {1, x},      {0, 1},
+                 {2.5, pow(x, 2.5)}, {-3, pow(x, -3)}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tg_tape_reset(f->tp);
+        double got = tg_s_value(tg_s_pow(tg_s_var(f->tp, x), cases[i].c));
+        if (got != cases[i].want)
+            fail_msg("pow(x, %g) = %.17g, expected %.17g", cases[i].c, got, cases[i].want);
+    }
+    assert_true(x * x * x != pow(x, 3)); /* the case tells the two apart */
 }
 
 typedef tg_scalar (*binary_fn)(tg_scalar, tg_scalar);
@@ -477,6 +508,7 @@ int main(void)
         FIXTURE_TEST(scalar_errors),
         FIXTURE_TEST(gradient_values),
         FIXTURE_TEST(unary_second_derivatives),
+        FIXTURE_TEST(pow_values),
         FIXTURE_TEST(binary_hessians),
         FIXTURE_TEST(hessian_rosenbrock),
         FIXTURE_TEST(hessian_of_every_op),
